@@ -1,0 +1,237 @@
+//! The command line: flags in, a [`Config`] (or an exit) out.
+//!
+//! Kept in the library so it can be unit-tested and so `main.rs` stays a
+//! few lines. Usage errors are one line on stderr and exit code 2.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::error::ErrorKind;
+use clap::{Parser, ValueEnum};
+
+use crate::config::Config;
+
+/// Exit code for a bad flag or value.
+pub const EXIT_USAGE: u8 = 2;
+
+/// Serve a TCP protocol on one single-threaded mio event loop, with graceful drain.
+///
+/// Exit codes: 0 clean shutdown (every connection drained), 1 could not
+/// start (e.g. bind failed) or the event loop failed, 2 bad command line,
+/// 3 shutdown was forced (drain deadline passed, or a second quit signal).
+#[derive(Debug, Parser)]
+#[command(name = "tcp-reactor", version, about, long_about)]
+pub struct Args {
+    /// Address to listen on, IPv4 or IPv6 (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR", default_value = Config::DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+
+    /// Protocol to serve.
+    #[arg(long, value_enum, default_value_t = ProtocolName::Echo)]
+    pub protocol: ProtocolName,
+
+    /// Seconds a graceful shutdown may take before connections are force-closed.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = secs, allow_negative_numbers = true)]
+    pub drain_timeout: f64,
+
+    /// Seconds without traffic either way before a connection is closed (0 = off).
+    #[arg(long, value_name = "SECS", default_value_t = 300.0, value_parser = secs, allow_negative_numbers = true)]
+    pub idle_timeout: f64,
+
+    /// Stop reading from a connection once this many output bytes are owed.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
+    pub write_high_watermark: usize,
+
+    /// Read again once owed output has drained to this many bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024)]
+    pub write_low_watermark: usize,
+
+    /// Most connections served at once (capped by RLIMIT_NOFILE less a reserve).
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_conns: u64,
+
+    /// Listen backlog: connections the kernel queues before we accept them.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(i32).range(1..))]
+    pub backlog: i32,
+}
+
+/// The protocols `--protocol` accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProtocolName {
+    /// Every byte received is sent back, in order.
+    Echo,
+}
+
+fn secs(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if !(0.0..=1e9).contains(&v) {
+        return Err(format!("'{s}' is out of range (0 to 1e9 seconds)"));
+    }
+    Ok(v)
+}
+
+/// What the process should do instead of serving.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Exit {
+    /// Exit code.
+    pub code: u8,
+    /// Text to print.
+    pub message: String,
+    /// Print on stdout (help, version) rather than stderr.
+    pub stdout: bool,
+}
+
+impl Args {
+    /// Turn parsed flags into a server configuration, checking how they fit together.
+    pub fn to_config(&self) -> Result<Config, String> {
+        if self.write_low_watermark > self.write_high_watermark {
+            return Err(format!(
+                "--write-low-watermark ({}) must not exceed --write-high-watermark ({})",
+                self.write_low_watermark, self.write_high_watermark
+            ));
+        }
+        if self.write_high_watermark == 0 {
+            return Err("--write-high-watermark must be at least 1".into());
+        }
+        let mut config = Config {
+            listen: self.listen,
+            backlog: self.backlog,
+            drain_timeout: Duration::from_secs_f64(self.drain_timeout),
+            max_conns: usize::try_from(self.max_conns).unwrap_or(usize::MAX),
+            ..Config::default()
+        };
+        config.limits.idle_timeout =
+            (self.idle_timeout > 0.0).then(|| Duration::from_secs_f64(self.idle_timeout));
+        config.limits.write_high_watermark = self.write_high_watermark;
+        config.limits.write_low_watermark = self.write_low_watermark;
+        Ok(config)
+    }
+}
+
+/// What the command line asked for.
+#[derive(Debug)]
+pub struct Invocation {
+    /// The protocol to serve.
+    pub protocol: ProtocolName,
+    /// The server configuration.
+    pub config: Config,
+}
+
+/// Parse a command line (program name first).
+pub fn parse<I, T>(args: I) -> Result<Invocation, Exit>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let args = Args::try_parse_from(args).map_err(|e| match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => Exit {
+            code: 0,
+            message: e.to_string(),
+            stdout: true,
+        },
+        _ => Exit {
+            code: EXIT_USAGE,
+            message: one_line(&e.to_string()),
+            stdout: false,
+        },
+    })?;
+    let config = args.to_config().map_err(|msg| Exit {
+        code: EXIT_USAGE,
+        message: format!("error: {msg}"),
+        stdout: false,
+    })?;
+    Ok(Invocation {
+        protocol: args.protocol,
+        config,
+    })
+}
+
+/// clap's errors carry usage and a hint on later lines; keep the first.
+fn one_line(message: &str) -> String {
+    let first = message.lines().next().unwrap_or("error: bad command line");
+    format!("{first} (try --help)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_ok(args: &[&str]) -> Invocation {
+        parse(std::iter::once("tcp-reactor").chain(args.iter().copied())).unwrap()
+    }
+
+    fn parse_err(args: &[&str]) -> Exit {
+        parse(std::iter::once("tcp-reactor").chain(args.iter().copied())).unwrap_err()
+    }
+
+    #[test]
+    fn no_flags_serve_echo_on_loopback_8000() {
+        let inv = parse_ok(&[]);
+        assert_eq!(inv.protocol, ProtocolName::Echo);
+        assert_eq!(inv.config.listen, "127.0.0.1:8000".parse().unwrap());
+        assert_eq!(inv.config.drain_timeout, Duration::from_secs(10));
+        assert_eq!(
+            inv.config.limits.idle_timeout,
+            Some(Duration::from_secs(300))
+        );
+    }
+
+    #[test]
+    fn flags_reach_the_config() {
+        let inv = parse_ok(&[
+            "--listen",
+            "[::1]:0",
+            "--drain-timeout",
+            "1.5",
+            "--idle-timeout",
+            "0",
+            "--max-conns",
+            "10",
+        ]);
+        assert_eq!(inv.config.listen, "[::1]:0".parse().unwrap());
+        assert_eq!(inv.config.drain_timeout, Duration::from_millis(1500));
+        assert_eq!(inv.config.limits.idle_timeout, None);
+        assert_eq!(inv.config.max_conns, 10);
+    }
+
+    #[test]
+    fn a_bad_flag_is_one_line_naming_it_with_code_2() {
+        let exit = parse_err(&["--frobnicate"]);
+        assert_eq!(exit.code, 2);
+        assert!(exit.message.contains("--frobnicate"), "{}", exit.message);
+        assert_eq!(exit.message.lines().count(), 1, "{}", exit.message);
+    }
+
+    #[test]
+    fn a_bad_value_is_one_line_naming_the_flag_with_code_2() {
+        for args in [
+            &["--listen", "nonsense"][..],
+            &["--drain-timeout", "soon"],
+            &["--drain-timeout", "-1"],
+            &["--max-conns", "0"],
+            &[
+                "--write-low-watermark",
+                "100",
+                "--write-high-watermark",
+                "10",
+            ],
+        ] {
+            let exit = parse_err(args);
+            assert_eq!(exit.code, 2, "{args:?}");
+            assert!(exit.message.contains(args[0]), "{args:?}: {}", exit.message);
+            assert_eq!(exit.message.lines().count(), 1, "{}", exit.message);
+        }
+    }
+
+    #[test]
+    fn help_and_version_exit_0_on_stdout() {
+        for flag in ["--help", "--version"] {
+            let exit = parse_err(&[flag]);
+            assert_eq!(exit.code, 0);
+            assert!(exit.stdout);
+        }
+    }
+}

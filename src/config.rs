@@ -1,0 +1,44 @@
+//! Everything the server can be told, with the defaults a user gets when
+//! they say nothing. The CLI fills this in; library users build it directly.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::conn::Limits;
+
+/// Server configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address to listen on (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Length of the kernel's queue of connections not yet accepted.
+    pub backlog: i32,
+    /// How long a graceful shutdown may take before connections are forced.
+    pub drain_timeout: Duration,
+    /// Most connections served at once; beyond it new ones wait in the backlog.
+    pub max_conns: usize,
+    /// Per-connection bounds and timeouts.
+    pub limits: Limits,
+    /// Install SIGINT/SIGTERM/SIGQUIT/SIGUSR1 handlers. Library users running
+    /// several servers, or owning signals themselves, turn this off and use a
+    /// [`ShutdownHandle`](crate::ShutdownHandle).
+    pub handle_signals: bool,
+}
+
+impl Config {
+    /// Default listen address: loopback, so a first `cargo run` exposes nothing.
+    pub const DEFAULT_LISTEN: &'static str = "127.0.0.1:8000";
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            backlog: 1024,
+            drain_timeout: Duration::from_secs(10),
+            max_conns: 10_000,
+            limits: Limits::default(),
+            handle_signals: true,
+        }
+    }
+}

@@ -1,0 +1,599 @@
+//! One connection: the Go tutorial's handler goroutine, as an explicit state
+//! machine that readiness events drive.
+//!
+//! The event loop owns the socket registration and the timers; a [`Conn`]
+//! owns everything else about one peer: its [`State`], the readiness the
+//! kernel last reported, the bytes it still owes, and its protocol.
+//!
+//! # Readiness rules (edge-triggered)
+//! Each socket is registered **once**, for readable *and* writable. The
+//! kernel reports an edge only when something changes, so the connection
+//! remembers what it was told (`readable`, `writable`) and clears a flag
+//! only when the socket proves it exhausted:
+//! * a read that returns `WouldBlock`, or a **short read** (fewer bytes than
+//!   the buffer): the socket was empty at that moment, and any later arrival
+//!   raises a new edge. This saves the extra `read` → `WouldBlock` syscall per
+//!   message (tokio relies on the same fact). The exception: once the kernel
+//!   has reported the peer's FIN (`read_closed`), we keep reading until `Ok(0)`.
+//! * a write that returns `WouldBlock`.
+//! * `Interrupted` is retried; spurious events just find `WouldBlock`.
+//!
+//! Interest is *derived*, not registered: [`Conn::wants_read`] says whether
+//! the state and backpressure allow reading. When reading is paused while the
+//! socket is readable, no new edge will come, so un-pausing continues at once
+//! from the remembered flag. When a connection stops because it used up its
+//! fairness budget, [`Progress::Yield`] asks the loop to come back to it.
+//!
+//! # Backpressure
+//! Output the kernel did not take waits in `out`. Once it reaches the high
+//! watermark the connection stops reading; it reads again when `out` drains
+//! to the low watermark. So `out` never exceeds *high + one read*.
+//!
+//! # Ownership of the hot path
+//! Reads land in the loop's shared [`Scratch`] buffer, the protocol answers
+//! into the shared output scratch, and the answer is written straight from
+//! there; only what the kernel refused is copied into `out`. An idle
+//! connection owns no heap memory.
+
+pub mod buffer;
+mod state;
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::proto::{Decision, Protocol};
+use buffer::Buffer;
+pub use state::{CloseReason, Ending, ForceCause, State};
+
+/// A byte stream a connection can run on: a TCP socket, or a test double.
+pub trait Transport: Read + Write {
+    /// Send our FIN: shut down the write half only.
+    fn shutdown_write(&mut self) -> io::Result<()>;
+}
+
+impl Transport for mio::net::TcpStream {
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+}
+
+/// Bounds and timeouts a connection obeys. Built once from the config.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Stop reading when this many output bytes are owed.
+    pub write_high_watermark: usize,
+    /// Read again once owed output has drained to this many bytes.
+    pub write_low_watermark: usize,
+    /// Most unconsumed input (a partial frame) a protocol may leave behind.
+    pub max_pending_input: usize,
+    /// Close after this long without traffic in either direction.
+    pub idle_timeout: Option<Duration>,
+    /// How long to read-and-discard after our FIN, waiting for the peer's.
+    pub linger_timeout: Duration,
+    /// Fairness: most bytes read per connection per turn of the loop.
+    pub read_budget: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            write_high_watermark: 64 * 1024,
+            write_low_watermark: 16 * 1024,
+            max_pending_input: 64 * 1024,
+            idle_timeout: Some(Duration::from_secs(300)),
+            linger_timeout: Duration::from_secs(5),
+            read_budget: 256 * 1024,
+        }
+    }
+}
+
+/// Buffers the loop lends to whichever connection it is driving.
+#[derive(Debug)]
+pub struct Scratch {
+    read: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl Scratch {
+    /// Size of the shared read buffer; a read never returns more.
+    pub const READ_SIZE: usize = 64 * 1024;
+
+    /// Allocate the shared buffers once.
+    pub fn new() -> Self {
+        Self {
+            read: vec![0; Self::READ_SIZE],
+            out: Vec::with_capacity(Self::READ_SIZE),
+        }
+    }
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What the loop should do with a connection after driving it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Nothing more to do until the next readiness event or timer.
+    Idle,
+    /// Work is left but the fairness budget is spent: come back next turn.
+    Yield,
+    /// The connection is finished; remove it.
+    Closed(CloseReason),
+}
+
+/// One connection's state machine. `S` is the byte stream, `P` the protocol.
+#[derive(Debug)]
+pub struct Conn<P, S = mio::net::TcpStream> {
+    stream: S,
+    peer: SocketAddr,
+    key: usize,
+    generation: u64,
+    state: State,
+    /// Last readiness the kernel reported and we have not used up.
+    readable: bool,
+    writable: bool,
+    /// The kernel reported the peer's FIN: read until `Ok(0)`.
+    read_closed: bool,
+    /// Backpressure: owed output crossed the high watermark.
+    read_paused: bool,
+    out: Buffer,
+    input: Buffer,
+    proto: P,
+    opened: Instant,
+    last_active: Instant,
+    /// The earliest deadline armed in the loop's timer heap for us.
+    armed: Option<Instant>,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+type Io<T> = Result<T, CloseReason>;
+
+/// What one `read` found.
+enum ReadOutcome {
+    Data(usize),
+    /// `WouldBlock`: nothing to read right now.
+    Empty,
+    /// `Ok(0)`: the peer's FIN.
+    Eof,
+}
+
+impl<P: Protocol, S: Transport> Conn<P, S> {
+    /// A freshly accepted connection in slab slot `key`.
+    pub fn new(
+        stream: S,
+        peer: SocketAddr,
+        key: usize,
+        generation: u64,
+        proto: P,
+        now: Instant,
+    ) -> Self {
+        Self {
+            stream,
+            peer,
+            key,
+            generation,
+            state: State::Open,
+            readable: false,
+            writable: false,
+            read_closed: false,
+            read_paused: false,
+            out: Buffer::new(),
+            input: Buffer::new(),
+            proto,
+            opened: now,
+            last_active: now,
+            armed: None,
+            bytes_in: 0,
+            bytes_out: 0,
+        }
+    }
+
+    /// The socket, for (de)registration.
+    pub fn stream_mut(&mut self) -> &mut S {
+        &mut self.stream
+    }
+
+    /// The peer's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The generation this connection was given when accepted.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Current lifecycle state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Bytes read from and written to the peer.
+    pub fn bytes(&self) -> (u64, u64) {
+        (self.bytes_in, self.bytes_out)
+    }
+
+    /// When the connection was accepted.
+    pub fn opened(&self) -> Instant {
+        self.opened
+    }
+
+    /// Bytes owed to the peer that the kernel has not taken yet.
+    pub fn owed(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Heap bytes this connection holds in its own buffers.
+    pub fn buffered_capacity(&self) -> usize {
+        self.out.capacity() + self.input.capacity()
+    }
+
+    /// Whether the state and backpressure allow reading input to process.
+    pub fn wants_read(&self) -> bool {
+        matches!(self.state, State::Open | State::Draining) && !self.read_paused
+    }
+
+    /// Whether bytes are waiting for the socket to become writable.
+    pub fn wants_write(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// Record a readiness event. Flags are only ever *set* here; the socket
+    /// clears them by returning `WouldBlock` (or a short read).
+    pub fn on_event(&mut self, readable: bool, writable: bool, read_closed: bool) {
+        log::trace!(
+            "conn {} event:{}{}{}",
+            self.key,
+            if readable { " readable" } else { "" },
+            if writable { " writable" } else { "" },
+            if read_closed { " read-closed" } else { "" },
+        );
+        self.readable |= readable || read_closed;
+        self.writable |= writable;
+        self.read_closed |= read_closed;
+    }
+
+    /// Do all the I/O the current readiness and state allow.
+    pub fn drive(&mut self, now: Instant, scratch: &mut Scratch, limits: &Limits) -> Progress {
+        match self.pump(now, scratch, limits) {
+            Ok(progress) => progress,
+            Err(reason) => Progress::Closed(reason),
+        }
+    }
+
+    /// Graceful shutdown began: read what is already readable, answer it,
+    /// then let the protocol say whether it can end now.
+    pub fn begin_drain(
+        &mut self,
+        now: Instant,
+        scratch: &mut Scratch,
+        limits: &Limits,
+    ) -> Progress {
+        if self.state != State::Open {
+            return self.drive(now, scratch, limits);
+        }
+        // Read even without a fresh edge: an arrival may be queued in the
+        // kernel's event list that the loop has not collected yet.
+        self.readable = true;
+        match self.pump(now, scratch, limits) {
+            Err(reason) => return Progress::Closed(reason),
+            Ok(_) if self.state != State::Open => {} // ended while reading
+            Ok(_) => {
+                scratch.out.clear();
+                let decision = self.proto.on_drain(now, &mut scratch.out);
+                if let Err(reason) = self.send_scratch(now, scratch, limits) {
+                    return Progress::Closed(reason);
+                }
+                match decision {
+                    Decision::Continue => self.set_state(State::Draining),
+                    Decision::Close => self.finish(Ending::Shutdown, false),
+                    Decision::Reject(msg) => self.finish(Ending::ProtocolError(msg), false),
+                }
+            }
+        }
+        self.drive(now, scratch, limits)
+    }
+
+    /// The earliest instant at which [`Conn::on_timer`] has work to do.
+    pub fn deadline(&self, limits: &Limits) -> Option<Instant> {
+        let idle = limits.idle_timeout.map(|d| self.last_active + d);
+        let linger = match self.state {
+            State::Lingering { until, .. } => Some(until),
+            _ => None,
+        };
+        [idle, linger, self.proto.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// If `wanted` is earlier than what is armed, remember it as armed and
+    /// return it so the loop pushes one timer entry. Later deadlines cost
+    /// nothing now: the armed entry fires first and re-arms.
+    pub fn arm(&mut self, limits: &Limits) -> Option<Instant> {
+        let wanted = self.deadline(limits)?;
+        match self.armed {
+            Some(armed) if armed <= wanted => None,
+            _ => {
+                self.armed = Some(wanted);
+                Some(wanted)
+            }
+        }
+    }
+
+    /// Whether a timer entry is armed for this connection.
+    pub fn has_armed(&self) -> bool {
+        self.armed.is_some()
+    }
+
+    /// A timer entry armed for `at` fired.
+    pub fn on_timer(
+        &mut self,
+        at: Instant,
+        now: Instant,
+        scratch: &mut Scratch,
+        limits: &Limits,
+    ) -> Progress {
+        if self.armed == Some(at) {
+            self.armed = None;
+        }
+        if let Some(idle) = limits.idle_timeout {
+            if now >= self.last_active + idle {
+                return Progress::Closed(CloseReason::IdleTimeout);
+            }
+        }
+        if let State::Lingering { ending, until } = self.state {
+            if now >= until {
+                log::trace!("conn {} linger ended without the peer's FIN", self.key);
+                return Progress::Closed(ending.into());
+            }
+        }
+        if self.proto.next_deadline().is_some_and(|d| now >= d) {
+            scratch.out.clear();
+            let decision = self.proto.on_timeout(now, &mut scratch.out);
+            if let Err(reason) = self.send_scratch(now, scratch, limits) {
+                return Progress::Closed(reason);
+            }
+            self.decide(decision);
+        }
+        self.drive(now, scratch, limits)
+    }
+
+    /// The one place the state changes.
+    fn set_state(&mut self, next: State) {
+        log::trace!("conn {} {:?} => {:?}", self.key, self.state, next);
+        self.state = next;
+    }
+
+    fn set_read_paused(&mut self, paused: bool) {
+        if paused != self.read_paused {
+            log::trace!(
+                "conn {} reading {} ({} B owed)",
+                self.key,
+                if paused {
+                    "paused: above high watermark"
+                } else {
+                    "resumed: at low watermark"
+                },
+                self.out.len()
+            );
+            self.read_paused = paused;
+        }
+    }
+
+    fn finish(&mut self, ending: Ending, peer_done: bool) {
+        self.set_state(State::Flushing { ending, peer_done });
+    }
+
+    fn decide(&mut self, decision: Decision) {
+        match decision {
+            Decision::Continue => {}
+            Decision::Close => self.finish(Ending::Done, false),
+            Decision::Reject(msg) => self.finish(Ending::ProtocolError(msg), false),
+        }
+    }
+
+    fn pump(&mut self, now: Instant, scratch: &mut Scratch, limits: &Limits) -> Io<Progress> {
+        let mut budget = limits.read_budget;
+        loop {
+            if self.writable && self.wants_write() {
+                self.flush(now, limits)?;
+            }
+            match self.state {
+                State::Open | State::Draining => {
+                    if !self.readable || !self.wants_read() {
+                        return Ok(Progress::Idle);
+                    }
+                    if budget == 0 {
+                        return Ok(Progress::Yield);
+                    }
+                    let n = self.read_and_answer(now, scratch, limits)?;
+                    budget = budget.saturating_sub(n);
+                }
+                State::Flushing { ending, peer_done } => {
+                    if self.wants_write() {
+                        return Ok(Progress::Idle); // not writable: wait for the edge
+                    }
+                    if peer_done {
+                        return Err(ending.into()); // close() sends our FIN
+                    }
+                    if let Err(e) = self.stream.shutdown_write() {
+                        return Err(CloseReason::from_io(&e));
+                    }
+                    let until = now + limits.linger_timeout;
+                    self.set_state(State::Lingering { ending, until });
+                }
+                State::Lingering { ending, .. } => {
+                    if !self.readable {
+                        return Ok(Progress::Idle);
+                    }
+                    if budget == 0 {
+                        return Ok(Progress::Yield);
+                    }
+                    match self.read(now, scratch) {
+                        Ok(ReadOutcome::Data(n)) => budget = budget.saturating_sub(n),
+                        Ok(ReadOutcome::Empty) => {}
+                        // The peer's FIN, or an error: either way the peer
+                        // already has every byte we owed.
+                        Ok(ReadOutcome::Eof) | Err(_) => return Err(ending.into()),
+                    }
+                }
+            }
+        }
+    }
+
+    /// One read into the shared read scratch.
+    fn read(&mut self, now: Instant, scratch: &mut Scratch) -> io::Result<ReadOutcome> {
+        loop {
+            match self.stream.read(&mut scratch.read) {
+                Ok(0) => {
+                    log::trace!("conn {} read EOF", self.key);
+                    self.readable = false;
+                    self.read_closed = true;
+                    return Ok(ReadOutcome::Eof);
+                }
+                Ok(n) => {
+                    if n < scratch.read.len() && !self.read_closed {
+                        self.readable = false; // short read: the socket is empty
+                    }
+                    log::trace!(
+                        "conn {} read {n} B{}",
+                        self.key,
+                        if self.readable {
+                            ""
+                        } else {
+                            " (short read: drained)"
+                        }
+                    );
+                    self.bytes_in += n as u64;
+                    self.last_active = now;
+                    return Ok(ReadOutcome::Data(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    log::trace!("conn {} read would block", self.key);
+                    self.readable = false;
+                    return Ok(ReadOutcome::Empty);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Read once and hand the bytes to the protocol; returns bytes read.
+    fn read_and_answer(
+        &mut self,
+        now: Instant,
+        scratch: &mut Scratch,
+        limits: &Limits,
+    ) -> Io<usize> {
+        let n = match self
+            .read(now, scratch)
+            .map_err(|e| CloseReason::from_io(&e))?
+        {
+            ReadOutcome::Data(n) => n,
+            ReadOutcome::Empty => return Ok(0),
+            ReadOutcome::Eof => {
+                // The peer's FIN: answer what is left, then end.
+                scratch.out.clear();
+                self.proto.on_eof(now, &mut scratch.out);
+                self.send_scratch(now, scratch, limits)?;
+                self.finish(Ending::PeerClosed, true);
+                return Ok(0);
+            }
+        };
+        scratch.out.clear();
+        let step = if self.input.is_empty() {
+            let step = self
+                .proto
+                .on_input(now, &scratch.read[..n], &mut scratch.out);
+            self.input.extend(&scratch.read[step.consumed.min(n)..n]);
+            step
+        } else {
+            self.input.extend(&scratch.read[..n]);
+            let step = self
+                .proto
+                .on_input(now, self.input.as_slice(), &mut scratch.out);
+            self.input.consume(step.consumed);
+            step
+        };
+        self.send_scratch(now, scratch, limits)?;
+        if self.input.len() > limits.max_pending_input {
+            return Err(CloseReason::ProtocolError("unconsumed input over limit"));
+        }
+        self.decide(step.decision);
+        Ok(n)
+    }
+
+    /// Send what the protocol put in the output scratch: straight to the
+    /// socket when nothing is queued, keeping only what the kernel refused.
+    fn send_scratch(&mut self, now: Instant, scratch: &mut Scratch, limits: &Limits) -> Io<()> {
+        let bytes = scratch.out.as_slice();
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        if self.out.is_empty() && self.writable {
+            let written = self.write(now, bytes)?;
+            self.out.extend(&bytes[written..]);
+        } else {
+            self.out.extend(bytes);
+        }
+        self.update_backpressure(limits);
+        Ok(())
+    }
+
+    /// Write queued output until it is gone or the socket is full.
+    fn flush(&mut self, now: Instant, limits: &Limits) -> Io<()> {
+        let out = std::mem::take(&mut self.out);
+        let written = self.write(now, out.as_slice());
+        self.out = out;
+        self.out.consume(written?);
+        self.update_backpressure(limits);
+        Ok(())
+    }
+
+    fn write(&mut self, now: Instant, bytes: &[u8]) -> Io<usize> {
+        let mut done = 0;
+        while done < bytes.len() {
+            match self.stream.write(&bytes[done..]) {
+                Ok(0) => return Err(CloseReason::Io(io::ErrorKind::WriteZero)),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.writable = false;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(CloseReason::from_io(&e)),
+            }
+        }
+        log::trace!(
+            "conn {} wrote {done} of {} B{}",
+            self.key,
+            bytes.len(),
+            if self.writable {
+                ""
+            } else {
+                " (would block: rest queued)"
+            }
+        );
+        if done > 0 {
+            self.bytes_out += done as u64;
+            self.last_active = now;
+        }
+        Ok(done)
+    }
+
+    fn update_backpressure(&mut self, limits: &Limits) {
+        let owed = self.out.len();
+        if owed >= limits.write_high_watermark {
+            self.set_read_paused(true);
+        } else if owed <= limits.write_low_watermark {
+            self.set_read_paused(false);
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! The connection's lifecycle states, and why a connection ended.
+//!
+//! ```text
+//!            peer EOF / protocol Close or Reject
+//!   Open ─────────────────────────────────────────────┐
+//!    │ drain starts: final read, then ask the protocol│
+//!    ├── protocol: Close ────────────────────────────►│
+//!    └── protocol: Continue ─► Draining ── Close ────►│
+//!                                                      ▼
+//!                          Flushing { ending, peer_done }   (write all that is owed)
+//!                            │ owed == 0, peer_done ──────────────► closed
+//!                            │ owed == 0, !peer_done: shutdown(Write) = FIN
+//!                            ▼
+//!                          Lingering { ending, until }      (read and discard)
+//!                            │ peer EOF, error, or `until` ──────► closed
+//! ```
+//! Any state can also end at once: an I/O error (reset), the idle timeout,
+//! or a forced shutdown.
+
+use std::fmt;
+use std::io;
+use std::time::Instant;
+
+/// Where a connection is in its life. Changed only by `Conn::set_state`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Reading, handing input to the protocol, writing its replies.
+    Open,
+    /// Shutdown began while the protocol still needed input to finish a
+    /// request in flight: reading goes on until the protocol says `Close`.
+    Draining,
+    /// No more input is processed; what is owed is written, then FIN.
+    Flushing {
+        /// Why the connection is ending.
+        ending: Ending,
+        /// The peer already sent its FIN: after flushing, close outright.
+        peer_done: bool,
+    },
+    /// Our FIN is sent. Read and discard until the peer's FIN (or `until`),
+    /// so that closing never turns unread input into an RST that could
+    /// destroy replies still in flight to the peer.
+    Lingering {
+        /// Why the connection is ending.
+        ending: Ending,
+        /// Give up waiting for the peer's FIN at this instant.
+        until: Instant,
+    },
+}
+
+/// Why an orderly end began.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// The peer half-closed its write side.
+    PeerClosed,
+    /// The protocol ended the conversation.
+    Done,
+    /// The peer broke the protocol.
+    ProtocolError(&'static str),
+    /// Graceful shutdown of the server.
+    Shutdown,
+}
+
+/// Why a forced close happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForceCause {
+    /// The drain deadline (`--drain-timeout`) passed.
+    DrainDeadline,
+    /// A second quit signal (or `force`) arrived during the drain.
+    SecondSignal,
+}
+
+/// Why a connection ended; handed to the cleanup hook and logged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer half-closed; everything owed was written first.
+    PeerClosed,
+    /// The protocol ended the conversation; everything owed was written.
+    Done,
+    /// The peer broke the protocol.
+    ProtocolError(&'static str),
+    /// Drained by a graceful shutdown: owed bytes written, FIN sent.
+    Drained,
+    /// The peer reset the connection, or we wrote after it closed.
+    Reset,
+    /// Another I/O error.
+    Io(io::ErrorKind),
+    /// No traffic in either direction for the idle timeout.
+    IdleTimeout,
+    /// Shutdown could not wait for this connection.
+    Forced(ForceCause),
+}
+
+impl CloseReason {
+    /// Classify an I/O error that ended a connection.
+    pub fn from_io(err: &io::Error) -> Self {
+        use io::ErrorKind::*;
+        match err.kind() {
+            ConnectionReset | BrokenPipe | ConnectionAborted => CloseReason::Reset,
+            kind => CloseReason::Io(kind),
+        }
+    }
+}
+
+impl From<Ending> for CloseReason {
+    fn from(ending: Ending) -> Self {
+        match ending {
+            Ending::PeerClosed => CloseReason::PeerClosed,
+            Ending::Done => CloseReason::Done,
+            Ending::ProtocolError(msg) => CloseReason::ProtocolError(msg),
+            Ending::Shutdown => CloseReason::Drained,
+        }
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::PeerClosed => f.write_str("peer closed"),
+            CloseReason::Done => f.write_str("protocol closed"),
+            CloseReason::ProtocolError(msg) => write!(f, "protocol error: {msg}"),
+            CloseReason::Drained => f.write_str("drained"),
+            CloseReason::Reset => f.write_str("reset by peer"),
+            CloseReason::Io(kind) => write!(f, "I/O error: {kind}"),
+            CloseReason::IdleTimeout => f.write_str("idle timeout"),
+            CloseReason::Forced(ForceCause::DrainDeadline) => {
+                f.write_str("forced: drain deadline passed")
+            }
+            CloseReason::Forced(ForceCause::SecondSignal) => {
+                f.write_str("forced: second quit signal")
+            }
+        }
+    }
+}

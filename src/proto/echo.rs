@@ -1,0 +1,52 @@
+//! Echo: every byte received is sent back, in order.
+//!
+//! The Go tutorial's handler body. It consumes all input at once, never needs
+//! more bytes to finish anything, and so agrees to close as soon as a drain
+//! starts (after the connection has echoed what it already read).
+
+use std::time::Instant;
+
+use super::{Decision, Protocol, Step};
+
+/// The echo protocol. Stateless, so it costs no memory per connection.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Echo;
+
+impl Protocol for Echo {
+    fn name(&self) -> &'static str {
+        "echo"
+    }
+
+    fn on_input(&mut self, _now: Instant, input: &[u8], out: &mut Vec<u8>) -> Step {
+        out.extend_from_slice(input);
+        Step {
+            consumed: input.len(),
+            decision: Decision::Continue,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echoes_every_byte_in_order_and_consumes_all() {
+        let now = Instant::now();
+        let mut echo = Echo;
+        let mut out = Vec::new();
+        let step = echo.on_input(now, b"hello ", &mut out);
+        assert_eq!(step.consumed, 6);
+        assert_eq!(step.decision, Decision::Continue);
+        echo.on_input(now, b"world", &mut out);
+        assert_eq!(out, b"hello world");
+    }
+
+    #[test]
+    fn agrees_to_close_when_draining() {
+        assert_eq!(
+            Echo.on_drain(Instant::now(), &mut Vec::new()),
+            Decision::Close
+        );
+    }
+}

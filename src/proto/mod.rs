@@ -1,0 +1,70 @@
+//! Sans-IO protocols: bytes and `now` in, bytes and decisions out.
+//!
+//! A protocol never sees a socket, a clock or the event loop. The connection
+//! hands it the bytes it has read and a buffer to append replies to, and acts
+//! on the [`Decision`] it returns. That keeps every protocol testable (and
+//! fuzzable) with plain byte slices and a made-up `Instant`.
+//!
+//! The connection owns buffering: input the protocol did not consume (a
+//! partial frame) is kept and handed back, with more bytes behind it, on the
+//! next call. A protocol must therefore consume *whole* frames only and may
+//! rely on seeing the unconsumed tail again.
+
+use std::time::Instant;
+
+mod echo;
+
+pub use echo::Echo;
+
+/// What the connection should do after a protocol call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Keep going: read more input when it comes.
+    Continue,
+    /// The conversation is over: write everything owed, then close.
+    Close,
+    /// The peer broke the protocol: write what is owed (an error reply, say),
+    /// then close. The message is logged and counted.
+    Reject(&'static str),
+}
+
+/// The result of handing input to a protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Step {
+    /// How many bytes from the front of the input were used up. The rest is
+    /// offered again, with newer bytes appended, on the next call.
+    pub consumed: usize,
+    /// What to do next.
+    pub decision: Decision,
+}
+
+/// A per-connection protocol state machine.
+pub trait Protocol {
+    /// A short name for logs (`echo`, `http`, …).
+    fn name(&self) -> &'static str;
+
+    /// Handle input. Replies are appended to `out`.
+    fn on_input(&mut self, now: Instant, input: &[u8], out: &mut Vec<u8>) -> Step;
+
+    /// The peer half-closed its side: no more input will come. Whatever is
+    /// appended to `out` is still sent before the connection closes.
+    fn on_eof(&mut self, _now: Instant, _out: &mut Vec<u8>) {}
+
+    /// Graceful shutdown began, after the connection read what was already
+    /// readable. Return [`Decision::Close`] when the conversation can end now,
+    /// or [`Decision::Continue`] when a request in flight still needs input;
+    /// the protocol then returns `Close` from a later [`Protocol::on_input`].
+    fn on_drain(&mut self, _now: Instant, _out: &mut Vec<u8>) -> Decision {
+        Decision::Close
+    }
+
+    /// The next instant at which [`Protocol::on_timeout`] must be called.
+    fn next_deadline(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Called at (or after) the instant [`Protocol::next_deadline`] named.
+    fn on_timeout(&mut self, _now: Instant, _out: &mut Vec<u8>) -> Decision {
+        Decision::Continue
+    }
+}

@@ -1,0 +1,587 @@
+//! The event loop: one `mio::Poll`, one thread, every source a token.
+//!
+//! | token | source | Go counterpart |
+//! |---|---|---|
+//! | [`LISTENER`] | the listening socket | the accept goroutine |
+//! | [`SIGNALS`] | `signal_hook_mio` self-pipe | `signal.Notify` channel in main |
+//! | [`WAKER`] | [`ShutdownHandle`] from other threads | `cancel()` on the context |
+//! | `Token(key)` | connection in slab slot `key` | one handler goroutine |
+//!
+//! Each turn: poll (sleeping until the next timer at most), dispatch events
+//! by token, revisit connections that yielded, fire due timers, and stop
+//! once draining has emptied the slab. Everything a connection does lives
+//! in [`crate::conn`]; everything a protocol does lives in [`crate::proto`].
+//! This file only routes, counts and decides when to stop.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::event::Event;
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use crate::config::Config;
+use crate::conn::{CloseReason, Conn, ForceCause, Progress, Scratch};
+use crate::error::Error;
+use crate::listener::{self, Accepted, Listener};
+use crate::proto::Protocol;
+use crate::signals::{SignalEvent, SignalSource};
+use crate::stats::Stats;
+use crate::timer::{Timers, Wake};
+
+/// Token of the listening socket.
+pub const LISTENER: Token = Token(usize::MAX - 1);
+/// Token of the signal self-pipe.
+pub const SIGNALS: Token = Token(usize::MAX - 2);
+/// Token of the cross-thread waker.
+pub const WAKER: Token = Token(usize::MAX - 3);
+
+/// Most connections accepted in one turn before others get a go.
+const ACCEPT_BATCH: usize = 256;
+/// Sweep stale timer entries once this many have piled up.
+const STALE_TIMERS_SWEEP: usize = 1024;
+
+const REQUEST_NONE: u8 = 0;
+const REQUEST_SHUTDOWN: u8 = 1;
+const REQUEST_FORCE: u8 = 2;
+
+/// What a connection looked like when it ended: handed to the cleanup hook.
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    /// The token (slab key) it had. Reused by later connections.
+    pub token: Token,
+    /// Unique per accepted connection within one server.
+    pub generation: u64,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// Why it ended.
+    pub reason: CloseReason,
+    /// Bytes read from the peer.
+    pub bytes_in: u64,
+    /// Bytes written to the peer.
+    pub bytes_out: u64,
+    /// How long it was open.
+    pub lifetime: Duration,
+}
+
+/// How [`Server::run`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every connection finished its drain.
+    Clean,
+    /// Shutdown was forced; `remaining` connections were cut off.
+    Forced {
+        /// Why the drain was cut short.
+        cause: ForceCause,
+        /// How many connections were force-closed.
+        remaining: usize,
+    },
+}
+
+impl Outcome {
+    /// The binary's exit code: 0 clean, 3 forced.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Outcome::Clean => 0,
+            Outcome::Forced { .. } => 3,
+        }
+    }
+}
+
+/// Asks a running server to shut down, from any thread.
+#[derive(Clone, Debug)]
+pub struct ShutdownHandle {
+    waker: Arc<Waker>,
+    request: Arc<AtomicU8>,
+}
+
+impl ShutdownHandle {
+    /// Like a quit signal: the first starts the graceful drain, a later
+    /// one during the drain forces it.
+    pub fn shutdown(&self) {
+        self.request.fetch_max(REQUEST_SHUTDOWN, Ordering::SeqCst);
+        let _ = self.waker.wake();
+    }
+
+    /// Force-close every connection now.
+    pub fn force(&self) {
+        self.request.store(REQUEST_FORCE, Ordering::SeqCst);
+        let _ = self.waker.wake();
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Serving,
+    Draining { started: Instant },
+    Done(Outcome),
+}
+
+type Hook = Box<dyn FnMut(&ConnInfo) + Send>;
+
+/// A bound server, ready to [`run`](Server::run).
+pub struct Server<P: Protocol> {
+    poll: Poll,
+    listener: Option<Listener>,
+    local_addr: SocketAddr,
+    signals: Option<SignalSource>,
+    waker: Arc<Waker>,
+    request: Arc<AtomicU8>,
+    conns: Slab<Conn<P>>,
+    timers: Timers,
+    stale_timers: usize,
+    /// Connections that yielded with work left: `(key, generation)`.
+    ready: Vec<(usize, u64)>,
+    /// The listener had more to accept when its batch ran out, or a slot freed.
+    accept_pending: bool,
+    /// Accepting stopped at `max_conns`.
+    at_limit: bool,
+    scratch: Scratch,
+    config: Config,
+    make_protocol: Box<dyn FnMut() -> P + Send>,
+    on_close: Option<Hook>,
+    phase: Phase,
+    next_generation: u64,
+    stats: Stats,
+}
+
+impl<P: Protocol> Server<P> {
+    /// Bind the listener and set up the poller; nothing is accepted until
+    /// [`run`](Server::run). `make_protocol` makes one protocol state per
+    /// connection.
+    pub fn bind(
+        config: Config,
+        make_protocol: impl FnMut() -> P + Send + 'static,
+    ) -> Result<Self, Error> {
+        let setup = |what| move |source| Error::Setup { what, source };
+        let poll = Poll::new().map_err(setup("the poller"))?;
+        let socket = listener::bind(config.listen, config.backlog)?;
+        let mut listener = Listener::new(socket).map_err(|source| Error::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let local_addr = listener.local_addr();
+        poll.registry()
+            .register(listener.socket_mut(), LISTENER, Interest::READABLE)
+            .map_err(setup("the listener registration"))?;
+        let waker = Waker::new(poll.registry(), WAKER).map_err(setup("the waker"))?;
+        let signals = if config.handle_signals {
+            Some(
+                SignalSource::register(poll.registry(), SIGNALS)
+                    .map_err(setup("signal handlers"))?,
+            )
+        } else {
+            None
+        };
+        let mut config = config;
+        if let Some(allowed) = crate::rlimit::max_conns_allowed() {
+            if config.max_conns > allowed {
+                log::warn!(
+                    "max-conns {} is above what RLIMIT_NOFILE allows; using {allowed}",
+                    config.max_conns
+                );
+                config.max_conns = allowed;
+            }
+        }
+        Ok(Self {
+            poll,
+            listener: Some(listener),
+            local_addr,
+            signals,
+            waker: Arc::new(waker),
+            request: Arc::new(AtomicU8::new(REQUEST_NONE)),
+            conns: Slab::with_capacity(config.max_conns.min(1 << 16)),
+            timers: Timers::new(),
+            stale_timers: 0,
+            ready: Vec::new(),
+            accept_pending: false,
+            at_limit: false,
+            scratch: Scratch::new(),
+            config,
+            make_protocol: Box::new(make_protocol),
+            on_close: None,
+            phase: Phase::Serving,
+            next_generation: 0,
+            stats: Stats::default(),
+        })
+    }
+
+    /// Set the cleanup hook, run exactly once per connection however it ends
+    /// (the Go handler's deferred cleanup).
+    pub fn on_close(mut self, hook: impl FnMut(&ConnInfo) + Send + 'static) -> Self {
+        self.on_close = Some(Box::new(hook));
+        self
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The configuration in force (`max_conns` possibly lowered to the fd limit).
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// A handle to stop the server from another thread.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            waker: Arc::clone(&self.waker),
+            request: Arc::clone(&self.request),
+        }
+    }
+
+    /// Serve until shut down and drained. Logs `All done.` on the way out.
+    pub fn run(mut self) -> Result<Outcome, Error> {
+        let protocol = (self.make_protocol)().name();
+        log::info!(
+            "listening on {} (protocol {protocol}, max-conns {}, drain-timeout {:?}, idle-timeout {})",
+            self.local_addr,
+            self.config.max_conns,
+            self.config.drain_timeout,
+            match self.config.limits.idle_timeout {
+                Some(d) => format!("{d:?}"),
+                None => "off".into(),
+            },
+        );
+        let mut events = Events::with_capacity(1024);
+        let outcome = loop {
+            let timeout = self.poll_timeout(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(Error::Poll(e));
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                self.dispatch(event, now);
+            }
+            self.revisit_ready(now);
+            if self.accept_pending {
+                self.accept_pending = false;
+                self.accept(now);
+            }
+            self.fire_timers(now);
+            if let Some(outcome) = self.check_finished(now) {
+                break outcome;
+            }
+        };
+        log::info!("All done.");
+        Ok(outcome)
+    }
+
+    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.ready.is_empty() || self.accept_pending {
+            return Some(Duration::ZERO);
+        }
+        self.timers
+            .next_deadline()
+            .map(|at| at.saturating_duration_since(now))
+    }
+
+    fn dispatch(&mut self, event: &Event, now: Instant) {
+        match event.token() {
+            LISTENER => {
+                log::trace!("listener event: readable");
+                self.accept(now);
+            }
+            SIGNALS => self.on_signals(now),
+            WAKER => self.on_request(now),
+            Token(key) => self.on_conn_event(key, event, now),
+        }
+    }
+
+    fn on_conn_event(&mut self, key: usize, event: &Event, now: Instant) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            // The connection closed earlier in this same batch of events.
+            log::trace!("conn {key} event for a closed connection: ignored");
+            return;
+        };
+        let error = event.is_error();
+        conn.on_event(
+            event.is_readable() || error,
+            event.is_writable() || event.is_write_closed() || error,
+            event.is_read_closed(),
+        );
+        let progress = conn.drive(now, &mut self.scratch, &self.config.limits);
+        self.after_drive(key, progress, now);
+    }
+
+    /// Connections that used up their fairness budget get another turn.
+    fn revisit_ready(&mut self, now: Instant) {
+        if self.ready.is_empty() {
+            return;
+        }
+        for (key, generation) in std::mem::take(&mut self.ready) {
+            let Some(conn) = self
+                .conns
+                .get_mut(key)
+                .filter(|c| c.generation() == generation)
+            else {
+                continue;
+            };
+            let progress = conn.drive(now, &mut self.scratch, &self.config.limits);
+            self.after_drive(key, progress, now);
+        }
+    }
+
+    fn after_drive(&mut self, key: usize, progress: Progress, now: Instant) {
+        match progress {
+            Progress::Idle => self.arm(key),
+            Progress::Yield => {
+                if let Some(conn) = self.conns.get(key) {
+                    self.ready.push((key, conn.generation()));
+                }
+                self.arm(key);
+            }
+            Progress::Closed(reason) => self.close(key, reason, now),
+        }
+    }
+
+    fn arm(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if let Some(at) = conn.arm(&self.config.limits) {
+                let generation = conn.generation();
+                self.timers.schedule(at, Wake::Conn { key, generation });
+            }
+        }
+    }
+
+    fn accept(&mut self, now: Instant) {
+        if self.phase != Phase::Serving {
+            return;
+        }
+        for _ in 0..ACCEPT_BATCH {
+            if self.conns.len() >= self.config.max_conns {
+                if !self.at_limit {
+                    self.at_limit = true;
+                    log::warn!(
+                        "connection limit {} reached: new connections wait in the backlog",
+                        self.config.max_conns
+                    );
+                }
+                return;
+            }
+            let Some(listener) = self.listener.as_mut() else {
+                return;
+            };
+            match listener.accept(now, &mut self.stats.accept_errors) {
+                Accepted::Conn(stream, peer) => self.open(stream, peer, now),
+                Accepted::Empty => return,
+                Accepted::PausedUntil(until) => {
+                    self.timers.schedule(until, Wake::AcceptResume);
+                    return;
+                }
+            }
+        }
+        self.accept_pending = true;
+    }
+
+    fn open(&mut self, mut stream: mio::net::TcpStream, peer: SocketAddr, now: Instant) {
+        // Replies go out at once; the protocol already batches per read.
+        let _ = stream.set_nodelay(true);
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut stream, Token(key), interest)
+        {
+            log::warn!("conn from {peer}: cannot register: {e}; closing it");
+            return;
+        }
+        self.next_generation += 1;
+        let proto = (self.make_protocol)();
+        entry.insert(Conn::new(
+            stream,
+            peer,
+            key,
+            self.next_generation,
+            proto,
+            now,
+        ));
+        self.stats.accepted += 1;
+        self.stats.open += 1;
+        log::debug!("conn {key} accepted from {peer}");
+        self.arm(key);
+    }
+
+    /// The one place a connection leaves: close the socket, count, log, run
+    /// the cleanup hook.
+    fn close(&mut self, key: usize, reason: CloseReason, now: Instant) {
+        let Some(conn) = self.conns.try_remove(key) else {
+            return;
+        };
+        if conn.has_armed() {
+            self.stale_timers += 1;
+        }
+        let (bytes_in, bytes_out) = conn.bytes();
+        let info = ConnInfo {
+            token: Token(key),
+            generation: conn.generation(),
+            peer: conn.peer(),
+            reason,
+            bytes_in,
+            bytes_out,
+            lifetime: now.saturating_duration_since(conn.opened()),
+        };
+        drop(conn); // closes the socket, which also removes it from epoll
+        log::debug!(
+            "conn {key} {} closed: {reason} (in {bytes_in} B, out {bytes_out} B, {:?})",
+            info.peer,
+            info.lifetime
+        );
+        self.stats.record_close(reason, bytes_in, bytes_out);
+        if let Some(hook) = self.on_close.as_mut() {
+            hook(&info);
+        }
+        log::debug!("conn {key} {} handler done.", info.peer);
+        if self.at_limit && self.phase == Phase::Serving {
+            self.at_limit = false;
+            log::info!("below the connection limit again: accepting");
+            // Queued connections raise no new edge: accept them on purpose.
+            self.accept_pending = true;
+        }
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        while let Some((at, wake)) = self.timers.pop_due(now) {
+            match wake {
+                Wake::Conn { key, generation } => match self.conns.get_mut(key) {
+                    Some(conn) if conn.generation() == generation => {
+                        let progress =
+                            conn.on_timer(at, now, &mut self.scratch, &self.config.limits);
+                        self.after_drive(key, progress, now);
+                    }
+                    _ => {
+                        log::trace!("conn {key} stale timer (generation {generation}): ignored");
+                        self.stale_timers = self.stale_timers.saturating_sub(1);
+                    }
+                },
+                Wake::DrainDeadline => {
+                    if matches!(self.phase, Phase::Draining { .. }) {
+                        self.force(ForceCause::DrainDeadline, now);
+                    }
+                }
+                Wake::AcceptResume => {
+                    if let Some(listener) = self.listener.as_mut() {
+                        listener.resume();
+                        self.accept_pending = true;
+                    }
+                }
+            }
+        }
+        if self.stale_timers > STALE_TIMERS_SWEEP && self.stale_timers * 2 > self.timers.len() {
+            let conns = &self.conns;
+            self.timers.compact(|wake| match *wake {
+                Wake::Conn { key, generation } => {
+                    conns.get(key).is_some_and(|c| c.generation() == generation)
+                }
+                _ => true,
+            });
+            self.stale_timers = 0;
+        }
+    }
+
+    fn on_signals(&mut self, now: Instant) {
+        let Some(signals) = self.signals.as_mut() else {
+            return;
+        };
+        // Collect first: handling a signal needs `&mut self`.
+        let received: Vec<SignalEvent> = signals.pending().collect();
+        for signal in received {
+            match signal {
+                SignalEvent::Quit(name) => self.quit(name, now),
+                SignalEvent::Stats => self.log_stats(),
+            }
+        }
+    }
+
+    fn on_request(&mut self, now: Instant) {
+        match self.request.swap(REQUEST_NONE, Ordering::SeqCst) {
+            REQUEST_SHUTDOWN => self.quit("shutdown requested", now),
+            REQUEST_FORCE => self.force(ForceCause::SecondSignal, now),
+            _ => {}
+        }
+    }
+
+    fn log_stats(&self) {
+        let mut stats = self.stats.clone();
+        for (_, conn) in self.conns.iter() {
+            let (bytes_in, bytes_out) = conn.bytes();
+            stats.bytes_in += bytes_in;
+            stats.bytes_out += bytes_out;
+        }
+        log::info!("stats: {stats}");
+    }
+
+    /// A quit signal: start the drain, or force it if one is under way.
+    fn quit(&mut self, cause: &str, now: Instant) {
+        match self.phase {
+            Phase::Serving => self.begin_drain(cause, now),
+            Phase::Draining { .. } => {
+                log::warn!("recv quit signal again ({cause}) while draining");
+                self.force(ForceCause::SecondSignal, now);
+            }
+            Phase::Done(_) => {}
+        }
+    }
+
+    fn begin_drain(&mut self, cause: &str, now: Instant) {
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(listener.socket_mut());
+        } // dropped: the socket is closed, new connects are refused
+        self.accept_pending = false;
+        self.phase = Phase::Draining { started: now };
+        self.timers
+            .schedule(now + self.config.drain_timeout, Wake::DrainDeadline);
+        log::info!(
+            "recv quit signal ({cause}): stopped accepting on {}, draining {} connections (deadline {:?})",
+            self.local_addr,
+            self.conns.len(),
+            self.config.drain_timeout
+        );
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            if let Some(conn) = self.conns.get_mut(key) {
+                let progress = conn.begin_drain(now, &mut self.scratch, &self.config.limits);
+                self.after_drive(key, progress, now);
+            }
+        }
+    }
+
+    fn force(&mut self, cause: ForceCause, now: Instant) {
+        let remaining = self.conns.len();
+        log::warn!(
+            "{}: force-closing {remaining} connections",
+            CloseReason::Forced(cause)
+        );
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            self.close(key, CloseReason::Forced(cause), now);
+        }
+        self.listener = None;
+        self.phase = Phase::Done(Outcome::Forced { cause, remaining });
+    }
+
+    fn check_finished(&mut self, now: Instant) -> Option<Outcome> {
+        match self.phase {
+            Phase::Draining { started } if self.conns.is_empty() => {
+                log::info!(
+                    "drained in {:?}: {}",
+                    now.saturating_duration_since(started),
+                    self.stats
+                );
+                self.phase = Phase::Done(Outcome::Clean);
+                Some(Outcome::Clean)
+            }
+            Phase::Done(outcome) => Some(outcome),
+            _ => None,
+        }
+    }
+}

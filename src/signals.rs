@@ -1,0 +1,74 @@
+//! The Go model's `signal.Notify` channel, as one more token in the loop.
+//!
+//! `signal_hook_mio` installs async-signal-safe handlers that write to a
+//! self-pipe; the pipe's read end is registered with our `Poll`, so a signal
+//! is just another readiness event. This module maps raw signal numbers to
+//! what they mean to the server and owns nothing else.
+//!
+//! * `SIGINT`, `SIGTERM`, `SIGQUIT`: quit. The first starts the graceful
+//!   drain, a second one during the drain forces it.
+//! * `SIGUSR1`: log one line of live counters.
+//!
+//! `SIGPIPE` needs no handler: Rust binaries start with it ignored, and
+//! `std`'s `send` on Linux passes `MSG_NOSIGNAL`, so writing to a closed peer
+//! is an `EPIPE` error on that connection, never a dead process.
+
+use std::io;
+
+use mio::{Interest, Registry, Token};
+use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
+use signal_hook_mio::v1_0::Signals;
+
+/// What a received signal asks the server to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignalEvent {
+    /// Shut down. Carries the signal's name for the log.
+    Quit(&'static str),
+    /// Log the live counters.
+    Stats,
+}
+
+/// The registered signal source.
+pub struct SignalSource {
+    signals: Signals,
+}
+
+impl SignalSource {
+    /// Install the handlers and register the self-pipe under `token`.
+    pub fn register(registry: &Registry, token: Token) -> io::Result<Self> {
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGQUIT, SIGUSR1])?;
+        registry.register(&mut signals, token, Interest::READABLE)?;
+        Ok(Self { signals })
+    }
+
+    /// Every signal delivered since the last call, oldest first.
+    ///
+    /// Reads the self-pipe until it is empty (edge-triggered rule).
+    pub fn pending(&mut self) -> impl Iterator<Item = SignalEvent> + '_ {
+        self.signals.pending().filter_map(meaning)
+    }
+}
+
+fn meaning(signal: i32) -> Option<SignalEvent> {
+    match signal {
+        SIGINT => Some(SignalEvent::Quit("SIGINT")),
+        SIGTERM => Some(SignalEvent::Quit("SIGTERM")),
+        SIGQUIT => Some(SignalEvent::Quit("SIGQUIT")),
+        SIGUSR1 => Some(SignalEvent::Stats),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quit_signals_carry_their_names() {
+        assert_eq!(meaning(SIGTERM), Some(SignalEvent::Quit("SIGTERM")));
+        assert_eq!(meaning(SIGINT), Some(SignalEvent::Quit("SIGINT")));
+        assert_eq!(meaning(SIGQUIT), Some(SignalEvent::Quit("SIGQUIT")));
+        assert_eq!(meaning(SIGUSR1), Some(SignalEvent::Stats));
+        assert_eq!(meaning(signal_hook::consts::SIGHUP), None);
+    }
+}

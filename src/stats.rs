@@ -1,0 +1,85 @@
+//! Counters the loop owns: what `SIGUSR1` prints.
+//!
+//! Plain integers, no atomics: only the loop thread touches them.
+
+use std::fmt;
+
+use crate::conn::CloseReason;
+
+/// Live counters of one event loop.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Connections open now.
+    pub open: u64,
+    /// Closed after an orderly end (peer closed, protocol done, drained).
+    pub closed_ok: u64,
+    /// Closed because the peer reset the connection (or it broke otherwise).
+    pub closed_reset: u64,
+    /// Closed by the idle timeout.
+    pub closed_timeout: u64,
+    /// Closed because the peer broke the protocol.
+    pub closed_protocol: u64,
+    /// Closed by a forced shutdown.
+    pub closed_forced: u64,
+    /// Accept calls that failed (excluding `WouldBlock`).
+    pub accept_errors: u64,
+    /// Bytes read from peers of closed connections.
+    pub bytes_in: u64,
+    /// Bytes written to peers of closed connections.
+    pub bytes_out: u64,
+}
+
+impl Stats {
+    /// Count one closed connection.
+    pub fn record_close(&mut self, reason: CloseReason, bytes_in: u64, bytes_out: u64) {
+        self.open = self.open.saturating_sub(1);
+        self.bytes_in += bytes_in;
+        self.bytes_out += bytes_out;
+        let counter = match reason {
+            CloseReason::PeerClosed | CloseReason::Done | CloseReason::Drained => {
+                &mut self.closed_ok
+            }
+            CloseReason::Reset | CloseReason::Io(_) => &mut self.closed_reset,
+            CloseReason::IdleTimeout => &mut self.closed_timeout,
+            CloseReason::ProtocolError(_) => &mut self.closed_protocol,
+            CloseReason::Forced(_) => &mut self.closed_forced,
+        };
+        *counter += 1;
+    }
+
+    /// Add another loop's counters (for per-thread totals).
+    pub fn add(&mut self, other: &Stats) {
+        self.accepted += other.accepted;
+        self.open += other.open;
+        self.closed_ok += other.closed_ok;
+        self.closed_reset += other.closed_reset;
+        self.closed_timeout += other.closed_timeout;
+        self.closed_protocol += other.closed_protocol;
+        self.closed_forced += other.closed_forced;
+        self.accept_errors += other.accept_errors;
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+    }
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "open {}, accepted {}, closed ok {} reset {} timeout {} protocol {} forced {}, \
+             accept errors {}, bytes in {} out {}",
+            self.open,
+            self.accepted,
+            self.closed_ok,
+            self.closed_reset,
+            self.closed_timeout,
+            self.closed_protocol,
+            self.closed_forced,
+            self.accept_errors,
+            self.bytes_in,
+            self.bytes_out
+        )
+    }
+}
