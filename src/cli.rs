@@ -40,19 +40,19 @@ pub struct Args {
     pub idle_timeout: f64,
 
     /// Stop reading from a connection once this many output bytes are owed.
-    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024, allow_negative_numbers = true)]
     pub write_high_watermark: usize,
 
     /// Read again once owed output has drained to this many bytes.
-    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024)]
+    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024, allow_negative_numbers = true)]
     pub write_low_watermark: usize,
 
     /// Most connections served at once (capped by RLIMIT_NOFILE less a reserve).
-    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..), allow_negative_numbers = true)]
     pub max_conns: u64,
 
     /// Listen backlog: connections the kernel queues before we accept them.
-    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(i32).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(i32).range(1..), allow_negative_numbers = true)]
     pub backlog: i32,
 }
 

@@ -9,6 +9,7 @@
 pub const RESERVE: u64 = 32;
 
 /// The current soft and hard `RLIMIT_NOFILE`, if the OS tells us.
+#[allow(clippy::unnecessary_cast)] // rlim_t is u64 on Linux, not everywhere
 pub fn nofile() -> Option<(u64, u64)> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,

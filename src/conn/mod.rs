@@ -69,8 +69,11 @@ pub struct Limits {
     pub max_pending_input: usize,
     /// Close after this long without traffic in either direction.
     pub idle_timeout: Option<Duration>,
-    /// How long to read-and-discard after our FIN, waiting for the peer's.
+    /// After our FIN, how long to wait for more input (or the peer's FIN)
+    /// before closing anyway.
     pub linger_timeout: Duration,
+    /// After our FIN, the longest we keep reading and discarding in all.
+    pub linger_max: Duration,
     /// Fairness: most bytes read per connection per turn of the loop.
     pub read_budget: usize,
 }
@@ -83,6 +86,7 @@ impl Default for Limits {
             max_pending_input: 64 * 1024,
             idle_timeout: Some(Duration::from_secs(300)),
             linger_timeout: Duration::from_secs(5),
+            linger_max: Duration::from_secs(30),
             read_budget: 256 * 1024,
         }
     }
@@ -302,14 +306,26 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
     /// The earliest instant at which [`Conn::on_timer`] has work to do.
     pub fn deadline(&self, limits: &Limits) -> Option<Instant> {
         let idle = limits.idle_timeout.map(|d| self.last_active + d);
-        let linger = match self.state {
-            State::Lingering { until, .. } => Some(until),
+        [
+            idle,
+            self.linger_deadline(limits),
+            self.proto.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// While lingering: `linger_timeout` after the last input (or our FIN),
+    /// but no later than `linger_max` after our FIN.
+    fn linger_deadline(&self, limits: &Limits) -> Option<Instant> {
+        match self.state {
+            State::Lingering { since, .. } => {
+                let quiet = self.last_active.max(since) + limits.linger_timeout;
+                Some(quiet.min(since + limits.linger_max))
+            }
             _ => None,
-        };
-        [idle, linger, self.proto.next_deadline()]
-            .into_iter()
-            .flatten()
-            .min()
+        }
     }
 
     /// If `wanted` is earlier than what is armed, remember it as armed and
@@ -347,8 +363,8 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
                 return Progress::Closed(CloseReason::IdleTimeout);
             }
         }
-        if let State::Lingering { ending, until } = self.state {
-            if now >= until {
+        if let State::Lingering { ending, .. } = self.state {
+            if self.linger_deadline(limits).is_some_and(|d| now >= d) {
                 log::trace!("conn {} linger ended without the peer's FIN", self.key);
                 return Progress::Closed(ending.into());
             }
@@ -425,8 +441,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
                     if let Err(e) = self.stream.shutdown_write() {
                         return Err(CloseReason::from_io(&e));
                     }
-                    let until = now + limits.linger_timeout;
-                    self.set_state(State::Lingering { ending, until });
+                    self.set_state(State::Lingering { ending, since: now });
                 }
                 State::Lingering { ending, .. } => {
                     if !self.readable {

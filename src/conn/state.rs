@@ -11,8 +11,8 @@
 //!                            │ owed == 0, peer_done ──────────────► closed
 //!                            │ owed == 0, !peer_done: shutdown(Write) = FIN
 //!                            ▼
-//!                          Lingering { ending, until }      (read and discard)
-//!                            │ peer EOF, error, or `until` ──────► closed
+//!                          Lingering { ending, since }      (read and discard)
+//!                            │ peer EOF, error, or linger bound ─► closed
 //! ```
 //! Any state can also end at once: an I/O error (reset), the idle timeout,
 //! or a forced shutdown.
@@ -36,14 +36,16 @@ pub enum State {
         /// The peer already sent its FIN: after flushing, close outright.
         peer_done: bool,
     },
-    /// Our FIN is sent. Read and discard until the peer's FIN (or `until`),
-    /// so that closing never turns unread input into an RST that could
-    /// destroy replies still in flight to the peer.
+    /// Our FIN is sent. Read and discard until the peer's FIN, so that
+    /// closing never turns unread input into an RST that could destroy
+    /// replies still in flight to the peer. Gives up after `linger_timeout`
+    /// without input, or `linger_max` in all (nginx's `lingering_timeout`
+    /// and `lingering_time`), and at the drain deadline.
     Lingering {
         /// Why the connection is ending.
         ending: Ending,
-        /// Give up waiting for the peer's FIN at this instant.
-        until: Instant,
+        /// When our FIN was sent.
+        since: Instant,
     },
 }
 

@@ -1,0 +1,108 @@
+//! The binary's command-line contract: exit codes and one-line errors.
+//!
+//! 0 clean shutdown, 1 could not start (bind failed…), 2 bad command line,
+//! 3 forced shutdown (tested in `shutdown.rs`).
+
+mod util;
+
+use std::net::TcpListener;
+use std::process::Command;
+use std::time::Duration;
+
+use util::{ServerProcess, BINARY};
+
+fn run(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(BINARY)
+        .args(args)
+        .output()
+        .expect("run tcp-reactor");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_bad_flag_is_a_one_line_error_naming_it_and_exit_2() {
+    let (code, _, stderr) = run(&["--no-such-flag"]);
+    assert_eq!(code, Some(2));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--no-such-flag"), "{stderr}");
+}
+
+#[test]
+fn a_bad_value_is_a_one_line_error_naming_the_flag_and_exit_2() {
+    for args in [
+        &["--listen", "localhost"][..],
+        &["--drain-timeout", "ten"],
+        &["--max-conns", "-5"],
+        &["--protocol", "smtp"],
+    ] {
+        let (code, _, stderr) = run(args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(args[0]), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn a_port_in_use_is_a_one_line_error_with_address_and_reason_and_exit_1() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, _, stderr) = run(&["--listen", &addr]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(&addr), "{stderr}");
+    assert!(stderr.contains("Address already in use"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn an_address_we_do_not_own_is_a_one_line_error_and_exit_1() {
+    // TEST-NET-1: never assigned to a local interface.
+    let (code, _, stderr) = run(&["--listen", "192.0.2.1:9"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("192.0.2.1:9"), "{stderr}");
+}
+
+#[test]
+fn help_and_version_print_to_stdout_and_exit_0() {
+    let (code, stdout, _) = run(&["--help"]);
+    assert_eq!(code, Some(0));
+    for flag in ["--listen", "--drain-timeout", "--protocol", "Exit codes"] {
+        assert!(stdout.contains(flag), "--help lacks {flag}:\n{stdout}");
+    }
+    let (code, stdout, _) = run(&["--version"]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.starts_with("tcp-reactor "), "{stdout}");
+}
+
+#[test]
+fn port_0_logs_the_real_port_and_ipv6_works() {
+    let server = ServerProcess::start(&[]);
+    assert_ne!(server.addr.port(), 0);
+    let first_info = server
+        .log()
+        .lines()
+        .find(|l| l.contains(" INFO "))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    assert!(
+        first_info.contains("listening on"),
+        "first info line: {first_info}"
+    );
+
+    if std::net::TcpListener::bind("[::1]:0").is_ok() {
+        let v6 = ServerProcess::start(&["--listen", "[::1]:0"]);
+        assert!(v6.addr.is_ipv6(), "{}", v6.addr);
+        let mut s = std::net::TcpStream::connect(v6.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        use std::io::{Read, Write};
+        s.write_all(b"six").unwrap();
+        let mut b = [0; 3];
+        s.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"six");
+    }
+}

@@ -1,0 +1,172 @@
+//! The library API: embed a server, supply a cleanup hook, stop it from
+//! another thread. The hook is the Go handler's deferred cleanup: it must
+//! run exactly once per connection, whichever way the connection ends.
+
+mod util;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tcp_reactor::conn::{CloseReason, ForceCause};
+use tcp_reactor::proto::Echo;
+use tcp_reactor::{Config, ConnInfo, Outcome, Server};
+
+fn config() -> Config {
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        handle_signals: false,
+        ..Config::default()
+    };
+    config.limits.idle_timeout = Some(Duration::from_millis(300));
+    config
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn echo_once(stream: &mut TcpStream, msg: &[u8]) {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(msg).unwrap();
+    let mut back = vec![0; msg.len()];
+    stream.read_exact(&mut back).unwrap();
+    assert_eq!(back, msg);
+}
+
+#[test]
+fn the_cleanup_hook_runs_exactly_once_per_connection_whatever_ends_it() {
+    let closed: Arc<Mutex<Vec<ConnInfo>>> = Arc::default();
+    let sink = Arc::clone(&closed);
+    let server = Server::bind(config(), || Echo)
+        .unwrap()
+        .on_close(move |info| sink.lock().unwrap().push(info.clone()));
+    let addr = server.local_addr();
+    let handle = server.shutdown_handle();
+    let running = thread::spawn(move || server.run().unwrap());
+    let count = |reason: CloseReason| {
+        closed
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|i| i.reason == reason)
+            .count()
+    };
+
+    // 1. The peer half-closes: everything echoed, then closed.
+    let mut polite = TcpStream::connect(addr).unwrap();
+    echo_once(&mut polite, b"hello");
+    polite.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    polite.read_to_end(&mut rest).unwrap();
+    wait_until("peer-closed cleanup", || {
+        count(CloseReason::PeerClosed) == 1
+    });
+
+    // 2. The peer resets.
+    let rude = TcpStream::connect(addr).unwrap();
+    echo_once(&mut rude.try_clone().unwrap(), b"bye");
+    socket2::SockRef::from(&rude)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(rude);
+    wait_until("reset cleanup", || count(CloseReason::Reset) == 1);
+
+    // 3. The peer goes quiet: the idle timeout closes it.
+    let mut sleepy = TcpStream::connect(addr).unwrap();
+    echo_once(&mut sleepy, b"zzz");
+    wait_until("idle cleanup", || count(CloseReason::IdleTimeout) == 1);
+
+    // 4. Two connections are open when shutdown starts: both drained.
+    let mut open: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    for s in &mut open {
+        echo_once(s, b"still here");
+    }
+    handle.shutdown();
+    for mut s in open {
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap(); // our FIN arrives: EOF, no reset
+        assert!(rest.is_empty());
+    } // dropping sends the peers' FINs, ending the lingering closes
+
+    let outcome = running.join().unwrap();
+    assert_eq!(outcome, Outcome::Clean);
+    let closed = closed.lock().unwrap();
+    let mut per_generation: HashMap<u64, usize> = HashMap::new();
+    for info in closed.iter() {
+        *per_generation.entry(info.generation).or_default() += 1;
+    }
+    assert_eq!(closed.len(), 5, "{closed:#?}");
+    assert!(
+        per_generation.values().all(|&n| n == 1),
+        "{per_generation:?}"
+    );
+    assert_eq!(
+        closed
+            .iter()
+            .filter(|i| i.reason == CloseReason::Drained)
+            .count(),
+        2
+    );
+    let polite_info = closed
+        .iter()
+        .find(|i| i.reason == CloseReason::PeerClosed)
+        .unwrap();
+    assert_eq!((polite_info.bytes_in, polite_info.bytes_out), (5, 5));
+}
+
+#[test]
+fn forcing_the_drain_still_runs_each_cleanup_once() {
+    let closed: Arc<Mutex<Vec<ConnInfo>>> = Arc::default();
+    let sink = Arc::clone(&closed);
+    let mut config = config();
+    config.limits.idle_timeout = None;
+    let server = Server::bind(config, || Echo)
+        .unwrap()
+        .on_close(move |info| sink.lock().unwrap().push(info.clone()));
+    let addr = server.local_addr();
+    let handle = server.shutdown_handle();
+    let running = thread::spawn(move || server.run().unwrap());
+
+    // Three clients that never read and never close.
+    let stuck: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let s = TcpStream::connect(addr).unwrap();
+            s.set_nonblocking(true).unwrap();
+            let chunk = vec![1u8; 64 * 1024];
+            for _ in 0..400 {
+                if (&s).write(&chunk).is_err() {
+                    break;
+                }
+            }
+            s
+        })
+        .collect();
+
+    handle.shutdown();
+    thread::sleep(Duration::from_millis(200));
+    handle.force();
+    let outcome = running.join().unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Forced {
+            cause: ForceCause::SecondSignal,
+            remaining: 3
+        }
+    );
+    let closed = closed.lock().unwrap();
+    assert_eq!(closed.len(), 3);
+    assert!(closed
+        .iter()
+        .all(|i| i.reason == CloseReason::Forced(ForceCause::SecondSignal)));
+    drop(stuck);
+}

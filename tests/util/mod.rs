@@ -1,0 +1,149 @@
+//! Shared test helpers: start the real binary, talk to it over loopback.
+//!
+//! Each integration test file does `mod util;` and uses what it needs.
+#![allow(dead_code)]
+
+pub mod clients;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Path of the `tcp-reactor` binary cargo built for the tests.
+pub const BINARY: &str = env!("CARGO_BIN_EXE_tcp-reactor");
+
+/// Raise this process's descriptor limit so tests can open many sockets.
+pub fn raise_fd_limit() {
+    let _ = tcp_reactor::rlimit::raise_nofile();
+}
+
+/// A running `tcp-reactor` process with its stderr captured line by line.
+pub struct ServerProcess {
+    child: Child,
+    /// The address from its `listening on ADDR` line.
+    pub addr: SocketAddr,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl ServerProcess {
+    /// Start the binary with `args` (on `127.0.0.1:0` unless they say
+    /// `--listen`) and `RUST_LOG=debug`, and wait for its `listening on` line.
+    pub fn start(args: &[&str]) -> Self {
+        Self::start_with(args, |_| {})
+    }
+
+    /// Like [`start`](Self::start), letting the caller adjust the command.
+    pub fn start_with(args: &[&str], adjust: impl FnOnce(&mut Command)) -> Self {
+        let mut cmd = Command::new(BINARY);
+        if !args.contains(&"--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        cmd.args(args)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        adjust(&mut cmd);
+        let mut child = cmd.spawn().expect("spawn tcp-reactor");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut server = Self {
+            child,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            lines,
+        };
+        let line = server
+            .wait_for_log("listening on ", Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("no `listening on` line; log:\n{}", server.log()));
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("cannot parse address from {line:?}"));
+        server.addr = addr;
+        server
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Send a signal to the process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) with a pid we own and a valid signal number.
+        let rc = unsafe { libc::kill(self.pid(), signal) };
+        assert_eq!(rc, 0, "kill({}, {signal})", self.pid());
+    }
+
+    /// Everything logged so far, one line per line.
+    pub fn log(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// Lines logged so far that contain `needle`.
+    pub fn log_lines_with(&self, needle: &str) -> Vec<String> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
+    }
+
+    /// Wait (bounded) for a log line containing `needle`; returns it.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+            {
+                return Some(line.clone());
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Wait (bounded) for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // Let the reader thread collect the last lines.
+                thread::sleep(Duration::from_millis(50));
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
