@@ -7,7 +7,9 @@
 //! partial frame, is copied into a connection's [`Buffer`].
 //!
 //! # Invariants
-//! * The queued bytes are `data[start..]`; `start <= data.len()`.
+//! * The queued bytes are `data[start..]`; `start <= data.len()`; and
+//!   `start < data.len()` whenever the buffer exists: an empty queue is
+//!   represented by no allocation at all.
 //! * An empty buffer owns **no heap memory** (`capacity() == 0`): an idle
 //!   connection costs only its slab entry. The first byte queued allocates,
 //!   consuming the last byte frees.
@@ -17,8 +19,16 @@
 //!   exceeds the protocol's frame limit + one read.
 
 /// A FIFO byte queue that frees its memory whenever it drains.
+///
+/// Empty, it is one null pointer (8 bytes), so the two queues of an idle
+/// connection cost 16 bytes of its slab entry and no heap.
 #[derive(Debug, Default)]
 pub struct Buffer {
+    inner: Option<Box<Inner>>,
+}
+
+#[derive(Debug)]
+struct Inner {
     data: Vec<u8>,
     start: usize,
 }
@@ -26,30 +36,29 @@ pub struct Buffer {
 impl Buffer {
     /// An empty buffer (no allocation).
     pub const fn new() -> Self {
-        Self {
-            data: Vec::new(),
-            start: 0,
-        }
+        Self { inner: None }
     }
 
     /// Number of queued bytes.
     pub fn len(&self) -> usize {
-        self.data.len() - self.start
+        self.inner.as_ref().map_or(0, |b| b.data.len() - b.start)
     }
 
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.inner.is_none()
     }
 
     /// The queued bytes, oldest first.
     pub fn as_slice(&self) -> &[u8] {
-        &self.data[self.start..]
+        self.inner.as_ref().map_or(&[], |b| &b.data[b.start..])
     }
 
     /// Heap bytes held (for memory accounting and tests).
     pub fn capacity(&self) -> usize {
-        self.data.capacity()
+        self.inner
+            .as_ref()
+            .map_or(0, |b| b.data.capacity() + std::mem::size_of::<Inner>())
     }
 
     /// Queue `bytes` behind what is already there.
@@ -57,25 +66,33 @@ impl Buffer {
         if bytes.is_empty() {
             return;
         }
-        if self.start > 0 {
+        let inner = self.inner.get_or_insert_with(|| {
+            Box::new(Inner {
+                data: Vec::with_capacity(bytes.len()),
+                start: 0,
+            })
+        });
+        if inner.start > 0 {
             // Slide the live bytes to the front so the Vec grows only when
             // the queue itself does.
-            self.data.drain(..self.start);
-            self.start = 0;
+            inner.data.drain(..inner.start);
+            inner.start = 0;
         }
-        self.data.extend_from_slice(bytes);
+        inner.data.extend_from_slice(bytes);
     }
 
     /// Drop `n` bytes from the front (they were written, or consumed).
     ///
     /// `n` larger than [`Buffer::len`] is clamped.
     pub fn consume(&mut self, n: usize) {
-        self.start = (self.start + n).min(self.data.len());
-        if self.start == self.data.len() {
-            self.data = Vec::new();
-            self.start = 0;
+        let Some(inner) = self.inner.as_mut() else {
+            return;
+        };
+        inner.start = (inner.start + n).min(inner.data.len());
+        debug_assert!(inner.start <= inner.data.len());
+        if inner.start == inner.data.len() {
+            self.inner = None; // drained: give the memory back
         }
-        debug_assert!(self.start <= self.data.len());
     }
 }
 
