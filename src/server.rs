@@ -139,6 +139,8 @@ pub struct Server<P: Protocol> {
     accept_pending: bool,
     /// Accepting stopped at `max_conns`.
     at_limit: bool,
+    /// A client was kept waiting by the limit and we said so (once).
+    limit_warned: bool,
     scratch: Scratch,
     config: Config,
     make_protocol: Box<dyn FnMut() -> P + Send>,
@@ -199,6 +201,7 @@ impl<P: Protocol> Server<P> {
             ready: Vec::new(),
             accept_pending: false,
             at_limit: false,
+            limit_warned: false,
             scratch: Scratch::new(),
             config,
             make_protocol: Box::new(make_protocol),
@@ -355,10 +358,13 @@ impl<P: Protocol> Server<P> {
         if self.phase != Phase::Serving {
             return;
         }
+        let mut accepted = 0;
         for _ in 0..ACCEPT_BATCH {
             if self.conns.len() >= self.config.max_conns {
-                if !self.at_limit {
-                    self.at_limit = true;
+                self.at_limit = true;
+                // Filling the last slot is not news; a client left waiting is.
+                if accepted == 0 && !self.limit_warned {
+                    self.limit_warned = true;
                     log::warn!(
                         "connection limit {} reached: new connections wait in the backlog",
                         self.config.max_conns
@@ -370,7 +376,10 @@ impl<P: Protocol> Server<P> {
                 return;
             };
             match listener.accept(now, &mut self.stats.accept_errors) {
-                Accepted::Conn(stream, peer) => self.open(stream, peer, now),
+                Accepted::Conn(stream, peer) => {
+                    accepted += 1;
+                    self.open(stream, peer, now);
+                }
                 Accepted::Empty => return,
                 Accepted::PausedUntil(until) => {
                     self.timers.schedule(until, Wake::AcceptResume);
@@ -443,7 +452,9 @@ impl<P: Protocol> Server<P> {
         log::debug!("conn {key} {} handler done.", info.peer);
         if self.at_limit && self.phase == Phase::Serving {
             self.at_limit = false;
-            log::info!("below the connection limit again: accepting");
+            if std::mem::take(&mut self.limit_warned) {
+                log::info!("below the connection limit again: accepting");
+            }
             // Queued connections raise no new edge: accept them on purpose.
             self.accept_pending = true;
         }

@@ -147,3 +147,48 @@ impl Drop for ServerProcess {
         }
     }
 }
+
+/// Readings from `/proc/PID` of a running process.
+pub mod procfs {
+    /// Resident set size in KiB (`VmRSS`).
+    pub fn rss_kib(pid: i32) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS")
+    }
+
+    /// User + system CPU time consumed so far, in seconds.
+    pub fn cpu_secs(pid: i32) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+        // Fields after the command name (which may hold spaces) start at ')'.
+        let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let utime: u64 = fields[11].parse().expect("utime");
+        let stime: u64 = fields[12].parse().expect("stime");
+        // SAFETY: sysconf has no preconditions.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        (utime + stime) as f64 / ticks
+    }
+
+    /// Number of open file descriptors.
+    pub fn fd_count(pid: i32) -> usize {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("read fd dir")
+            .count()
+    }
+
+    /// Set another process's `RLIMIT_NOFILE` (soft and hard).
+    pub fn set_nofile(pid: i32, limit: u64) {
+        let lim = libc::rlimit {
+            rlim_cur: limit as libc::rlim_t,
+            rlim_max: limit as libc::rlim_t,
+        };
+        // SAFETY: prlimit reads `lim` and writes nothing (old limit not asked).
+        let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &lim, std::ptr::null_mut()) };
+        assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    }
+}

@@ -1,0 +1,344 @@
+//! Property/fuzz harness for the connection state machine, without sockets.
+//!
+//! A scripted [`Transport`] plays the kernel and the peer: input arrives in
+//! random-sized pieces (random split points), the peer frees random amounts
+//! of send room, reads are interrupted, events are spurious, the peer may
+//! reset at any byte, half-close at the end, or never finish; a drain may
+//! start at any step; the clock jumps. After every step we check:
+//!
+//! * **prefix-faithful echo**: what the connection wrote is exactly a prefix
+//!   of what the peer sent;
+//! * **bounded buffers**: owed output ≤ high watermark + one read;
+//! * **legal transitions**: Open → Draining → Flushing → Lingering, states
+//!   may be skipped but never revisited, and nothing is written after our FIN;
+//! * **no lost data**: an orderly close (peer closed, drained) has written
+//!   every byte it read before its FIN;
+//! * **liveness**: with the peer reading everything, a half-closed stream is
+//!   echoed in full and closed.
+//!
+//! `cargo test --test fuzz_conn` runs a short deterministic pass. The long
+//! pass: `TCP_REACTOR_FUZZ_CASES=1000000 cargo test --release --test fuzz_conn`
+//! (`TCP_REACTOR_FUZZ_SEED` picks another sequence).
+
+mod util;
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tcp_reactor::conn::{CloseReason, Conn, Limits, Progress, Scratch, State, Transport};
+use tcp_reactor::proto::Echo;
+use util::clients::Rng;
+
+/// The kernel and the peer, scripted.
+struct Peer {
+    rng: Rng,
+    /// Everything the peer will send.
+    input: Vec<u8>,
+    /// How much of it has reached our socket so far.
+    arrived: usize,
+    /// How much the connection has read.
+    read_pos: usize,
+    /// How much it read before sending its FIN (after that, lingering
+    /// reads are discarded on purpose).
+    read_before_fin: usize,
+    /// The peer's FIN has arrived (after all of `input`).
+    fin: bool,
+    /// The peer resets once this much input has arrived.
+    reset_at: Option<usize>,
+    reset: bool,
+    /// What the connection wrote.
+    written: Vec<u8>,
+    /// Bytes the send buffer takes before `WouldBlock`.
+    room: usize,
+    /// Our FIN went out.
+    shut: bool,
+}
+
+impl Read for Peer {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.reset {
+            return Err(io::ErrorKind::ConnectionReset.into());
+        }
+        if self.rng.range(0, 99) == 0 {
+            return Err(io::ErrorKind::Interrupted.into());
+        }
+        let available = self.arrived - self.read_pos;
+        if available == 0 {
+            return if self.fin {
+                Ok(0)
+            } else {
+                Err(io::ErrorKind::WouldBlock.into())
+            };
+        }
+        // Like the kernel: a read returns all that is there, up to the buffer.
+        let n = available.min(buf.len());
+        buf[..n].copy_from_slice(&self.input[self.read_pos..self.read_pos + n]);
+        self.read_pos += n;
+        if !self.shut {
+            self.read_before_fin += n;
+        }
+        Ok(n)
+    }
+}
+
+impl Write for Peer {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        assert!(!self.shut, "wrote after our FIN");
+        if self.reset {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        if self.rng.range(0, 99) == 0 {
+            return Err(io::ErrorKind::Interrupted.into());
+        }
+        if self.room == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = buf.len().min(self.room);
+        self.written.extend_from_slice(&buf[..n]);
+        self.room -= n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Transport for Peer {
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        self.shut = true;
+        Ok(())
+    }
+}
+
+/// Where a state sits in the lifecycle. One step may pass through several
+/// states (Open → Flushing → Lingering in one `drive`), but never backwards.
+fn rank(state: State) -> u8 {
+    match state {
+        State::Open => 0,
+        State::Draining => 1,
+        State::Flushing { .. } => 2,
+        State::Lingering { .. } => 3,
+    }
+}
+
+fn legal(from: State, to: State) -> bool {
+    rank(to) >= rank(from)
+}
+
+fn random_limits(rng: &mut Rng) -> Limits {
+    let high = rng.range(1, 8192);
+    Limits {
+        write_high_watermark: high,
+        write_low_watermark: rng.range(0, high),
+        read_budget: rng.range(1, 256 * 1024),
+        idle_timeout: [None, Some(Duration::from_millis(rng.range(1, 500) as u64))]
+            [rng.range(0, 1)],
+        ..Limits::default()
+    }
+}
+
+/// Which paths the cases reached, so the harness cannot go vacuous.
+#[derive(Debug, Default)]
+struct Reached {
+    peer_closed: u64,
+    drained: u64,
+    reset: u64,
+    idle: u64,
+    open_at_end: u64,
+    liveness_checked: u64,
+    backpressure: u64,
+}
+
+/// Run one random case; panics (with the seed) when an invariant breaks.
+fn run_case(seed: u64, scratch: &mut Scratch, reached: &mut Reached) {
+    let mut rng = Rng::new(seed);
+    let limits = random_limits(&mut rng);
+    let len = match rng.range(0, 9) {
+        0 => 0,
+        1..=6 => rng.range(1, 4096),
+        _ => rng.range(4096, 200_000),
+    };
+    let input: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+    let peer = Peer {
+        rng: Rng::new(seed ^ 0xfeed),
+        input,
+        arrived: 0,
+        read_pos: 0,
+        read_before_fin: 0,
+        fin: false,
+        reset_at: (rng.range(0, 9) == 0).then(|| rng.range(0, len)),
+        reset: false,
+        written: Vec::new(),
+        room: 0,
+        shut: false,
+    };
+    let half_closes = rng.range(0, 3) > 0;
+    let drain_at = (rng.range(0, 3) == 0).then(|| rng.range(0, 60));
+    let peer_addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let mut now = Instant::now();
+    let mut conn = Conn::new(peer, peer_addr, 0, 1, Echo, now);
+    let mut state = conn.state();
+    let bound = limits.write_high_watermark + Scratch::READ_SIZE;
+
+    let mut closed = None;
+    let mut step = 0;
+    let steps = rng.range(1, 400); // some cases stop mid-conversation: see liveness
+    while closed.is_none() && step < steps {
+        step += 1;
+        // The network and the peer act.
+        let p = conn.stream_mut();
+        let mut readable = false;
+        let mut read_closed = false;
+        if p.arrived < p.input.len() && p.rng.range(0, 2) > 0 {
+            let piece = p.rng.range(1, (p.input.len() - p.arrived).min(70_000));
+            p.arrived += piece;
+            readable = true;
+        }
+        if let Some(at) = p.reset_at {
+            if p.arrived >= at && !p.reset {
+                p.reset = true;
+                readable = true;
+            }
+        }
+        if half_closes && p.arrived == p.input.len() && !p.fin && p.rng.range(0, 3) == 0 {
+            p.fin = true;
+            read_closed = true;
+        }
+        let mut writable = false;
+        if p.rng.range(0, 2) > 0 {
+            p.room += p.rng.range(1, 100_000);
+            writable = true;
+        }
+        if p.rng.range(0, 19) == 0 {
+            readable = true; // spurious
+            writable = true;
+        }
+        now += Duration::from_millis(rng.range(0, 50) as u64);
+
+        // The loop's side: an event, a drain, a timer.
+        conn.on_event(readable, writable, read_closed);
+        let mut progress = if drain_at == Some(step) {
+            conn.begin_drain(now, scratch, &limits)
+        } else {
+            conn.drive(now, scratch, &limits)
+        };
+        if let (Progress::Idle, Some(deadline)) = (progress, conn.deadline(&limits)) {
+            if now >= deadline {
+                progress = conn.on_timer(deadline, now, scratch, &limits);
+            }
+        }
+        let mut yields = 0;
+        while progress == Progress::Yield {
+            yields += 1;
+            assert!(yields < 10_000, "seed {seed}: yields forever");
+            progress = conn.drive(now, scratch, &limits);
+        }
+
+        // Invariants.
+        let p = conn.stream_mut();
+        assert!(
+            p.written.len() <= p.read_pos && p.written[..] == p.input[..p.written.len()],
+            "seed {seed}: output is not a prefix of the input"
+        );
+        assert!(
+            conn.owed() <= bound,
+            "seed {seed}: owed {} > {bound}",
+            conn.owed()
+        );
+        if conn.owed() >= limits.write_high_watermark {
+            reached.backpressure += 1;
+        }
+        let next = conn.state();
+        assert!(legal(state, next), "seed {seed}: {state:?} => {next:?}");
+        state = next;
+        if let Progress::Closed(reason) = progress {
+            closed = Some(reason);
+        }
+    }
+
+    let owed = conn.owed();
+    let p = conn.stream_mut();
+    match closed {
+        Some(reason @ (CloseReason::PeerClosed | CloseReason::Drained)) => {
+            assert_eq!(owed, 0, "seed {seed}: orderly close with bytes owed");
+            assert_eq!(
+                p.written.len(),
+                p.read_before_fin,
+                "seed {seed}: orderly close lost data"
+            );
+            if reason == CloseReason::Drained {
+                reached.drained += 1;
+            } else {
+                reached.peer_closed += 1;
+            }
+        }
+        Some(CloseReason::Reset) => reached.reset += 1,
+        Some(CloseReason::IdleTimeout) => reached.idle += 1,
+        None => reached.open_at_end += 1,
+        Some(other) => panic!("seed {seed}: unexpected close: {other}"),
+    }
+    if closed.is_none()
+        && p.reset_at.is_none()
+        && half_closes
+        && drain_at.is_none()
+        && limits.idle_timeout.is_none()
+    {
+        // Liveness: let everything arrive and the peer read all; it must finish.
+        p.arrived = p.input.len();
+        p.fin = true;
+        p.room = usize::MAX / 2;
+        conn.on_event(true, true, true);
+        let mut progress = conn.drive(now, scratch, &limits);
+        let mut rounds = 0;
+        while progress == Progress::Yield {
+            rounds += 1;
+            assert!(rounds < 10_000, "seed {seed}: no progress");
+            progress = conn.drive(now, scratch, &limits);
+        }
+        assert_eq!(
+            progress,
+            Progress::Closed(CloseReason::PeerClosed),
+            "seed {seed}"
+        );
+        let p = conn.stream_mut();
+        assert!(p.written == p.input, "seed {seed}: not every byte echoed");
+        reached.liveness_checked += 1;
+    }
+}
+
+#[test]
+fn random_streams_splits_resets_and_drains_keep_the_connection_invariants() {
+    let cases: u64 = std::env::var("TCP_REACTOR_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let base: u64 = std::env::var("TCP_REACTOR_FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x7c9_2026);
+    let mut scratch = Scratch::new();
+    let mut reached = Reached::default();
+    let started = Instant::now();
+    for case in 0..cases {
+        run_case(base.wrapping_add(case), &mut scratch, &mut reached);
+    }
+    eprintln!(
+        "fuzz_conn: {cases} cases from seed {base} in {:?}: {reached:?}",
+        started.elapsed()
+    );
+    if cases >= 1000 {
+        let r = &reached;
+        for (what, n) in [
+            ("peer closed", r.peer_closed),
+            ("drained", r.drained),
+            ("reset", r.reset),
+            ("idle timeout", r.idle),
+            ("liveness", r.liveness_checked),
+            ("backpressure", r.backpressure),
+        ] {
+            assert!(n > 0, "no case reached {what}: the harness lost its teeth");
+        }
+    }
+}
