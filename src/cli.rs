@@ -23,9 +23,20 @@ pub const EXIT_USAGE: u8 = 2;
 #[derive(Debug, Parser)]
 #[command(name = "tcp-reactor", version, about, long_about)]
 pub struct Args {
-    /// Address to listen on, IPv4 or IPv6 (port 0 picks a free port).
-    #[arg(long, value_name = "ADDR", default_value = Config::DEFAULT_LISTEN)]
-    pub listen: SocketAddr,
+    /// Address to listen on, IPv4 or IPv6 (port 0 picks a free port)
+    /// [default: 127.0.0.1:8000]. Not allowed with inherited sockets
+    /// (systemd socket activation).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// Event loops to run, one thread each (0 = one per available core).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub threads: usize,
+
+    /// Seconds a new process started by SIGUSR2 may take to become ready
+    /// before the upgrade is abandoned.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = secs, allow_negative_numbers = true)]
+    pub upgrade_timeout: f64,
 
     /// Protocol to serve.
     #[arg(long, value_enum, default_value_t = ProtocolName::Echo)]
@@ -97,7 +108,7 @@ impl Args {
             return Err("--write-high-watermark must be at least 1".into());
         }
         let mut config = Config {
-            listen: self.listen,
+            listen: self.listen.unwrap_or(Config::default().listen),
             backlog: self.backlog,
             drain_timeout: Duration::from_secs_f64(self.drain_timeout),
             max_conns: usize::try_from(self.max_conns).unwrap_or(usize::MAX),
@@ -116,6 +127,12 @@ impl Args {
 pub struct Invocation {
     /// The protocol to serve.
     pub protocol: ProtocolName,
+    /// `--listen` was given explicitly.
+    pub listen_given: bool,
+    /// Event loops to run (0 = one per core).
+    pub threads: usize,
+    /// How long an upgraded process may take to become ready.
+    pub upgrade_timeout: Duration,
     /// The server configuration.
     pub config: Config,
 }
@@ -145,6 +162,9 @@ where
     })?;
     Ok(Invocation {
         protocol: args.protocol,
+        listen_given: args.listen.is_some(),
+        threads: args.threads,
+        upgrade_timeout: Duration::from_secs_f64(args.upgrade_timeout),
         config,
     })
 }

@@ -28,6 +28,19 @@ pub struct Config {
 impl Config {
     /// Default listen address: loopback, so a first `cargo run` exposes nothing.
     pub const DEFAULT_LISTEN: &'static str = "127.0.0.1:8000";
+
+    /// One line for the start-up log: protocol and limits.
+    pub fn describe(&self, protocol: &str) -> String {
+        format!(
+            "protocol {protocol}, max-conns {}, drain-timeout {:?}, idle-timeout {}",
+            self.max_conns,
+            self.drain_timeout,
+            match self.limits.idle_timeout {
+                Some(d) => format!("{d:?}"),
+                None => "off".into(),
+            },
+        )
+    }
 }
 
 impl Default for Config {

@@ -27,6 +27,13 @@ pub enum Error {
     },
     /// `Poll::poll` failed with something other than `Interrupted`.
     Poll(io::Error),
+    /// A descriptor handed over by `LISTEN_FDS` is unusable.
+    Inherited {
+        /// The descriptor number.
+        fd: i32,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
 }
 
 impl fmt::Display for Error {
@@ -35,6 +42,9 @@ impl fmt::Display for Error {
             Error::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             Error::Setup { what, source } => write!(f, "cannot set up {what}: {source}"),
             Error::Poll(source) => write!(f, "event loop failed: {source}"),
+            Error::Inherited { fd, problem } => {
+                write!(f, "inherited descriptor {fd} (LISTEN_FDS) {problem}")
+            }
         }
     }
 }
@@ -45,6 +55,7 @@ impl std::error::Error for Error {
             Error::Bind { source, .. } | Error::Setup { source, .. } | Error::Poll(source) => {
                 Some(source)
             }
+            Error::Inherited { .. } => None,
         }
     }
 }

@@ -19,17 +19,21 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod activation;
 pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod error;
 pub mod listener;
+pub mod notify;
 pub mod proto;
 pub mod rlimit;
 pub mod server;
 pub mod signals;
 pub mod stats;
+pub mod supervisor;
 pub mod timer;
+pub mod upgrade;
 
 pub use config::Config;
 pub use error::Error;

@@ -28,7 +28,7 @@ pub const BACKOFF_MIN: Duration = Duration::from_millis(5);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Create a non-blocking, close-on-exec listening socket.
-pub fn bind(addr: SocketAddr, backlog: i32) -> Result<TcpListener, Error> {
+pub fn bind(addr: SocketAddr, backlog: i32) -> Result<std::net::TcpListener, Error> {
     let fail = |source| Error::Bind { addr, source };
     let socket =
         Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(fail)?;
@@ -37,7 +37,7 @@ pub fn bind(addr: SocketAddr, backlog: i32) -> Result<TcpListener, Error> {
     socket.set_nonblocking(true).map_err(fail)?;
     socket.bind(&addr.into()).map_err(fail)?;
     socket.listen(backlog).map_err(fail)?;
-    Ok(TcpListener::from_std(socket.into()))
+    Ok(socket.into())
 }
 
 /// How an accept error is handled; see the module docs.
@@ -82,6 +82,8 @@ pub enum Accepted {
     Empty,
     /// Accepting is paused until this instant; arm a timer for it.
     PausedUntil(Instant),
+    /// The socket no longer listens (`EINVAL`: it was shut down).
+    Closed,
 }
 
 /// The listening socket and its back-off state.
@@ -124,9 +126,11 @@ impl Listener {
         self.paused_until.is_some_and(|until| now < until)
     }
 
-    /// The back-off timer fired: accept again.
-    pub fn resume(&mut self) {
-        self.paused_until = None;
+    /// A back-off timer fired: accept again if this listener's pause is over.
+    pub fn resume_if_due(&mut self, now: Instant) {
+        if self.paused_until.is_some_and(|until| now >= until) {
+            self.paused_until = None;
+        }
     }
 
     /// Accept one connection, skipping failed ones, pausing on exhaustion.
@@ -142,6 +146,10 @@ impl Listener {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Accepted::Empty,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    log::debug!("listener {} was shut down: no longer accepting", self.addr);
+                    return Accepted::Closed;
+                }
                 Err(e) => {
                     *errors += 1;
                     match classify(&e) {

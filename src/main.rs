@@ -1,11 +1,13 @@
-//! The `tcp-reactor` binary: parse flags, start logging, run the server,
-//! turn the outcome into an exit code. Everything else is in the library.
+//! The `tcp-reactor` binary: parse flags, take inherited sockets or bind,
+//! start logging, run the supervisor, turn the outcome into an exit code.
+//! Everything else is in the library.
 
 use std::io::Write;
 use std::process::ExitCode;
 
-use tcp_reactor::cli::{self, ProtocolName};
-use tcp_reactor::{proto::Echo, Server};
+use tcp_reactor::cli::{self, ProtocolName, EXIT_USAGE};
+use tcp_reactor::supervisor::Supervisor;
+use tcp_reactor::{activation, listener, proto::Echo};
 
 fn main() -> ExitCode {
     let invocation = match cli::parse(std::env::args_os()) {
@@ -20,18 +22,46 @@ fn main() -> ExitCode {
             return ExitCode::from(exit.code);
         }
     };
+    // Still single-threaded: taking inherited sockets edits the environment.
+    let inherited = match activation::take() {
+        Ok(inherited) => inherited,
+        Err(e) => return fail(&e),
+    };
+    if let (Some(inherited), true) = (&inherited, invocation.listen_given) {
+        eprintln!(
+            "tcp-reactor: error: --listen cannot be used with {} inherited socket(s) (LISTEN_FDS); \
+             drop --listen or the socket activation (try --help)",
+            inherited.listeners.len()
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     if let Some(limit) = tcp_reactor::rlimit::raise_nofile() {
         log::debug!("RLIMIT_NOFILE soft limit: {limit}");
     }
+
+    let config = invocation.config;
+    let supervisor = match inherited {
+        Some(inherited) => Supervisor::new(config, invocation.threads, inherited.listeners)
+            .inherited(inherited.names, inherited.from_upgrade),
+        None => match listener::bind(config.listen, config.backlog) {
+            Ok(socket) => Supervisor::new(config, invocation.threads, vec![socket]),
+            Err(e) => return fail(&e),
+        },
+    }
+    .upgrade_timeout(invocation.upgrade_timeout);
+
     let run = match invocation.protocol {
-        ProtocolName::Echo => Server::bind(invocation.config, || Echo).and_then(Server::run),
+        ProtocolName::Echo => supervisor.run(|| Echo),
     };
     match run {
         Ok(outcome) => ExitCode::from(outcome.exit_code()),
-        Err(e) => {
-            eprintln!("tcp-reactor: error: {e}");
-            ExitCode::from(1)
-        }
+        Err(e) => fail(&e),
     }
+}
+
+/// One line on stderr, exit code 1: could not start, or the loop failed.
+fn fail(error: &tcp_reactor::Error) -> ExitCode {
+    eprintln!("tcp-reactor: error: {error}");
+    ExitCode::from(1)
 }

@@ -2,7 +2,7 @@
 //!
 //! | token | source | Go counterpart |
 //! |---|---|---|
-//! | [`LISTENER`] | the listening socket | the accept goroutine |
+//! | `Token(LISTENERS - i)` | listening socket `i` | the accept goroutine |
 //! | [`SIGNALS`] | `signal_hook_mio` self-pipe | `signal.Notify` channel in main |
 //! | [`WAKER`] | [`ShutdownHandle`] from other threads | `cancel()` on the context |
 //! | `Token(key)` | connection in slab slot `key` | one handler goroutine |
@@ -32,21 +32,28 @@ use crate::signals::{SignalEvent, SignalSource};
 use crate::stats::Stats;
 use crate::timer::{Timers, Wake};
 
-/// Token of the listening socket.
-pub const LISTENER: Token = Token(usize::MAX - 1);
 /// Token of the signal self-pipe.
-pub const SIGNALS: Token = Token(usize::MAX - 2);
+pub const SIGNALS: Token = Token(usize::MAX - 1);
 /// Token of the cross-thread waker.
-pub const WAKER: Token = Token(usize::MAX - 3);
+pub const WAKER: Token = Token(usize::MAX - 2);
+/// Token of listening socket `i` is `Token(LISTENERS - i)`.
+pub const LISTENERS: usize = usize::MAX - 16;
+/// Most listening sockets one server serves.
+pub const MAX_LISTENERS: usize = 1024;
+
+fn listener_index(token: Token) -> Option<usize> {
+    (token.0 <= LISTENERS && token.0 > LISTENERS - MAX_LISTENERS).then(|| LISTENERS - token.0)
+}
 
 /// Most connections accepted in one turn before others get a go.
 const ACCEPT_BATCH: usize = 256;
 /// Sweep stale timer entries once this many have piled up.
 const STALE_TIMERS_SWEEP: usize = 1024;
 
-const REQUEST_NONE: u8 = 0;
+// Requests from other threads: bits in one atomic, taken all at once.
 const REQUEST_SHUTDOWN: u8 = 1;
 const REQUEST_FORCE: u8 = 2;
+const REQUEST_STATS: u8 = 4;
 
 /// What a connection looked like when it ended: handed to the cleanup hook.
 #[derive(Clone, Debug)]
@@ -102,13 +109,22 @@ impl ShutdownHandle {
     /// Like a quit signal: the first starts the graceful drain, a later
     /// one during the drain forces it.
     pub fn shutdown(&self) {
-        self.request.fetch_max(REQUEST_SHUTDOWN, Ordering::SeqCst);
-        let _ = self.waker.wake();
+        self.ask(REQUEST_SHUTDOWN);
     }
 
     /// Force-close every connection now.
     pub fn force(&self) {
-        self.request.store(REQUEST_FORCE, Ordering::SeqCst);
+        self.ask(REQUEST_FORCE);
+    }
+
+    /// Ask for the loop's counters; they arrive through the hook set with
+    /// [`Server::on_stats`].
+    pub fn request_stats(&self) {
+        self.ask(REQUEST_STATS);
+    }
+
+    fn ask(&self, bit: u8) {
+        self.request.fetch_or(bit, Ordering::SeqCst);
         let _ = self.waker.wake();
     }
 }
@@ -121,11 +137,13 @@ enum Phase {
 }
 
 type Hook = Box<dyn FnMut(&ConnInfo) + Send>;
+type StatsHook = Box<dyn FnMut(&Stats) + Send>;
 
 /// A bound server, ready to [`run`](Server::run).
 pub struct Server<P: Protocol> {
     poll: Poll,
-    listener: Option<Listener>,
+    /// Listening sockets; emptied when the drain starts.
+    listeners: Vec<Listener>,
     local_addr: SocketAddr,
     signals: Option<SignalSource>,
     waker: Arc<Waker>,
@@ -145,6 +163,10 @@ pub struct Server<P: Protocol> {
     config: Config,
     make_protocol: Box<dyn FnMut() -> P + Send>,
     on_close: Option<Hook>,
+    on_stats: Option<StatsHook>,
+    /// `Some(i)`: loop `i` of a supervised process, which owns signals and
+    /// the process-wide log lines. `None`: standalone.
+    worker: Option<usize>,
     phase: Phase,
     next_generation: u64,
     stats: Stats,
@@ -158,17 +180,37 @@ impl<P: Protocol> Server<P> {
         config: Config,
         make_protocol: impl FnMut() -> P + Send + 'static,
     ) -> Result<Self, Error> {
+        let socket = listener::bind(config.listen, config.backlog)?;
+        Self::with_listeners(config, vec![socket], make_protocol)
+    }
+
+    /// Serve on listening sockets made elsewhere (inherited from systemd or
+    /// a previous process, or shared between loops); `config.listen` is
+    /// ignored. Each must already be listening.
+    pub fn with_listeners(
+        config: Config,
+        sockets: Vec<std::net::TcpListener>,
+        make_protocol: impl FnMut() -> P + Send + 'static,
+    ) -> Result<Self, Error> {
         let setup = |what| move |source| Error::Setup { what, source };
         let poll = Poll::new().map_err(setup("the poller"))?;
-        let socket = listener::bind(config.listen, config.backlog)?;
-        let mut listener = Listener::new(socket).map_err(|source| Error::Bind {
-            addr: config.listen,
-            source,
-        })?;
-        let local_addr = listener.local_addr();
-        poll.registry()
-            .register(listener.socket_mut(), LISTENER, Interest::READABLE)
-            .map_err(setup("the listener registration"))?;
+        let mut listeners = Vec::with_capacity(sockets.len());
+        for (i, socket) in sockets.into_iter().take(MAX_LISTENERS).enumerate() {
+            socket.set_nonblocking(true).map_err(setup("a listener"))?;
+            let mut listener = Listener::new(mio::net::TcpListener::from_std(socket))
+                .map_err(setup("a listener"))?;
+            poll.registry()
+                .register(
+                    listener.socket_mut(),
+                    Token(LISTENERS - i),
+                    Interest::READABLE,
+                )
+                .map_err(setup("the listener registration"))?;
+            listeners.push(listener);
+        }
+        let local_addr = listeners
+            .first()
+            .map_or(config.listen, Listener::local_addr);
         let waker = Waker::new(poll.registry(), WAKER).map_err(setup("the waker"))?;
         let signals = if config.handle_signals {
             Some(
@@ -188,13 +230,14 @@ impl<P: Protocol> Server<P> {
                 config.max_conns = allowed;
             }
         }
+        config.max_conns = config.max_conns.min(LISTENERS - MAX_LISTENERS);
         Ok(Self {
             poll,
-            listener: Some(listener),
+            listeners,
             local_addr,
             signals,
             waker: Arc::new(waker),
-            request: Arc::new(AtomicU8::new(REQUEST_NONE)),
+            request: Arc::new(AtomicU8::new(0)),
             conns: Slab::with_capacity(config.max_conns.min(1 << 16)),
             timers: Timers::new(),
             stale_timers: 0,
@@ -206,10 +249,27 @@ impl<P: Protocol> Server<P> {
             config,
             make_protocol: Box::new(make_protocol),
             on_close: None,
+            on_stats: None,
+            worker: None,
             phase: Phase::Serving,
             next_generation: 0,
             stats: Stats::default(),
         })
+    }
+
+    /// Run as loop `id` of a supervised process: the supervisor owns the
+    /// signals and logs the process-wide lines (`listening on`, `recv quit
+    /// signal`, `All done.`); this loop logs its own at debug.
+    pub fn worker(mut self, id: usize) -> Self {
+        self.worker = Some(id);
+        self
+    }
+
+    /// Set the hook that receives this loop's counters when asked through
+    /// [`ShutdownHandle::request_stats`].
+    pub fn on_stats(mut self, hook: impl FnMut(&Stats) + Send + 'static) -> Self {
+        self.on_stats = Some(Box::new(hook));
+        self
     }
 
     /// Set the cleanup hook, run exactly once per connection however it ends
@@ -237,19 +297,20 @@ impl<P: Protocol> Server<P> {
         }
     }
 
+    /// A one-line summary of what this server does, for the start-up log.
+    pub fn describe(&mut self) -> String {
+        self.config.describe((self.make_protocol)().name())
+    }
+
     /// Serve until shut down and drained. Logs `All done.` on the way out.
     pub fn run(mut self) -> Result<Outcome, Error> {
-        let protocol = (self.make_protocol)().name();
-        log::info!(
-            "listening on {} (protocol {protocol}, max-conns {}, drain-timeout {:?}, idle-timeout {})",
-            self.local_addr,
-            self.config.max_conns,
-            self.config.drain_timeout,
-            match self.config.limits.idle_timeout {
-                Some(d) => format!("{d:?}"),
-                None => "off".into(),
-            },
-        );
+        match self.worker {
+            None => {
+                let what = self.describe();
+                log::info!("listening on {} ({what})", self.local_addr);
+            }
+            Some(id) => log::debug!("loop {id} started on {}", self.local_addr),
+        }
         let mut events = Events::with_capacity(1024);
         let outcome = loop {
             let timeout = self.poll_timeout(Instant::now());
@@ -273,7 +334,10 @@ impl<P: Protocol> Server<P> {
                 break outcome;
             }
         };
-        log::info!("All done.");
+        match self.worker {
+            None => log::info!("All done."),
+            Some(id) => log::debug!("loop {id} done: {outcome:?}"),
+        }
         Ok(outcome)
     }
 
@@ -288,13 +352,15 @@ impl<P: Protocol> Server<P> {
 
     fn dispatch(&mut self, event: &Event, now: Instant) {
         match event.token() {
-            LISTENER => {
-                log::trace!("listener event: readable");
-                self.accept(now);
-            }
             SIGNALS => self.on_signals(now),
             WAKER => self.on_request(now),
-            Token(key) => self.on_conn_event(key, event, now),
+            token => match listener_index(token) {
+                Some(i) => {
+                    log::trace!("listener {i} event: readable");
+                    self.accept(now);
+                }
+                None => self.on_conn_event(token.0, event, now),
+            },
         }
     }
 
@@ -354,12 +420,19 @@ impl<P: Protocol> Server<P> {
         }
     }
 
+    /// Accept from every listener until each is empty, paused, or the batch
+    /// or the connection limit runs out.
     fn accept(&mut self, now: Instant) {
         if self.phase != Phase::Serving {
             return;
         }
         let mut accepted = 0;
-        for _ in 0..ACCEPT_BATCH {
+        let mut i = 0;
+        while i < self.listeners.len() {
+            if accepted == ACCEPT_BATCH {
+                self.accept_pending = true;
+                return;
+            }
             if self.conns.len() >= self.config.max_conns {
                 self.at_limit = true;
                 // Filling the last slot is not news; a client left waiting is.
@@ -372,22 +445,24 @@ impl<P: Protocol> Server<P> {
                 }
                 return;
             }
-            let Some(listener) = self.listener.as_mut() else {
-                return;
-            };
-            match listener.accept(now, &mut self.stats.accept_errors) {
+            match self.listeners[i].accept(now, &mut self.stats.accept_errors) {
                 Accepted::Conn(stream, peer) => {
                     accepted += 1;
                     self.open(stream, peer, now);
                 }
-                Accepted::Empty => return,
+                Accepted::Empty => i += 1,
                 Accepted::PausedUntil(until) => {
                     self.timers.schedule(until, Wake::AcceptResume);
-                    return;
+                    i += 1;
+                }
+                Accepted::Closed => {
+                    // Shut down under us (the supervisor stopping the
+                    // process): nothing more will come from it.
+                    let mut gone = self.listeners.remove(i);
+                    let _ = self.poll.registry().deregister(gone.socket_mut());
                 }
             }
         }
-        self.accept_pending = true;
     }
 
     fn open(&mut self, mut stream: mio::net::TcpStream, peer: SocketAddr, now: Instant) {
@@ -480,10 +555,10 @@ impl<P: Protocol> Server<P> {
                     }
                 }
                 Wake::AcceptResume => {
-                    if let Some(listener) = self.listener.as_mut() {
-                        listener.resume();
-                        self.accept_pending = true;
+                    for listener in &mut self.listeners {
+                        listener.resume_if_due(now);
                     }
+                    self.accept_pending = true;
                 }
             }
         }
@@ -509,26 +584,43 @@ impl<P: Protocol> Server<P> {
             match signal {
                 SignalEvent::Quit(name) => self.quit(name, now),
                 SignalEvent::Stats => self.log_stats(),
+                SignalEvent::Upgrade => {
+                    log::warn!(
+                        "SIGUSR2: upgrades are run by the tcp-reactor binary's supervisor; ignored"
+                    )
+                }
             }
         }
     }
 
     fn on_request(&mut self, now: Instant) {
-        match self.request.swap(REQUEST_NONE, Ordering::SeqCst) {
-            REQUEST_SHUTDOWN => self.quit("shutdown requested", now),
-            REQUEST_FORCE => self.force(ForceCause::SecondSignal, now),
-            _ => {}
+        let request = self.request.swap(0, Ordering::SeqCst);
+        if request & REQUEST_STATS != 0 {
+            let stats = self.live_stats();
+            if let Some(hook) = self.on_stats.as_mut() {
+                hook(&stats);
+            }
+        }
+        if request & REQUEST_FORCE != 0 {
+            self.force(ForceCause::SecondSignal, now);
+        } else if request & REQUEST_SHUTDOWN != 0 {
+            self.quit("shutdown requested", now);
         }
     }
 
-    fn log_stats(&self) {
+    /// The counters, with the bytes of connections still open added in.
+    pub fn live_stats(&self) -> Stats {
         let mut stats = self.stats.clone();
         for (_, conn) in self.conns.iter() {
             let (bytes_in, bytes_out) = conn.bytes();
             stats.bytes_in += bytes_in;
             stats.bytes_out += bytes_out;
         }
-        log::info!("stats: {stats}");
+        stats
+    }
+
+    fn log_stats(&self) {
+        log::info!("stats: {}", self.live_stats());
     }
 
     /// A quit signal: start the drain, or force it if one is under way.
@@ -544,19 +636,26 @@ impl<P: Protocol> Server<P> {
     }
 
     fn begin_drain(&mut self, cause: &str, now: Instant) {
-        if let Some(mut listener) = self.listener.take() {
+        for mut listener in self.listeners.drain(..) {
             let _ = self.poll.registry().deregister(listener.socket_mut());
-        } // dropped: the socket is closed, new connects are refused
+        } // dropped: our descriptor is closed; if it was the last, connects are refused
         self.accept_pending = false;
         self.phase = Phase::Draining { started: now };
         self.timers
             .schedule(now + self.config.drain_timeout, Wake::DrainDeadline);
-        log::info!(
-            "recv quit signal ({cause}): stopped accepting on {}, draining {} connections (deadline {:?})",
-            self.local_addr,
-            self.conns.len(),
-            self.config.drain_timeout
-        );
+        match self.worker {
+            None => log::info!(
+                "recv quit signal ({cause}): stopped accepting on {}, draining {} connections (deadline {:?})",
+                self.local_addr,
+                self.conns.len(),
+                self.config.drain_timeout
+            ),
+            Some(id) => log::info!(
+                "loop {id}: draining {} connections (deadline {:?})",
+                self.conns.len(),
+                self.config.drain_timeout
+            ),
+        }
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
             if let Some(conn) = self.conns.get_mut(key) {
@@ -576,7 +675,7 @@ impl<P: Protocol> Server<P> {
         for key in keys {
             self.close(key, CloseReason::Forced(cause), now);
         }
-        self.listener = None;
+        self.listeners.clear();
         self.phase = Phase::Done(Outcome::Forced { cause, remaining });
     }
 

@@ -8,6 +8,7 @@
 //! * `SIGINT`, `SIGTERM`, `SIGQUIT`: quit. The first starts the graceful
 //!   drain, a second one during the drain forces it.
 //! * `SIGUSR1`: log one line of live counters.
+//! * `SIGUSR2`: start a zero-downtime binary upgrade (see [`crate::upgrade`]).
 //!
 //! `SIGPIPE` needs no handler: Rust binaries start with it ignored, and
 //! `std`'s `send` on Linux passes `MSG_NOSIGNAL`, so writing to a closed peer
@@ -16,7 +17,7 @@
 use std::io;
 
 use mio::{Interest, Registry, Token};
-use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
+use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 
 /// What a received signal asks the server to do.
@@ -26,6 +27,8 @@ pub enum SignalEvent {
     Quit(&'static str),
     /// Log the live counters.
     Stats,
+    /// Replace the binary without dropping a connection.
+    Upgrade,
 }
 
 /// The registered signal source.
@@ -36,7 +39,7 @@ pub struct SignalSource {
 impl SignalSource {
     /// Install the handlers and register the self-pipe under `token`.
     pub fn register(registry: &Registry, token: Token) -> io::Result<Self> {
-        let mut signals = Signals::new([SIGINT, SIGTERM, SIGQUIT, SIGUSR1])?;
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGQUIT, SIGUSR1, SIGUSR2])?;
         registry.register(&mut signals, token, Interest::READABLE)?;
         Ok(Self { signals })
     }
@@ -55,6 +58,7 @@ fn meaning(signal: i32) -> Option<SignalEvent> {
         SIGTERM => Some(SignalEvent::Quit("SIGTERM")),
         SIGQUIT => Some(SignalEvent::Quit("SIGQUIT")),
         SIGUSR1 => Some(SignalEvent::Stats),
+        SIGUSR2 => Some(SignalEvent::Upgrade),
         _ => None,
     }
 }
@@ -69,6 +73,7 @@ mod tests {
         assert_eq!(meaning(SIGINT), Some(SignalEvent::Quit("SIGINT")));
         assert_eq!(meaning(SIGQUIT), Some(SignalEvent::Quit("SIGQUIT")));
         assert_eq!(meaning(SIGUSR1), Some(SignalEvent::Stats));
+        assert_eq!(meaning(SIGUSR2), Some(SignalEvent::Upgrade));
         assert_eq!(meaning(signal_hook::consts::SIGHUP), None);
     }
 }

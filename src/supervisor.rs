@@ -1,0 +1,500 @@
+//! The process: the Go tutorial's main goroutine, for one loop or many.
+//!
+//! `--threads N` runs N independent event loops ([`Server`]s), each on its
+//! own thread with its own `Poll`, sharing nothing on the hot path. They
+//! share the *listening socket*: each loop registers its own `dup` of it,
+//! and whichever loop is free takes the next connection. The kernel's
+//! accept queue belongs to that one socket, so a loop that stops strands
+//! nothing, and the same socket can be handed to an upgraded process.
+//!
+//! The supervisor runs on the main thread with a small `Poll` of its own:
+//!
+//! | token | source | what it does |
+//! |---|---|---|
+//! | `SIGNALS` | SIGINT/SIGTERM/SIGQUIT | first: stop listening, tell every loop to drain; second: force them |
+//! | | SIGUSR1 | ask every loop for its counters, log the sum |
+//! | | SIGUSR2 | start an [upgrade](crate::upgrade) |
+//! | `EVENTS` | waker + channel from the loops | started, counters, finished |
+//! | `UPGRADE` | readiness pipe of the new process | ready: stop accepting and drain; EOF: upgrade failed, keep serving |
+//!
+//! and its timers: the sd_notify watchdog, `EXTEND_TIMEOUT_USEC` during a
+//! drain, the upgrade deadline. It logs the process-wide lines once
+//! (`listening on`, `recv quit signal`, `All done.`), and exits with the
+//! worst outcome of its loops.
+
+use std::ffi::OsString;
+use std::net::TcpListener;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::config::Config;
+use crate::conn::ForceCause;
+use crate::error::Error;
+use crate::notify::{self, Notifier};
+use crate::proto::Protocol;
+use crate::server::{Outcome, Server, ShutdownHandle};
+use crate::signals::{SignalEvent, SignalSource};
+use crate::stats::Stats;
+use crate::upgrade::{self, Readiness, Upgrade};
+
+const SIGNALS: Token = Token(0);
+const EVENTS: Token = Token(1);
+const UPGRADE: Token = Token(2);
+
+/// How long `EXTEND_TIMEOUT_USEC` extensions are spaced during a drain.
+const EXTEND_EVERY: Duration = Duration::from_secs(5);
+
+/// What a loop thread tells the supervisor.
+enum LoopEvent {
+    Started(usize, ShutdownHandle),
+    Stats(Stats),
+    Finished(usize, Result<Outcome, Error>),
+}
+
+/// Where the process is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Serving,
+    /// Quit signal: listeners shut, loops draining.
+    Draining,
+    /// A new process took over: our copies closed, loops draining.
+    HandedOver,
+}
+
+/// The process-level runner for one or more loops.
+pub struct Supervisor {
+    config: Config,
+    threads: usize,
+    listeners: Vec<TcpListener>,
+    names: Vec<String>,
+    from_upgrade: bool,
+    exe: Option<PathBuf>,
+    args: Vec<OsString>,
+    upgrade_timeout: Duration,
+}
+
+impl Supervisor {
+    /// Supervise `threads` loops (0 = one per available core) serving on
+    /// `listeners` (already listening).
+    pub fn new(config: Config, threads: usize, listeners: Vec<TcpListener>) -> Self {
+        let threads = if threads == 0 {
+            thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            threads
+        };
+        let names = vec!["tcp-reactor".to_owned(); listeners.len()];
+        Self {
+            config,
+            threads,
+            listeners,
+            names,
+            from_upgrade: false,
+            exe: std::env::current_exe().ok(),
+            args: std::env::args_os().skip(1).collect(),
+            upgrade_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// The sockets were inherited: their names, and whether they came from
+    /// a previous tcp-reactor (then we report readiness to it).
+    pub fn inherited(mut self, names: Vec<String>, from_upgrade: bool) -> Self {
+        self.names = names;
+        self.from_upgrade = from_upgrade;
+        self
+    }
+
+    /// How long an upgraded process may take to become ready.
+    pub fn upgrade_timeout(mut self, timeout: Duration) -> Self {
+        self.upgrade_timeout = timeout;
+        self
+    }
+
+    /// Run the loops until they have all drained; returns the worst outcome.
+    pub fn run<P, F>(mut self, make_protocol: F) -> Result<Outcome, Error>
+    where
+        P: Protocol + 'static,
+        F: Fn() -> P + Clone + Send + 'static,
+    {
+        let setup = |what| move |source| Error::Setup { what, source };
+        let mut poll = Poll::new().map_err(setup("the supervisor's poller"))?;
+        let mut signals =
+            SignalSource::register(poll.registry(), SIGNALS).map_err(setup("signal handlers"))?;
+        let waker = Arc::new(Waker::new(poll.registry(), EVENTS).map_err(setup("the waker"))?);
+        let (tx, rx) = mpsc::channel();
+        let n = self.threads;
+
+        let mut per_loop = self.config.clone();
+        per_loop.handle_signals = false;
+        per_loop.max_conns = self.config.max_conns.div_ceil(n);
+        let mut joins = Vec::with_capacity(n);
+        for id in 0..n {
+            let sockets = self
+                .listeners
+                .iter()
+                .map(TcpListener::try_clone)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(setup("a listener copy"))?;
+            let (tx, waker, make, config) = (
+                tx.clone(),
+                Arc::clone(&waker),
+                make_protocol.clone(),
+                per_loop.clone(),
+            );
+            let join = thread::Builder::new()
+                .name(format!("loop-{id}"))
+                .spawn(move || run_loop(id, config, sockets, make, tx, waker))
+                .map_err(setup("a loop thread"))?;
+            joins.push(join);
+        }
+
+        // Wait until every loop is up (or one failed).
+        let mut handles: Vec<Option<ShutdownHandle>> = (0..n).map(|_| None).collect();
+        let mut finished: Vec<Option<Result<Outcome, Error>>> = (0..n).map(|_| None).collect();
+        while handles.iter().any(Option::is_none) {
+            match rx.recv() {
+                Ok(LoopEvent::Started(id, handle)) => handles[id] = Some(handle),
+                Ok(LoopEvent::Finished(id, result)) => {
+                    finished[id] = Some(result);
+                    handles.iter().flatten().for_each(ShutdownHandle::force);
+                    break;
+                }
+                Ok(LoopEvent::Stats(_)) => {}
+                Err(_) => break,
+            }
+        }
+        let handles: Vec<ShutdownHandle> = handles.into_iter().flatten().collect();
+        if handles.len() < n {
+            for join in joins {
+                let _ = join.join();
+            }
+            return match finished.into_iter().flatten().next() {
+                Some(Err(e)) => Err(e),
+                _ => Ok(Outcome::Clean),
+            };
+        }
+
+        let addrs: Vec<String> = self
+            .listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .map(|a| a.to_string())
+            .collect();
+        log::info!(
+            "listening on {} ({}, threads {n}{})",
+            addrs.join(" and "),
+            self.config.describe(make_protocol().name()),
+            if self.from_upgrade {
+                ", sockets handed over by the previous process"
+            } else {
+                ""
+            }
+        );
+        let notifier = Notifier::from_env();
+        if let Some(n) = &notifier {
+            let mainpid = if self.from_upgrade {
+                format!("\nMAINPID={}", std::process::id())
+            } else {
+                String::new()
+            };
+            n.send(&format!(
+                "READY=1\nSTATUS=serving on {}{mainpid}",
+                addrs.join(" ")
+            ));
+        }
+        if self.from_upgrade {
+            upgrade::report_ready();
+        }
+
+        let watchdog = notifier
+            .as_ref()
+            .and(notify::watchdog_interval())
+            .map(|d| d / 2);
+        let mut next_watchdog = watchdog.map(|d| Instant::now() + d);
+        let mut next_extend: Option<Instant> = None;
+        let mut drain_deadline = Instant::now();
+        let mut phase = Phase::Serving;
+        let mut upgrading: Option<(Upgrade, Instant)> = None;
+        let mut stats_sum: Option<(usize, Stats)> = None;
+        let mut events = Events::with_capacity(64);
+
+        while finished.iter().any(Option::is_none) {
+            let now = Instant::now();
+            let timeout = [
+                next_watchdog,
+                next_extend,
+                upgrading.as_ref().map(|(_, d)| *d),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|at| at.saturating_duration_since(now));
+            if let Err(e) = poll.poll(&mut events, timeout) {
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(Error::Poll(e));
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    SIGNALS => {
+                        let received: Vec<SignalEvent> = signals.pending().collect();
+                        for signal in received {
+                            match signal {
+                                SignalEvent::Quit(name) if phase == Phase::Serving => {
+                                    self.stop_listening();
+                                    log::info!(
+                                        "recv quit signal ({name}): stopped accepting on {}, draining {n} loop{}",
+                                        addrs.join(" and "),
+                                        if n == 1 { "" } else { "s" }
+                                    );
+                                    handles.iter().for_each(ShutdownHandle::shutdown);
+                                    if let Some((mut up, _)) = upgrading.take() {
+                                        log::warn!("upgrade abandoned: shutting down");
+                                        let _ = up.child.kill();
+                                    }
+                                    phase = Phase::Draining;
+                                    drain_deadline = now + self.config.drain_timeout;
+                                    if let Some(nt) = &notifier {
+                                        nt.send("STOPPING=1\nSTATUS=draining");
+                                        next_extend = Some(now);
+                                    }
+                                }
+                                SignalEvent::Quit(name) => {
+                                    log::warn!("recv quit signal again ({name}) while draining");
+                                    handles.iter().for_each(ShutdownHandle::force);
+                                }
+                                SignalEvent::Stats => {
+                                    stats_sum = Some((0, Stats::default()));
+                                    handles.iter().for_each(ShutdownHandle::request_stats);
+                                }
+                                SignalEvent::Upgrade => {
+                                    if upgrading.is_some() {
+                                        log::warn!(
+                                            "SIGUSR2: an upgrade is already in flight; ignored"
+                                        );
+                                    } else if phase != Phase::Serving {
+                                        log::warn!("SIGUSR2: shutting down; upgrade ignored");
+                                    } else {
+                                        upgrading = self.start_upgrade(&poll, now);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    EVENTS => {
+                        while let Ok(event) = rx.try_recv() {
+                            match event {
+                                LoopEvent::Stats(stats) => {
+                                    if let Some((count, sum)) = stats_sum.as_mut() {
+                                        sum.add(&stats);
+                                        *count += 1;
+                                        if *count == n {
+                                            log::info!("stats: {sum}");
+                                            stats_sum = None;
+                                        }
+                                    }
+                                }
+                                LoopEvent::Finished(id, result) => finished[id] = Some(result),
+                                LoopEvent::Started(..) => {}
+                            }
+                        }
+                    }
+                    UPGRADE => {
+                        let Some((up, _)) = upgrading.as_mut() else {
+                            continue;
+                        };
+                        match up.poll_ready() {
+                            Readiness::Pending => {}
+                            Readiness::Ready => {
+                                let pid = up.child.id();
+                                log::info!(
+                                    "upgrade: new process {pid} is ready; stopped accepting, draining {n} loop{}",
+                                    if n == 1 { "" } else { "s" }
+                                );
+                                let _ = poll.registry().deregister(&mut up.ready);
+                                upgrading = None;
+                                self.listeners.clear(); // our copies only: the socket lives on in the new process
+                                handles.iter().for_each(ShutdownHandle::shutdown);
+                                phase = Phase::HandedOver;
+                            }
+                            Readiness::Gone => {
+                                if let Some((mut up, _)) = upgrading.take() {
+                                    let _ = poll.registry().deregister(&mut up.ready);
+                                    let status = wait_briefly(&mut up.child);
+                                    log::warn!(
+                                        "upgrade failed: new process {} {status} before it was ready; still serving",
+                                        up.child.id()
+                                    );
+                                }
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            // Timers.
+            if let (Some(at), Some(every)) = (next_watchdog, watchdog) {
+                if now >= at {
+                    if let Some(nt) = &notifier {
+                        nt.send("WATCHDOG=1");
+                    }
+                    next_watchdog = Some(now + every);
+                }
+            }
+            if let Some(at) = next_extend {
+                if now >= at && phase == Phase::Draining {
+                    if let Some(nt) = &notifier {
+                        let left = drain_deadline.saturating_duration_since(now) + EXTEND_EVERY;
+                        nt.send(&format!("EXTEND_TIMEOUT_USEC={}", left.as_micros()));
+                    }
+                    next_extend = Some(now + EXTEND_EVERY);
+                }
+            }
+            if upgrading
+                .as_ref()
+                .is_some_and(|(_, deadline)| now >= *deadline)
+            {
+                if let Some((mut up, _)) = upgrading.take() {
+                    let _ = poll.registry().deregister(&mut up.ready);
+                    log::warn!(
+                        "upgrade failed: new process {} not ready within {:?}; stopped it, still serving",
+                        up.child.id(),
+                        self.upgrade_timeout
+                    );
+                    let _ = up.child.kill();
+                    let _ = up.child.wait();
+                }
+            }
+        }
+        for join in joins {
+            let _ = join.join();
+        }
+        let outcome = combine(finished.into_iter().flatten())?;
+        log::info!("All done.");
+        Ok(outcome)
+    }
+
+    /// Stop listening for every loop at once: `shutdown(2)` on a listening
+    /// socket takes it out of the listening state for all its descriptors,
+    /// so new connects are refused immediately.
+    fn stop_listening(&mut self) {
+        for listener in self.listeners.drain(..) {
+            // SAFETY: shutdown on a descriptor we own; no memory involved.
+            unsafe { libc::shutdown(listener.as_raw_fd(), libc::SHUT_RD) };
+        }
+    }
+
+    fn start_upgrade(&self, poll: &Poll, now: Instant) -> Option<(Upgrade, Instant)> {
+        let Some(exe) = &self.exe else {
+            log::warn!("upgrade failed: cannot tell which executable to start; still serving");
+            return None;
+        };
+        match Upgrade::spawn(exe, &self.args, &self.listeners, &self.names) {
+            Ok(mut up) => {
+                if let Err(e) = poll
+                    .registry()
+                    .register(&mut up.ready, UPGRADE, Interest::READABLE)
+                {
+                    log::warn!("upgrade failed: {e}; still serving");
+                    let _ = up.child.kill();
+                    return None;
+                }
+                log::info!(
+                    "upgrade: started new process {} from {}; serving until it is ready",
+                    up.child.id(),
+                    exe.display()
+                );
+                Some((up, now + self.upgrade_timeout))
+            }
+            Err(e) => {
+                log::warn!(
+                    "upgrade failed: cannot start {}: {e}; still serving",
+                    exe.display()
+                );
+                None
+            }
+        }
+    }
+}
+
+/// One loop thread: build the server on its copies of the sockets, report
+/// its handle, run, report the result.
+fn run_loop<P, F>(
+    id: usize,
+    config: Config,
+    sockets: Vec<TcpListener>,
+    make: F,
+    tx: mpsc::Sender<LoopEvent>,
+    waker: Arc<Waker>,
+) where
+    P: Protocol,
+    F: Fn() -> P + Send + 'static,
+{
+    let send = {
+        let (tx, waker) = (tx.clone(), Arc::clone(&waker));
+        move |event| {
+            let _ = tx.send(event);
+            let _ = waker.wake();
+        }
+    };
+    let server = match Server::with_listeners(config, sockets, make) {
+        Ok(server) => server,
+        Err(e) => return send(LoopEvent::Finished(id, Err(e))),
+    };
+    let stats_send = send.clone();
+    let server = server
+        .worker(id)
+        .on_stats(move |stats| stats_send(LoopEvent::Stats(stats.clone())));
+    send(LoopEvent::Started(id, server.shutdown_handle()));
+    let result = server.run();
+    send(LoopEvent::Finished(id, result));
+}
+
+/// The worst of the loops' outcomes: an error, else a forced drain (with
+/// the counts added up), else clean.
+fn combine(results: impl Iterator<Item = Result<Outcome, Error>>) -> Result<Outcome, Error> {
+    let mut outcome = Outcome::Clean;
+    for result in results {
+        match (result?, &mut outcome) {
+            (Outcome::Clean, _) => {}
+            (Outcome::Forced { cause, remaining }, Outcome::Clean) => {
+                outcome = Outcome::Forced { cause, remaining };
+            }
+            (
+                Outcome::Forced {
+                    remaining: more,
+                    cause,
+                },
+                Outcome::Forced {
+                    remaining,
+                    cause: worst,
+                },
+            ) => {
+                *remaining += more;
+                if cause == ForceCause::SecondSignal {
+                    *worst = cause;
+                }
+            }
+        }
+    }
+    Ok(outcome)
+}
+
+/// The exit status of a child that closed its pipe, if it exits soon.
+fn wait_briefly(child: &mut std::process::Child) -> String {
+    for _ in 0..100 {
+        match child.try_wait() {
+            Ok(Some(status)) => return format!("exited ({status})"),
+            Ok(None) => thread::sleep(Duration::from_millis(10)),
+            Err(e) => return format!("could not be waited for ({e})"),
+        }
+    }
+    "closed its readiness pipe".to_owned()
+}

@@ -1,0 +1,130 @@
+//! Zero-downtime binary upgrade (nginx's `SIGUSR2`), the hand-over half.
+//!
+//! The running process starts a fresh copy of its executable with the same
+//! arguments and hands it the **same listening sockets** — not sibling
+//! `SO_REUSEPORT` sockets, whose queued connections would be dropped when
+//! the old one closes. The sockets travel as descriptors 3, 4, … with
+//! `LISTEN_FDS`, so the new process takes them on the socket-activation
+//! path ([`crate::activation`]). A pipe's write end travels too (its number
+//! in `TCP_REACTOR_READY_FD`): the new process writes one byte once all its
+//! loops are listening. Until then the old process keeps accepting; if the
+//! pipe reports EOF instead (the new process died) or the byte does not
+//! come in time, the old process keeps serving and says why.
+
+use std::ffi::OsString;
+use std::io::{self, Read};
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command};
+
+use mio::unix::pipe;
+
+use crate::activation::{LISTEN_FDS_START, UPGRADE_PPID_VAR};
+
+/// Names the readiness pipe's descriptor in the new process.
+pub const READY_FD_VAR: &str = "TCP_REACTOR_READY_FD";
+
+/// An upgrade under way: the new process and the read end of its pipe.
+#[derive(Debug)]
+pub struct Upgrade {
+    /// The new process.
+    pub child: Child,
+    /// Readable (a byte, or EOF) when the new process is ready or gone.
+    pub ready: pipe::Receiver,
+}
+
+/// What the readiness pipe said.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Readiness {
+    /// The new process is listening.
+    Ready,
+    /// It closed the pipe without saying so: it exited or failed.
+    Gone,
+    /// Nothing yet.
+    Pending,
+}
+
+impl Upgrade {
+    /// Start `exe args…` with `listeners` as its inherited sockets.
+    pub fn spawn(
+        exe: &PathBuf,
+        args: &[OsString],
+        listeners: &[TcpListener],
+        names: &[String],
+    ) -> io::Result<Self> {
+        let (sender, ready) = pipe::new()?;
+        let mut sources: Vec<RawFd> = listeners.iter().map(AsRawFd::as_raw_fd).collect();
+        sources.push(sender.as_raw_fd());
+        let count = listeners.len();
+        let mut scratch = vec![-1; sources.len()];
+        let mut cmd = Command::new(exe);
+        cmd.args(args)
+            .env("LISTEN_FDS", count.to_string())
+            .env("LISTEN_FDNAMES", names.join(":"))
+            .env_remove("LISTEN_PID")
+            .env(UPGRADE_PPID_VAR, std::process::id().to_string())
+            .env(
+                READY_FD_VAR,
+                (LISTEN_FDS_START + count as RawFd).to_string(),
+            );
+        // SAFETY: the closure runs in the child between fork and exec and
+        // calls only async-signal-safe functions (fcntl, dup2) on memory
+        // allocated before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                // First move every source above the target range, so that
+                // placing one cannot overwrite another still to be placed.
+                for (slot, &fd) in scratch.iter_mut().zip(&sources) {
+                    *slot = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 1000);
+                    if *slot < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                // dup2 clears close-on-exec on the copy: these survive exec.
+                for (i, &fd) in scratch.iter().enumerate() {
+                    if libc::dup2(fd, LISTEN_FDS_START + i as RawFd) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn()?;
+        drop(sender); // only the child holds the write end now: its exit is EOF
+        Ok(Self { child, ready })
+    }
+
+    /// Read what the pipe has to say.
+    pub fn poll_ready(&mut self) -> Readiness {
+        let mut byte = [0u8; 1];
+        loop {
+            match self.ready.read(&mut byte) {
+                Ok(0) => return Readiness::Gone,
+                Ok(_) => return Readiness::Ready,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Readiness::Pending,
+                Err(_) => return Readiness::Gone,
+            }
+        }
+    }
+}
+
+/// In a process started by [`Upgrade::spawn`]: tell the old process we
+/// are ready (write a byte to the inherited pipe and close it).
+pub fn report_ready() {
+    let Some(fd) = std::env::var(READY_FD_VAR)
+        .ok()
+        .and_then(|v| v.parse::<RawFd>().ok())
+    else {
+        return;
+    };
+    std::env::remove_var(READY_FD_VAR);
+    // SAFETY: the descriptor was handed to us for exactly this; we write
+    // one byte and close it, and nothing else in the process uses it.
+    unsafe {
+        let _ = libc::write(fd, b"1".as_ptr().cast(), 1);
+        libc::close(fd);
+    }
+}
