@@ -23,6 +23,11 @@ pub struct Config {
     /// several servers, or owning signals themselves, turn this off and use a
     /// [`ShutdownHandle`](crate::ShutdownHandle).
     pub handle_signals: bool,
+    /// Most connections accepted in one turn of the loop before the
+    /// connections it already has get a turn. Loops that share a listening
+    /// socket use a small batch, so that a burst of connects spreads over
+    /// them instead of landing on whichever woke first.
+    pub accept_batch: usize,
 }
 
 impl Config {
@@ -52,6 +57,7 @@ impl Default for Config {
             max_conns: 10_000,
             limits: Limits::default(),
             handle_signals: true,
+            accept_batch: 256,
         }
     }
 }

@@ -22,12 +22,18 @@ fn main() -> ExitCode {
             return ExitCode::from(exit.code);
         }
     };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     // Still single-threaded: taking inherited sockets edits the environment.
     let inherited = match activation::take() {
         Ok(inherited) => inherited,
         Err(e) => return fail(&e),
     };
-    if let (Some(inherited), true) = (&inherited, invocation.listen_given) {
+    // An upgrade runs us with the previous process's arguments: its
+    // sockets are the ones `--listen` bound. From systemd, both is a mistake.
+    let conflict = inherited
+        .as_ref()
+        .filter(|i| !i.from_upgrade && invocation.listen_given);
+    if let Some(inherited) = conflict {
         eprintln!(
             "tcp-reactor: error: --listen cannot be used with {} inherited socket(s) (LISTEN_FDS); \
              drop --listen or the socket activation (try --help)",
@@ -35,7 +41,6 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(EXIT_USAGE);
     }
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     if let Some(limit) = tcp_reactor::rlimit::raise_nofile() {
         log::debug!("RLIMIT_NOFILE soft limit: {limit}");
     }

@@ -45,8 +45,6 @@ fn listener_index(token: Token) -> Option<usize> {
     (token.0 <= LISTENERS && token.0 > LISTENERS - MAX_LISTENERS).then(|| LISTENERS - token.0)
 }
 
-/// Most connections accepted in one turn before others get a go.
-const ACCEPT_BATCH: usize = 256;
 /// Sweep stale timer entries once this many have piled up.
 const STALE_TIMERS_SWEEP: usize = 1024;
 
@@ -429,7 +427,7 @@ impl<P: Protocol> Server<P> {
         let mut accepted = 0;
         let mut i = 0;
         while i < self.listeners.len() {
-            if accepted == ACCEPT_BATCH {
+            if accepted >= self.config.accept_batch.max(1) {
                 self.accept_pending = true;
                 return;
             }
@@ -682,8 +680,12 @@ impl<P: Protocol> Server<P> {
     fn check_finished(&mut self, now: Instant) -> Option<Outcome> {
         match self.phase {
             Phase::Draining { started } if self.conns.is_empty() => {
+                let loop_name = self
+                    .worker
+                    .map(|id| format!("loop {id}: "))
+                    .unwrap_or_default();
                 log::info!(
-                    "drained in {:?}: {}",
+                    "{loop_name}drained in {:?}: {}",
                     now.saturating_duration_since(started),
                     self.stats
                 );

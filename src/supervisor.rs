@@ -47,6 +47,9 @@ const SIGNALS: Token = Token(0);
 const EVENTS: Token = Token(1);
 const UPGRADE: Token = Token(2);
 
+/// Accept batch of loops sharing a socket (see `Config::accept_batch`).
+const SHARED_ACCEPT_BATCH: usize = 4;
+
 /// How long `EXTEND_TIMEOUT_USEC` extensions are spaced during a drain.
 const EXTEND_EVERY: Duration = Duration::from_secs(5);
 
@@ -132,6 +135,9 @@ impl Supervisor {
         let mut per_loop = self.config.clone();
         per_loop.handle_signals = false;
         per_loop.max_conns = self.config.max_conns.div_ceil(n);
+        if n > 1 {
+            per_loop.accept_batch = per_loop.accept_batch.min(SHARED_ACCEPT_BATCH);
+        }
         let mut joins = Vec::with_capacity(n);
         for id in 0..n {
             let sockets = self

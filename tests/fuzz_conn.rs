@@ -117,7 +117,7 @@ impl Transport for Peer {
 fn rank(state: State) -> u8 {
     match state {
         State::Open => 0,
-        State::Draining => 1,
+        State::Draining { .. } => 1,
         State::Flushing { .. } => 2,
         State::Lingering { .. } => 3,
     }

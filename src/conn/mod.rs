@@ -76,6 +76,9 @@ pub struct Limits {
     pub linger_max: Duration,
     /// Fairness: most bytes read per connection per turn of the loop.
     pub read_budget: usize,
+    /// When a drain starts, how long a connection that has not sent a byte
+    /// yet may take to send its first input (which is then answered).
+    pub drain_silent_grace: Duration,
 }
 
 impl Default for Limits {
@@ -88,6 +91,7 @@ impl Default for Limits {
             linger_timeout: Duration::from_secs(5),
             linger_max: Duration::from_secs(30),
             read_budget: 256 * 1024,
+            drain_silent_grace: Duration::from_secs(1),
         }
     }
 }
@@ -239,7 +243,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
 
     /// Whether the state and backpressure allow reading input to process.
     pub fn wants_read(&self) -> bool {
-        matches!(self.state, State::Open | State::Draining) && !self.read_paused
+        matches!(self.state, State::Open | State::Draining { .. }) && !self.read_paused
     }
 
     /// Whether bytes are waiting for the socket to become writable.
@@ -271,7 +275,10 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
     }
 
     /// Graceful shutdown began: read what is already readable, answer it,
-    /// then let the protocol say whether it can end now.
+    /// then let the protocol say whether it can end now. A connection that
+    /// has not sent a byte yet is not cut off: its client may be writing
+    /// its first request at this moment (a connection accepted just before
+    /// an upgrade's hand-over, say), so it waits in `Draining` for that.
     pub fn begin_drain(
         &mut self,
         now: Instant,
@@ -287,27 +294,44 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         match self.pump(now, scratch, limits) {
             Err(reason) => return Progress::Closed(reason),
             Ok(_) if self.state != State::Open => {} // ended while reading
+            Ok(_) if self.bytes_in == 0 => self.set_state(State::Draining { since: now }),
             Ok(_) => {
-                scratch.out.clear();
-                let decision = self.proto.on_drain(now, &mut scratch.out);
-                if let Err(reason) = self.send_scratch(now, scratch, limits) {
+                if let Err(reason) = self.ask_drain(now, scratch, limits) {
                     return Progress::Closed(reason);
-                }
-                match decision {
-                    Decision::Continue => self.set_state(State::Draining),
-                    Decision::Close => self.finish(Ending::Shutdown, false),
-                    Decision::Reject(msg) => self.finish(Ending::ProtocolError(msg), false),
                 }
             }
         }
         self.drive(now, scratch, limits)
     }
 
+    /// Ask the protocol whether the conversation can end for the drain.
+    fn ask_drain(&mut self, now: Instant, scratch: &mut Scratch, limits: &Limits) -> Io<()> {
+        scratch.out.clear();
+        let decision = self.proto.on_drain(now, &mut scratch.out);
+        self.send_scratch(now, scratch, limits)?;
+        match decision {
+            Decision::Continue if self.state == State::Open => {
+                self.set_state(State::Draining { since: now })
+            }
+            Decision::Continue => {}
+            Decision::Close => self.finish(Ending::Shutdown, false),
+            Decision::Reject(msg) => self.finish(Ending::ProtocolError(msg), false),
+        }
+        Ok(())
+    }
+
     /// The earliest instant at which [`Conn::on_timer`] has work to do.
     pub fn deadline(&self, limits: &Limits) -> Option<Instant> {
         let idle = limits.idle_timeout.map(|d| self.last_active + d);
+        let silent = match self.state {
+            State::Draining { since } if self.bytes_in == 0 => {
+                Some(since + limits.drain_silent_grace)
+            }
+            _ => None,
+        };
         [
             idle,
+            silent,
             self.linger_deadline(limits),
             self.proto.next_deadline(),
         ]
@@ -361,6 +385,12 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         if let Some(idle) = limits.idle_timeout {
             if now >= self.last_active + idle {
                 return Progress::Closed(CloseReason::IdleTimeout);
+            }
+        }
+        if let State::Draining { since } = self.state {
+            if self.bytes_in == 0 && now >= since + limits.drain_silent_grace {
+                log::trace!("conn {} stayed silent through the drain grace", self.key);
+                self.finish(Ending::Shutdown, false);
             }
         }
         if let State::Lingering { ending, .. } = self.state {
@@ -421,7 +451,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
                 self.flush(now, limits)?;
             }
             match self.state {
-                State::Open | State::Draining => {
+                State::Open | State::Draining { .. } => {
                     if !self.readable || !self.wants_read() {
                         return Ok(Progress::Idle);
                     }
@@ -430,6 +460,9 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
                     }
                     let n = self.read_and_answer(now, scratch, limits)?;
                     budget = budget.saturating_sub(n);
+                    if n > 0 && matches!(self.state, State::Draining { .. }) {
+                        self.ask_drain(now, scratch, limits)?;
+                    }
                 }
                 State::Flushing { ending, peer_done } => {
                     if self.wants_write() {

@@ -5,7 +5,10 @@
 //!   Open ─────────────────────────────────────────────┐
 //!    │ drain starts: final read, then ask the protocol│
 //!    ├── protocol: Close ────────────────────────────►│
-//!    └── protocol: Continue ─► Draining ── Close ────►│
+//!    ├── protocol: Continue ──┐                       │
+//!    └── never sent a byte ───┴► Draining ── Close ──►│
+//!                 (ask the protocol again after each input;
+//!                  a silent peer gets a short grace)
 //!                                                      ▼
 //!                          Flushing { ending, peer_done }   (write all that is owed)
 //!                            │ owed == 0, peer_done ──────────────► closed
@@ -27,8 +30,14 @@ pub enum State {
     /// Reading, handing input to the protocol, writing its replies.
     Open,
     /// Shutdown began while the protocol still needed input to finish a
-    /// request in flight: reading goes on until the protocol says `Close`.
-    Draining,
+    /// request in flight, or before the peer sent its first byte (it may be
+    /// writing its first request right now). Reading goes on; after each
+    /// input the protocol is asked again, until it says `Close`. A peer
+    /// that stays silent is closed after `Limits::drain_silent_grace`.
+    Draining {
+        /// When the drain started.
+        since: Instant,
+    },
     /// No more input is processed; what is owed is written, then FIN.
     Flushing {
         /// Why the connection is ending.

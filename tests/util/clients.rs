@@ -129,6 +129,7 @@ pub struct Clients {
     clients: HashMap<usize, Client>,
     pattern: Pattern,
     plan: Plan,
+    min_chunk: usize,
     max_chunk: usize,
     buf: Vec<u8>,
 }
@@ -163,6 +164,7 @@ impl Clients {
             clients,
             pattern: Pattern::new(),
             plan,
+            min_chunk: 1,
             max_chunk: 8192,
             buf: vec![0; 64 * 1024],
         }
@@ -170,7 +172,15 @@ impl Clients {
 
     /// Largest random write size (default 8 KiB).
     pub fn max_chunk(mut self, max: usize) -> Self {
-        self.max_chunk = max.max(1);
+        self.max_chunk = max.max(self.min_chunk);
+        self
+    }
+
+    /// Every write exactly `size` bytes (or what is left): a client that
+    /// sends each request in one write.
+    pub fn fixed_chunk(mut self, size: usize) -> Self {
+        self.min_chunk = size.max(1);
+        self.max_chunk = size.max(1);
         self
     }
 
@@ -222,13 +232,14 @@ impl Clients {
         let Some(mut stream) = c.stream.take() else {
             return;
         };
+        let chunks = (self.min_chunk, self.max_chunk);
         Self::exchange(
             &mut stream,
             c,
             id,
             &self.pattern,
             self.plan,
-            self.max_chunk,
+            chunks,
             &mut self.buf,
         );
         if !c.out.finished() {
@@ -242,7 +253,7 @@ impl Clients {
         id: usize,
         pattern: &Pattern,
         plan: Plan,
-        max_chunk: usize,
+        (min_chunk, max_chunk): (usize, usize),
         buf: &mut [u8],
     ) {
         // Read everything available and check it.
@@ -282,7 +293,7 @@ impl Clients {
                 c.write_closed = true;
                 break;
             }
-            let len = c.rng.range(1, max_chunk).min(remaining as usize);
+            let len = c.rng.range(min_chunk, max_chunk).min(remaining as usize);
             let chunk = pattern.slice(id, c.out.sent, len);
             match stream.write(chunk) {
                 Ok(n) => c.out.sent += n as u64,

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod tools;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -41,12 +42,28 @@ impl ServerProcess {
         if !args.contains(&"--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }
-        cmd.args(args)
-            .env("RUST_LOG", "debug")
-            .stdin(Stdio::null())
+        cmd.args(args);
+        adjust(&mut cmd);
+        Self::launch(cmd)
+    }
+
+    /// Run `cmd` (which must end up exec'ing tcp-reactor) with stderr
+    /// captured and `RUST_LOG=debug` unless set, and wait for `listening on`.
+    pub fn launch(cmd: Command) -> Self {
+        let mut server = Self::spawn(cmd);
+        server.wait_listening();
+        server
+    }
+
+    /// Like [`launch`](Self::launch) without waiting: `addr` is unset until
+    /// [`wait_listening`](Self::wait_listening).
+    pub fn spawn(mut cmd: Command) -> Self {
+        if !cmd.get_envs().any(|(k, _)| k == "RUST_LOG") {
+            cmd.env("RUST_LOG", "debug");
+        }
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        adjust(&mut cmd);
         let mut child = cmd.spawn().expect("spawn tcp-reactor");
         let stderr = child.stderr.take().expect("stderr piped");
         let lines = Arc::new(Mutex::new(Vec::new()));
@@ -56,22 +73,24 @@ impl ServerProcess {
                 sink.lock().unwrap().push(line);
             }
         });
-        let mut server = Self {
+        Self {
             child,
             addr: "0.0.0.0:0".parse().unwrap(),
             lines,
-        };
-        let line = server
+        }
+    }
+
+    /// Wait for the `listening on ADDR` line and take the address from it.
+    pub fn wait_listening(&mut self) {
+        let line = self
             .wait_for_log("listening on ", Duration::from_secs(10))
-            .unwrap_or_else(|| panic!("no `listening on` line; log:\n{}", server.log()));
-        let addr = line
+            .unwrap_or_else(|| panic!("no `listening on` line; log:\n{}", self.log()));
+        self.addr = line
             .split("listening on ")
             .nth(1)
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("cannot parse address from {line:?}"));
-        server.addr = addr;
-        server
     }
 
     /// The process id.

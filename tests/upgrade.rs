@@ -1,0 +1,268 @@
+//! Zero-downtime binary upgrade (`SIGUSR2`): a new process takes over the
+//! same listening socket, the old one drains and exits 0, and no client —
+//! short request/response or long-lived stream — sees an error.
+
+mod util;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use util::clients::{Clients, Outcome, Plan};
+use util::ServerProcess;
+
+/// Become the reaper of orphaned descendants, so that each old server's
+/// exit status (its parent, the previous server, is gone by then) comes
+/// to us.
+fn become_subreaper() {
+    // SAFETY: prctl with integer arguments only.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(rc, 0);
+}
+
+/// Exit code of process `pid` (our child or reparented to us).
+fn wait_pid(pid: i32, timeout: Duration) -> Option<i32> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes only `status`.
+        let rc = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if rc == pid {
+            return libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Kills every server generation still alive when the test ends.
+struct Generations(Vec<i32>);
+
+impl Drop for Generations {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            // SAFETY: kill with a pid we started (directly or not).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+fn echo_once(addr: SocketAddr, msg: &[u8]) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(msg).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    s.read_to_end(&mut back).unwrap();
+    assert_eq!(back, msg);
+}
+
+/// Short connections, 20 at a time, until told to stop: each sends one
+/// 1 000-byte request in one write, reads it back, closes.
+fn short_load(addr: SocketAddr, stop: Arc<AtomicBool>) -> thread::JoinHandle<(u64, Vec<Outcome>)> {
+    thread::spawn(move || {
+        let (mut rounds, mut bad) = (0, Vec::new());
+        while !stop.load(Ordering::Relaxed) {
+            let mut clients =
+                Clients::connect(addr, 20, Plan::SendThenHalfClose(1000), rounds).fixed_chunk(1000);
+            let (outcomes, _) = clients.run(Duration::from_secs(20), |_| {});
+            bad.extend(outcomes.into_iter().filter(|o| {
+                o.error.is_some() || o.mismatch.is_some() || !o.eof || o.received != 1000
+            }));
+            rounds += 1;
+        }
+        (rounds, bad)
+    })
+}
+
+#[test]
+fn three_upgrades_under_load_lose_no_connection_and_no_byte() {
+    become_subreaper();
+    util::raise_fd_limit();
+    let mut server = ServerProcess::start_with(&["--drain-timeout", "30"], |cmd| {
+        cmd.env("RUST_LOG", "info");
+    });
+    let addr = server.addr;
+    let mut generations = Generations(vec![server.pid()]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = short_load(addr, Arc::clone(&stop));
+
+    let mut current = server.pid();
+    for round in 1..=3 {
+        // Long-lived streams on the current process, drained by the upgrade.
+        let streams = thread::spawn(move || {
+            let mut s = Clients::connect(addr, 10, Plan::StreamUntilEof, 100 + round);
+            s.run(Duration::from_secs(60), |_| {})
+        });
+        thread::sleep(Duration::from_millis(300));
+        // SAFETY: signalling a server generation we started.
+        assert_eq!(unsafe { libc::kill(current, libc::SIGUSR2) }, 0);
+
+        let ready = "upgrade: new process ";
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let next: i32 = loop {
+            let lines = server.log_lines_with(ready);
+            if lines.len() >= round as usize {
+                let line = &lines[round as usize - 1];
+                if line.contains("is ready") {
+                    break line
+                        .split(ready)
+                        .nth(1)
+                        .unwrap()
+                        .split(' ')
+                        .next()
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "upgrade {round} never ready:\n{}",
+                server.log()
+            );
+            thread::sleep(Duration::from_millis(10));
+        };
+        generations.0.push(next);
+
+        let code = if round == 1 {
+            server
+                .wait_exit(Duration::from_secs(30))
+                .and_then(|s| s.code())
+        } else {
+            wait_pid(current, Duration::from_secs(30))
+        };
+        assert_eq!(
+            code,
+            Some(0),
+            "generation {current} exit; log:\n{}",
+            server.log()
+        );
+
+        let (outcomes, all_done) = streams.join().unwrap();
+        assert!(all_done, "round {round}: a stream was never drained");
+        for (i, o) in outcomes.iter().enumerate() {
+            assert!(o.error.is_none(), "round {round} stream {i}: {:?}", o.error);
+            assert!(
+                o.mismatch.is_none() && o.eof && o.received > 0,
+                "round {round} stream {i}: {o:?}"
+            );
+        }
+        current = next;
+    }
+
+    thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let (rounds, bad) = load.join().unwrap();
+    eprintln!(
+        "upgrade under load: {} short connections, {} bad",
+        rounds * 20,
+        bad.len()
+    );
+    assert!(rounds >= 10, "the load barely ran: {rounds} rounds");
+    assert!(bad.is_empty(), "client-visible failures: {bad:?}");
+
+    // The last generation serves, and stops cleanly.
+    echo_once(addr, b"fourth generation");
+    // SAFETY: signalling the last generation.
+    unsafe { libc::kill(current, libc::SIGTERM) };
+    assert_eq!(wait_pid(current, Duration::from_secs(30)), Some(0));
+    assert_eq!(
+        server.log_lines_with("upgrade failed").len(),
+        0,
+        "{}",
+        server.log()
+    );
+}
+
+/// A copy of the binary we can replace on disk, as an operator would.
+fn binary_copy(tag: &str) -> std::path::PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("tcp-reactor-upgrade-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tcp-reactor");
+    std::fs::copy(util::BINARY, &path).unwrap();
+    path
+}
+
+fn replace_with_script(path: &std::path::Path, script: &str) {
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, script).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[test]
+fn a_failed_upgrade_leaves_the_old_process_serving() {
+    let path = binary_copy("fails");
+    let mut cmd = Command::new(&path);
+    cmd.args(["--listen", "127.0.0.1:0"]);
+    let mut server = ServerProcess::launch(cmd);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = short_load(server.addr, Arc::clone(&stop));
+
+    replace_with_script(&path, "#!/bin/sh\nexit 1\n");
+    thread::sleep(Duration::from_millis(200));
+    server.signal(libc::SIGUSR2);
+    let failed = server.wait_for_log("upgrade failed", Duration::from_secs(10));
+    assert!(
+        failed
+            .as_deref()
+            .is_some_and(|l| l.contains("exit status: 1")),
+        "{failed:?}\n{}",
+        server.log()
+    );
+    thread::sleep(Duration::from_millis(300));
+
+    stop.store(true, Ordering::Relaxed);
+    let (rounds, bad) = load.join().unwrap();
+    assert!(
+        rounds > 0 && bad.is_empty(),
+        "{rounds} rounds, failures: {bad:?}"
+    );
+    echo_once(server.addr, b"still the old one");
+    server.signal(libc::SIGTERM);
+    assert_eq!(
+        server.wait_exit(Duration::from_secs(10)).unwrap().code(),
+        Some(0)
+    );
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+#[test]
+fn a_hung_upgrade_times_out_and_a_second_sigusr2_meanwhile_is_ignored() {
+    let path = binary_copy("hangs");
+    let mut cmd = Command::new(&path);
+    cmd.args(["--listen", "127.0.0.1:0", "--upgrade-timeout", "1"]);
+    let mut server = ServerProcess::launch(cmd);
+
+    replace_with_script(&path, "#!/bin/sh\nexec sleep 30\n");
+    server.signal(libc::SIGUSR2);
+    assert!(server
+        .wait_for_log("upgrade: started new process", Duration::from_secs(5))
+        .is_some());
+    server.signal(libc::SIGUSR2);
+    assert!(
+        server
+            .wait_for_log("already in flight; ignored", Duration::from_secs(5))
+            .is_some(),
+        "{}",
+        server.log()
+    );
+    let timed_out = server.wait_for_log("not ready within", Duration::from_secs(5));
+    assert!(timed_out.is_some(), "{}", server.log());
+    echo_once(server.addr, b"old one still serving");
+    server.signal(libc::SIGTERM);
+    assert_eq!(
+        server.wait_exit(Duration::from_secs(10)).unwrap().code(),
+        Some(0)
+    );
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
