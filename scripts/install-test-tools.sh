@@ -6,6 +6,12 @@ set -euo pipefail
 
 packages=(
   strace            # syscalls-per-message column of `cargo bench --bench echo`
+  systemd           # tests/systemd.rs: systemd-socket-activate starts the real binary
+  haproxy           # tests/haproxy.rs: a real HAProxy in front of two backends (PROXY v1/v2)
+  curl              # tests/http.rs: GET/HEAD/POST and connection reuse (`curl -v` twice)
+  wrk               # tests/http.rs: keep-alive load, 0 socket errors and 0 non-2xx
+  apache2-utils     # tests/http.rs: `ab -k`, 0 failed requests
+  redis-tools       # tests/resp.rs: `redis-cli PING`, `redis-benchmark -t ping`
 )
 
 missing=()

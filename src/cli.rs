@@ -11,6 +11,7 @@ use clap::error::ErrorKind;
 use clap::{Parser, ValueEnum};
 
 use crate::config::Config;
+use crate::proto::HttpConfig;
 
 /// Exit code for a bad flag or value.
 pub const EXIT_USAGE: u8 = 2;
@@ -65,6 +66,14 @@ pub struct Args {
     /// Listen backlog: connections the kernel queues before we accept them.
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(i32).range(1..), allow_negative_numbers = true)]
     pub backlog: i32,
+
+    /// Largest request body (http) or bulk string and array (resp) accepted, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = HttpConfig::DEFAULT_MAX_BODY, allow_negative_numbers = true)]
+    pub max_body: u64,
+
+    /// Seconds an HTTP request head may take to arrive, from its first byte (0 = no limit).
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = secs, allow_negative_numbers = true)]
+    pub header_timeout: f64,
 }
 
 /// The protocols `--protocol` accepts.
@@ -72,6 +81,10 @@ pub struct Args {
 pub enum ProtocolName {
     /// Every byte received is sent back, in order.
     Echo,
+    /// HTTP/1.1: `GET`/`HEAD` any path, `POST /echo`; keep-alive, pipelining.
+    Http,
+    /// RESP2 (Redis): `PING`, `ECHO`, `QUIT`, inline or multibulk, pipelined.
+    Resp,
 }
 
 fn secs(s: &str) -> Result<f64, String> {
@@ -135,6 +148,10 @@ pub struct Invocation {
     pub upgrade_timeout: Duration,
     /// The server configuration.
     pub config: Config,
+    /// `--max-body`: largest HTTP body, RESP bulk string or array.
+    pub max_body: u64,
+    /// `--header-timeout` (`None` when 0): longest an HTTP request head may take.
+    pub header_timeout: Option<Duration>,
 }
 
 /// Parse a command line (program name first).
@@ -166,6 +183,9 @@ where
         threads: args.threads,
         upgrade_timeout: Duration::from_secs_f64(args.upgrade_timeout),
         config,
+        max_body: args.max_body,
+        header_timeout: (args.header_timeout > 0.0)
+            .then(|| Duration::from_secs_f64(args.header_timeout)),
     })
 }
 
@@ -238,6 +258,51 @@ mod tests {
                 "--write-high-watermark",
                 "10",
             ],
+        ] {
+            let exit = parse_err(args);
+            assert_eq!(exit.code, 2, "{args:?}");
+            assert!(exit.message.contains(args[0]), "{args:?}: {}", exit.message);
+            assert_eq!(exit.message.lines().count(), 1, "{}", exit.message);
+        }
+    }
+
+    #[test]
+    fn protocols_and_their_limits_have_defaults_and_flags() {
+        let inv = parse_ok(&[]);
+        assert_eq!(inv.max_body, 1024 * 1024);
+        assert_eq!(inv.header_timeout, Some(Duration::from_secs(10)));
+        let inv = parse_ok(&[
+            "--protocol",
+            "http",
+            "--max-body",
+            "4096",
+            "--header-timeout",
+            "2.5",
+        ]);
+        assert_eq!(inv.protocol, ProtocolName::Http);
+        assert_eq!(inv.max_body, 4096);
+        assert_eq!(inv.header_timeout, Some(Duration::from_millis(2500)));
+        let inv = parse_ok(&[
+            "--protocol",
+            "resp",
+            "--max-body",
+            "0",
+            "--header-timeout",
+            "0",
+        ]);
+        assert_eq!(inv.protocol, ProtocolName::Resp);
+        assert_eq!(inv.max_body, 0);
+        assert_eq!(inv.header_timeout, None);
+    }
+
+    #[test]
+    fn bad_protocol_limits_are_one_line_naming_the_flag_with_code_2() {
+        for args in [
+            &["--protocol", "gopher"][..],
+            &["--max-body", "-1"],
+            &["--max-body", "lots"],
+            &["--header-timeout", "-1"],
+            &["--header-timeout", "soon"],
         ] {
             let exit = parse_err(args);
             assert_eq!(exit.code, 2, "{args:?}");

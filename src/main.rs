@@ -6,8 +6,9 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use tcp_reactor::cli::{self, ProtocolName, EXIT_USAGE};
+use tcp_reactor::proto::{DateAnchor, Echo, Http, HttpConfig, Resp};
 use tcp_reactor::supervisor::Supervisor;
-use tcp_reactor::{activation, listener, proto::Echo};
+use tcp_reactor::{activation, listener};
 
 fn main() -> ExitCode {
     let invocation = match cli::parse(std::env::args_os()) {
@@ -58,6 +59,16 @@ fn main() -> ExitCode {
 
     let run = match invocation.protocol {
         ProtocolName::Echo => supervisor.run(|| Echo),
+        ProtocolName::Http => {
+            let http = std::sync::Arc::new(HttpConfig {
+                max_body: invocation.max_body,
+                header_timeout: invocation.header_timeout,
+                date: Some(DateAnchor::now()),
+            });
+            supervisor.run(move || Http::new(std::sync::Arc::clone(&http)))
+        }
+        // RESP streams bulk strings, so the default pending-input bound holds.
+        ProtocolName::Resp => supervisor.run(move || Resp::new(invocation.max_body)),
     };
     match run {
         Ok(outcome) => ExitCode::from(outcome.exit_code()),

@@ -13,8 +13,12 @@
 use std::time::Instant;
 
 mod echo;
+pub mod http;
+pub mod resp;
 
 pub use echo::Echo;
+pub use http::{DateAnchor, Http, HttpConfig};
+pub use resp::Resp;
 
 /// What the connection should do after a protocol call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

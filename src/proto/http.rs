@@ -1,0 +1,1128 @@
+//! HTTP/1.1: a minimal, correct responder, sans-IO.
+//!
+//! Owns request framing (heads parsed with `httparse`, bodies counted by
+//! `Content-Length`), keep-alive rules, the few routes, and the limits that
+//! keep a connection bounded. It must not buffer on its own: a partial head,
+//! or body bytes held back before a response is committed, stay in the
+//! connection's input queue (bounded by `Limits::max_pending_input`).
+//!
+//! # Routes
+//! * `GET` / `HEAD` of any path: `200 OK`, `text/plain`, `Hello, World!`
+//!   (`HEAD`: same head, no body).
+//! * `POST /echo`: `200 OK` with the request body echoed back.
+//! * `POST` elsewhere: `404`; any other method: `405` with
+//!   `Allow: GET, HEAD, POST`. Their bodies are read and discarded, and the
+//!   connection stays usable.
+//!
+//! # One request's life
+//! ```text
+//!   Idle ──first byte──► Head { since } ──head parsed──► Body { committed: false }
+//!    ▲                     │ over 8 KiB: 431, malformed: 400,      │ body complete, or
+//!    │                     │ chunked: 501, too big: 413,           │ BODY_HOLD bytes here:
+//!    │                     │ --header-timeout passed: 408          ▼ write the response head
+//!    │                     ▼                                   Body { committed: true }
+//!    │                   Done (close)                              │ echo or skip body bytes
+//!    └──────────────── keep-alive ◄──── body done ─────────────────┘──► Done (close)
+//! ```
+//!
+//! # Streaming, and why the response head waits a little
+//! A body is never collected: once the response head is out, body bytes are
+//! echoed (or skipped) as they arrive and consumed at once. The head waits
+//! until the whole body is here **or** [`BODY_HOLD`] bytes of it are: small
+//! requests then get their whole response in one write, and a graceful
+//! drain that starts while such a request is in flight can still put
+//! `Connection: close` on its response. A larger body commits the head
+//! early; if a drain starts after that, the response completes without the
+//! header and the connection closes after it.
+//!
+//! # Time
+//! `now` is passed in. The `Date` header is derived from it and a
+//! [`DateAnchor`] (wall clock and `Instant` read together, once), and its
+//! formatted text is cached per second per thread, so it costs a compare
+//! per response. The header timeout runs from the first byte of a request
+//! head; before that byte (a fresh or idle keep-alive connection) only the
+//! connection's idle timeout applies.
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::{Decision, Protocol, Step};
+
+/// Longest request head (request line, headers, blank line) we read: 8 KiB,
+/// like nginx's `large_client_header_buffers` line limit and Node's default.
+pub const MAX_HEAD: usize = 8 * 1024;
+
+/// Most header fields in one request head.
+pub const MAX_HEADERS: usize = 64;
+
+/// Body bytes held back (unconsumed) before the response head is written.
+pub const BODY_HOLD: usize = 16 * 1024;
+
+/// The most unconsumed input this protocol ever leaves with the connection.
+pub const MAX_PENDING: usize = if MAX_HEAD > BODY_HOLD {
+    MAX_HEAD
+} else {
+    BODY_HOLD
+};
+
+const HELLO: &[u8] = b"Hello, World!";
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// Settings shared by every HTTP connection of a server.
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// Largest request body accepted (`Content-Length`); more gets 413.
+    pub max_body: u64,
+    /// Longest a request head may take to arrive, from its first byte; then
+    /// 408. `None`: no limit (the idle timeout still applies).
+    pub header_timeout: Option<Duration>,
+    /// Where `Date` comes from; `None` leaves the header out.
+    pub date: Option<DateAnchor>,
+}
+
+impl HttpConfig {
+    /// `--max-body`'s default: 1 MiB, nginx's `client_max_body_size`.
+    pub const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
+    /// `--header-timeout`'s default (nginx's `client_header_timeout` is 60 s).
+    pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            max_body: Self::DEFAULT_MAX_BODY,
+            header_timeout: Some(Self::DEFAULT_HEADER_TIMEOUT),
+            date: None,
+        }
+    }
+}
+
+/// A wall-clock reading paired with the `Instant` it was taken at, so that
+/// `Date` can be computed from the `now` a protocol is handed.
+#[derive(Clone, Copy, Debug)]
+pub struct DateAnchor {
+    instant: Instant,
+    unix: Duration,
+}
+
+impl DateAnchor {
+    /// Read both clocks once (a clock before 1970 counts as 1970).
+    pub fn now() -> Self {
+        Self::new(
+            Instant::now(),
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default(),
+        )
+    }
+
+    /// `instant` corresponds to `unix` since the Unix epoch.
+    pub fn new(instant: Instant, unix: Duration) -> Self {
+        Self { instant, unix }
+    }
+
+    /// Whole seconds since the Unix epoch at `now`.
+    fn unix_secs(&self, now: Instant) -> u64 {
+        let unix = match now.checked_duration_since(self.instant) {
+            Some(later) => self.unix.saturating_add(later),
+            None => self
+                .unix
+                .saturating_sub(self.instant.saturating_duration_since(now)),
+        };
+        unix.as_secs()
+    }
+}
+
+/// What a request asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    /// `GET` (`head: false`) or `HEAD` (`head: true`): the greeting.
+    Hello { head: bool },
+    /// `POST /echo`: the body back.
+    Echo,
+    /// `POST` elsewhere.
+    NotFound,
+    /// Any other method.
+    MethodNotAllowed,
+}
+
+/// What is remembered of a parsed request head while its body streams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Request {
+    route: Route,
+    /// `HTTP/1.0` rather than `HTTP/1.1`.
+    http10: bool,
+    /// The client lets the connection stay open after this request.
+    keep_alive: bool,
+}
+
+/// Where the connection is in its current request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Between requests: no byte of the next head has arrived.
+    Idle,
+    /// Part of a request head has arrived; its first byte at `since`.
+    Head { since: Instant },
+    /// The head is parsed; `remaining` body bytes are still to come.
+    /// `committed`: the response head has been written.
+    Body {
+        req: Request,
+        remaining: u64,
+        committed: bool,
+    },
+    /// The conversation is over (a response with `Connection: close` went
+    /// out, or an error did). Nothing more is read.
+    Done,
+}
+
+/// One connection's HTTP/1.1 state: an `Arc` and a small enum, so an idle
+/// connection stays cheap.
+#[derive(Debug)]
+pub struct Http {
+    config: Arc<HttpConfig>,
+    phase: Phase,
+    /// A graceful drain began: finish the request in flight, then close.
+    draining: bool,
+}
+
+/// An error response that ends the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Fatal {
+    status: &'static str,
+    /// Logged as the protocol error.
+    why: &'static str,
+    /// Suppress the body (a `HEAD` request).
+    head: bool,
+}
+
+impl Fatal {
+    const fn new(status: &'static str, why: &'static str) -> Self {
+        Self {
+            status,
+            why,
+            head: false,
+        }
+    }
+}
+
+/// The outcome of looking for a request head at the front of the input.
+enum Parsed {
+    /// Not all of it yet.
+    Partial,
+    /// A request head of `len` bytes, announcing a body of `body_len`.
+    Request {
+        len: usize,
+        req: Request,
+        body_len: u64,
+        expect_continue: bool,
+    },
+    /// Answer with an error and close.
+    Fatal(Fatal),
+}
+
+impl Http {
+    /// A connection's protocol state; `config` is shared by all of them.
+    pub fn new(config: Arc<HttpConfig>) -> Self {
+        Self {
+            config,
+            phase: Phase::Idle,
+            draining: false,
+        }
+    }
+
+    /// Parse the request head at the front of `input` (not more than
+    /// `MAX_HEAD + 1` bytes of it are looked at, so where the input is split
+    /// never changes the verdict).
+    fn parse_head(&self, input: &[u8]) -> Parsed {
+        let window = &input[..input.len().min(MAX_HEAD + 1)];
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Request::new(&mut headers);
+        let len = match parsed.parse(window) {
+            Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => len,
+            Ok(httparse::Status::Complete(_)) => return Parsed::Fatal(TOO_LARGE),
+            Ok(httparse::Status::Partial) if window.len() > MAX_HEAD => {
+                return Parsed::Fatal(TOO_LARGE)
+            }
+            Ok(httparse::Status::Partial) => return Parsed::Partial,
+            Err(httparse::Error::TooManyHeaders) => return Parsed::Fatal(TOO_LARGE),
+            Err(_) => {
+                return Parsed::Fatal(Fatal::new("400 Bad Request", "malformed request head"))
+            }
+        };
+        let (Some(method), Some(path), Some(version)) =
+            (parsed.method, parsed.path, parsed.version)
+        else {
+            return Parsed::Fatal(Fatal::new("400 Bad Request", "malformed request head"));
+        };
+        let http10 = version == 0;
+        let head = method == "HEAD";
+        let fatal = |status, why| Parsed::Fatal(Fatal { status, why, head });
+
+        let mut content_length = None;
+        let mut chunked = false;
+        let mut hosts = 0;
+        let (mut close, mut keep_alive) = (false, false);
+        let mut expect_continue = false;
+        for h in parsed.headers.iter() {
+            let name = h.name.as_bytes();
+            if name.eq_ignore_ascii_case(b"content-length") {
+                match (content_length, parse_length(h.value)) {
+                    (None, Some(n)) => content_length = Some(n),
+                    _ => return fatal("400 Bad Request", "bad Content-Length"),
+                }
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                chunked = true;
+            } else if name.eq_ignore_ascii_case(b"host") {
+                hosts += 1;
+            } else if name.eq_ignore_ascii_case(b"connection") {
+                for token in h.value.split(|&b| b == b',') {
+                    let token = token.trim_ascii();
+                    close |= token.eq_ignore_ascii_case(b"close");
+                    keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                }
+            } else if name.eq_ignore_ascii_case(b"expect") {
+                expect_continue |= h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+            }
+        }
+        if chunked {
+            // Transfer codings (chunked) are not implemented: RFC 9112 §6.1
+            // says 501, and closing keeps the stream from being misread.
+            return fatal("501 Not Implemented", "Transfer-Encoding not supported");
+        }
+        if hosts > 1 || (hosts == 0 && !http10) {
+            // RFC 9112 §3.2: an HTTP/1.1 request needs exactly one Host.
+            return fatal("400 Bad Request", "missing or repeated Host");
+        }
+        let body_len = content_length.unwrap_or(0);
+        if body_len > self.config.max_body {
+            return fatal("413 Content Too Large", "request body over --max-body");
+        }
+        let route = match method {
+            "GET" => Route::Hello { head: false },
+            "HEAD" => Route::Hello { head: true },
+            "POST" if path == "/echo" || path.starts_with("/echo?") => Route::Echo,
+            "POST" => Route::NotFound,
+            _ => Route::MethodNotAllowed,
+        };
+        Parsed::Request {
+            len,
+            req: Request {
+                route,
+                http10,
+                keep_alive: !close && (!http10 || keep_alive),
+            },
+            body_len,
+            expect_continue: expect_continue && !http10 && body_len > 0,
+        }
+    }
+
+    /// Whether the connection ends after `req`'s response.
+    fn closes_after(&self, req: &Request) -> bool {
+        !req.keep_alive || self.draining
+    }
+
+    /// Write `req`'s response head (and its fixed body, if it has one).
+    /// `body_len`: the request body's length (no byte of it is consumed yet).
+    fn commit(&self, now: Instant, req: &Request, body_len: u64, out: &mut Vec<u8>) {
+        let close = self.closes_after(req);
+        let (status, len, extra, body): (&str, u64, &str, &[u8]) = match req.route {
+            Route::Hello { head } => (
+                "200 OK",
+                HELLO.len() as u64,
+                "",
+                if head { b"" } else { HELLO },
+            ),
+            Route::Echo => ("200 OK", body_len, "", b""),
+            Route::NotFound => ("404 Not Found", 10, "", b"Not Found\n"),
+            Route::MethodNotAllowed => (
+                "405 Method Not Allowed",
+                19,
+                "Allow: GET, HEAD, POST\r\n",
+                b"Method Not Allowed\n",
+            ),
+        };
+        debug_assert!(
+            matches!(req.route, Route::Echo | Route::Hello { head: true })
+                || body.len() as u64 == len
+        );
+        self.push_head(now, out, status, len, extra, close, req.http10);
+        out.extend_from_slice(body);
+    }
+
+    /// Write an error response that ends the connection.
+    fn fail(&mut self, now: Instant, fatal: Fatal, consumed: usize, out: &mut Vec<u8>) -> Step {
+        // The reason phrase (after the code) doubles as the body.
+        let text = fatal.status.get(4..).unwrap_or("");
+        self.push_head(
+            now,
+            out,
+            fatal.status,
+            text.len() as u64 + 1,
+            "",
+            true,
+            false,
+        );
+        if !fatal.head {
+            out.extend_from_slice(text.as_bytes());
+            out.push(b'\n');
+        }
+        self.phase = Phase::Done;
+        Step {
+            consumed,
+            decision: Decision::Reject(fatal.why),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push_head(
+        &self,
+        now: Instant,
+        out: &mut Vec<u8>,
+        status: &str,
+        content_length: u64,
+        extra: &str,
+        close: bool,
+        http10: bool,
+    ) {
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(status.as_bytes());
+        out.extend_from_slice(b"\r\nContent-Type: text/plain\r\nContent-Length: ");
+        push_u64(out, content_length);
+        out.extend_from_slice(b"\r\n");
+        if let Some(anchor) = &self.config.date {
+            out.extend_from_slice(b"Date: ");
+            push_date(out, anchor.unix_secs(now));
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(extra.as_bytes());
+        if close {
+            out.extend_from_slice(b"Connection: close\r\n");
+        } else if http10 {
+            out.extend_from_slice(b"Connection: keep-alive\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+const TOO_LARGE: Fatal = Fatal::new(
+    "431 Request Header Fields Too Large",
+    "request head over 8 KiB",
+);
+
+impl Protocol for Http {
+    fn name(&self) -> &'static str {
+        "http"
+    }
+
+    fn on_input(&mut self, now: Instant, input: &[u8], out: &mut Vec<u8>) -> Step {
+        let mut pos = 0;
+        loop {
+            let rest = &input[pos..];
+            match self.phase {
+                Phase::Done => {
+                    return Step {
+                        consumed: input.len(),
+                        decision: Decision::Close,
+                    }
+                }
+                Phase::Idle | Phase::Head { .. } => {
+                    if rest.is_empty() {
+                        self.phase = Phase::Idle;
+                        return continue_at(pos);
+                    }
+                    match self.parse_head(rest) {
+                        Parsed::Partial => {
+                            if self.phase == Phase::Idle {
+                                self.phase = Phase::Head { since: now };
+                            }
+                            return continue_at(pos);
+                        }
+                        Parsed::Fatal(fatal) => return self.fail(now, fatal, input.len(), out),
+                        Parsed::Request {
+                            len,
+                            req,
+                            body_len,
+                            expect_continue,
+                        } => {
+                            pos += len;
+                            if expect_continue {
+                                out.extend_from_slice(CONTINUE);
+                            }
+                            self.phase = Phase::Body {
+                                req,
+                                remaining: body_len,
+                                committed: false,
+                            };
+                        }
+                    }
+                }
+                Phase::Body {
+                    req,
+                    remaining,
+                    committed,
+                } => {
+                    let here = rest.len() as u64;
+                    if !committed {
+                        if here < remaining && here < BODY_HOLD as u64 {
+                            return continue_at(pos); // hold: the head may still change
+                        }
+                        self.commit(now, &req, remaining, out);
+                    }
+                    let take = here.min(remaining) as usize;
+                    if req.route == Route::Echo {
+                        out.extend_from_slice(&rest[..take]);
+                    }
+                    pos += take;
+                    let remaining = remaining - take as u64;
+                    if remaining > 0 {
+                        self.phase = Phase::Body {
+                            req,
+                            remaining,
+                            committed: true,
+                        };
+                        return continue_at(pos);
+                    }
+                    if self.closes_after(&req) {
+                        // Whatever follows is never read: take it all, so
+                        // the connection holds nothing while it flushes.
+                        self.phase = Phase::Done;
+                        return Step {
+                            consumed: input.len(),
+                            decision: Decision::Close,
+                        };
+                    }
+                    self.phase = Phase::Idle;
+                }
+            }
+        }
+    }
+
+    fn on_drain(&mut self, _now: Instant, _out: &mut Vec<u8>) -> Decision {
+        match self.phase {
+            Phase::Idle | Phase::Done => {
+                self.phase = Phase::Done;
+                Decision::Close
+            }
+            Phase::Head { .. } | Phase::Body { .. } => {
+                self.draining = true;
+                Decision::Continue
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Head { since } => self.config.header_timeout.map(|t| since + t),
+            _ => None,
+        }
+    }
+
+    fn on_timeout(&mut self, now: Instant, out: &mut Vec<u8>) -> Decision {
+        match self.next_deadline() {
+            Some(deadline) if now >= deadline => {
+                let fatal = Fatal::new("408 Request Timeout", "request head too slow");
+                self.fail(now, fatal, 0, out).decision
+            }
+            _ => Decision::Continue,
+        }
+    }
+}
+
+fn continue_at(consumed: usize) -> Step {
+    Step {
+        consumed,
+        decision: Decision::Continue,
+    }
+}
+
+/// A `Content-Length` value: 1 to 19 ASCII digits (fits `u64`).
+fn parse_length(value: &[u8]) -> Option<u64> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        digits
+            .iter()
+            .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')),
+    )
+}
+
+/// Append `n` in decimal, without allocating.
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// Length of an IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`.
+const DATE_LEN: usize = 29;
+
+thread_local! {
+    /// The last second formatted, and its text: one format per second per
+    /// thread, whatever the request rate.
+    static DATE_CACHE: Cell<(u64, [u8; DATE_LEN])> = const { Cell::new((u64::MAX, [0; DATE_LEN])) };
+}
+
+fn push_date(out: &mut Vec<u8>, unix_secs: u64) {
+    let text = DATE_CACHE.with(|cache| {
+        let (secs, text) = cache.get();
+        if secs == unix_secs {
+            return text;
+        }
+        let text = format_date(unix_secs);
+        cache.set((unix_secs, text));
+        text
+    });
+    out.extend_from_slice(&text);
+}
+
+/// Format seconds since the Unix epoch as an IMF-fixdate (RFC 9110 §5.6.7).
+fn format_date(unix_secs: u64) -> [u8; DATE_LEN] {
+    const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
+    const MONTHS: [&[u8; 3]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
+    ];
+    let days = unix_secs / 86_400;
+    let secs_of_day = unix_secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = (yoe + era * 400 + u64::from(month <= 2)) % 10_000;
+
+    let mut t = *b"Thu, 01 Jan 1970 00:00:00 GMT";
+    t[..3].copy_from_slice(DAYS[(days % 7) as usize]);
+    let two = |t: &mut [u8], at: usize, v: u64| {
+        t[at] = b'0' + (v / 10 % 10) as u8;
+        t[at + 1] = b'0' + (v % 10) as u8;
+    };
+    two(&mut t, 5, day);
+    t[8..11].copy_from_slice(MONTHS[(month - 1) as usize % 12]);
+    two(&mut t, 12, year / 100);
+    two(&mut t, 14, year % 100);
+    two(&mut t, 17, secs_of_day / 3600);
+    two(&mut t, 20, secs_of_day / 60 % 60);
+    two(&mut t, 23, secs_of_day % 60);
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Plays the connection: keeps what the protocol did not consume and
+    /// offers it again with the next bytes, stops at `Close`/`Reject`.
+    struct Driver {
+        http: Http,
+        pending: Vec<u8>,
+        out: Vec<u8>,
+        ended: Option<Decision>,
+    }
+
+    impl Driver {
+        fn new(config: HttpConfig) -> Self {
+            Self {
+                http: Http::new(Arc::new(config)),
+                pending: Vec::new(),
+                out: Vec::new(),
+                ended: None,
+            }
+        }
+
+        fn feed(&mut self, now: Instant, bytes: &[u8]) -> Decision {
+            assert!(self.ended.is_none(), "fed after {:?}", self.ended);
+            self.pending.extend_from_slice(bytes);
+            let step = self.http.on_input(now, &self.pending, &mut self.out);
+            assert!(step.consumed <= self.pending.len());
+            self.pending.drain(..step.consumed);
+            assert!(
+                self.pending.len() <= MAX_PENDING,
+                "{} pending",
+                self.pending.len()
+            );
+            if step.decision != Decision::Continue {
+                self.ended = Some(step.decision);
+            }
+            step.decision
+        }
+
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.out).into_owned()
+        }
+    }
+
+    fn config() -> HttpConfig {
+        HttpConfig::default()
+    }
+
+    /// Feed `chunks` (stopping at the end of the conversation); returns
+    /// everything written and the last decision.
+    fn run(chunks: &[&[u8]]) -> (String, Decision) {
+        let now = Instant::now();
+        let mut d = Driver::new(config());
+        let mut last = Decision::Continue;
+        for chunk in chunks {
+            if d.ended.is_some() {
+                break;
+            }
+            if !chunk.is_empty() {
+                last = d.feed(now, chunk);
+            }
+        }
+        (d.text(), last)
+    }
+
+    fn one(request: &str) -> (String, Decision) {
+        run(&[request.as_bytes()])
+    }
+
+    const GET: &str = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    const HELLO_RESPONSE: &str =
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, World!";
+
+    #[test]
+    fn get_of_any_path_is_hello_world_and_keeps_the_connection() {
+        assert_eq!(one(GET), (HELLO_RESPONSE.into(), Decision::Continue));
+        let (text, decision) = one("GET /any/path?q=1 HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(text, HELLO_RESPONSE);
+        assert_eq!(decision, Decision::Continue);
+    }
+
+    #[test]
+    fn head_has_the_same_head_and_no_body() {
+        let (text, decision) = one("HEAD / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(
+            text,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\n"
+        );
+        assert_eq!(decision, Decision::Continue);
+    }
+
+    #[test]
+    fn post_echo_sends_the_body_back_and_other_posts_are_404() {
+        let (text, decision) =
+            one("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world");
+        assert_eq!(
+            text,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n\r\nhello world"
+        );
+        assert_eq!(decision, Decision::Continue);
+        // No Content-Length: an empty body (RFC 9112 §6.3).
+        let (text, _) = one("POST /echo?x=1 HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(text.contains("Content-Length: 0\r\n\r\n"), "{text}");
+        // Elsewhere: 404, body skipped, connection still usable.
+        let (text, decision) = one(&format!(
+            "POST /other HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc{GET}"
+        ));
+        assert!(text.starts_with("HTTP/1.1 404 Not Found\r\n"), "{text}");
+        assert!(text.ends_with(HELLO_RESPONSE), "{text}");
+        assert_eq!(decision, Decision::Continue);
+    }
+
+    #[test]
+    fn other_methods_get_405_with_allow_and_the_connection_stays_usable() {
+        let (text, decision) = one(&format!(
+            "DELETE /x HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nzz{GET}"
+        ));
+        assert!(
+            text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("\r\nAllow: GET, HEAD, POST\r\n"), "{text}");
+        assert!(text.ends_with(HELLO_RESPONSE), "{text}");
+        assert_eq!(decision, Decision::Continue);
+    }
+
+    #[test]
+    fn pipelined_requests_are_all_answered_in_order_in_one_call() {
+        let now = Instant::now();
+        let mut d = Driver::new(config());
+        let input = format!(
+            "{GET}POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhiHEAD / HTTP/1.1\r\nHost: x\r\n\r\nGET /"
+        );
+        assert_eq!(d.feed(now, input.as_bytes()), Decision::Continue);
+        let text = d.text();
+        let heads: Vec<_> = text.match_indices("HTTP/1.1 200 OK").collect();
+        assert_eq!(heads.len(), 3, "{text}");
+        assert!(
+            text.contains("Content-Length: 2\r\n\r\nhiHTTP/1.1"),
+            "{text}"
+        );
+        assert_eq!(d.pending, b"GET /", "the partial fourth waits");
+    }
+
+    /// A conversation exercising every kind of request, ending in a close.
+    fn mixed_stream() -> Vec<u8> {
+        [
+            GET,
+            "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nabcde",
+            "HEAD /h HTTP/1.1\r\nHost: x\r\n\r\n",
+            "PUT /p HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nxyz",
+            "POST /nope HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n!",
+            "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+            "\r\nPOST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\nwxyz",
+            "GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            "GET /ignored HTTP/1.1\r\nHost: x\r\n\r\n",
+        ]
+        .concat()
+        .into_bytes()
+    }
+
+    #[test]
+    fn a_stream_split_at_every_position_gives_the_same_responses() {
+        let stream = mixed_stream();
+        let whole = run(&[&stream]);
+        assert_eq!(whole.1, Decision::Close);
+        assert_eq!(whole.0.matches("HTTP/1.1 200 OK").count(), 6, "{}", whole.0);
+        assert!(whole.0.contains("HTTP/1.1 100 Continue\r\n\r\n"));
+        assert!(!whole.0.contains("/ignored"));
+        for i in 0..=stream.len() {
+            assert_eq!(run(&[&stream[..i], &stream[i..]]), whole, "split at {i}");
+        }
+        // Three pieces, and a byte at a time.
+        for i in (0..=stream.len()).step_by(7) {
+            for j in i..=stream.len() {
+                let pieces = [&stream[..i], &stream[i..j], &stream[j..]];
+                assert_eq!(run(&pieces), whole, "split at {i}, {j}");
+            }
+        }
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(run(&bytes), whole);
+    }
+
+    fn assert_fatal(request: &[u8], status: &str) {
+        let whole = run(&[request]);
+        assert!(
+            whole.0.starts_with(&format!("HTTP/1.1 {status}\r\n")),
+            "{status}: {}",
+            whole.0
+        );
+        assert!(whole.0.contains("\r\nConnection: close\r\n"), "{}", whole.0);
+        assert!(matches!(whole.1, Decision::Reject(_)), "{:?}", whole.1);
+        for i in 0..=request.len() {
+            assert_eq!(run(&[&request[..i], &request[i..]]), whole, "split at {i}");
+        }
+    }
+
+    #[test]
+    fn a_head_over_8_kib_is_431_and_one_of_exactly_8_kib_is_served() {
+        let head_of = |len: usize| {
+            let start = "GET / HTTP/1.1\r\nHost: x\r\nX: ";
+            let pad = len - start.len() - 4;
+            format!("{start}{}\r\n\r\n", "a".repeat(pad)).into_bytes()
+        };
+        let fits = head_of(MAX_HEAD);
+        assert_eq!(run(&[&fits]), (HELLO_RESPONSE.into(), Decision::Continue));
+        assert_fatal(
+            &head_of(MAX_HEAD + 1),
+            "431 Request Header Fields Too Large",
+        );
+        // A head that never ends is cut off at 8 KiB, not buffered on.
+        let endless = vec![b'a'; 3 * MAX_HEAD];
+        let mut endless = [b"GET /".as_slice(), &endless].concat();
+        assert_fatal(&endless, "431 Request Header Fields Too Large");
+        endless.truncate(MAX_HEAD + 1);
+        assert_fatal(&endless, "431 Request Header Fields Too Large");
+        // Too many header fields is the same complaint.
+        let many = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\n{}\r\n",
+            "A: b\r\n".repeat(MAX_HEADERS)
+        );
+        assert_fatal(many.as_bytes(), "431 Request Header Fields Too Large");
+    }
+
+    #[test]
+    fn malformed_heads_are_400_and_close() {
+        for bad in [
+            "GET/ HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET / HTTP/9.9\r\nHost: x\r\n\r\n",
+            "G\x01T / HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET / HTTP/1.1\r\nHo st: x\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nBad\x7fName: y\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\rY\r\n\r\n",
+            "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1x\r\n\r\n",
+            "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+            "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+            "GET / HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        ] {
+            assert_fatal(bad.as_bytes(), "400 Bad Request");
+        }
+        // An error after good requests: their answers first, then the 400.
+        let (text, decision) = one(&format!("{GET}BAD\x00\r\n\r\n"));
+        assert!(text.starts_with(HELLO_RESPONSE), "{text}");
+        assert!(
+            text[HELLO_RESPONSE.len()..].starts_with("HTTP/1.1 400 "),
+            "{text}"
+        );
+        assert!(matches!(decision, Decision::Reject(_)));
+    }
+
+    #[test]
+    fn a_body_over_max_body_is_413_without_reading_it() {
+        let limit = HttpConfig::DEFAULT_MAX_BODY;
+        let over = format!(
+            "POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+            limit + 1
+        );
+        assert_fatal(over.as_bytes(), "413 Content Too Large");
+        assert!(!one(&over).0.contains("100 Continue"));
+        let at = format!("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {limit}\r\n\r\n");
+        assert_eq!(one(&at).1, Decision::Continue);
+    }
+
+    #[test]
+    fn a_chunked_body_is_501_and_close() {
+        assert_fatal(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            "501 Not Implemented",
+        );
+        assert_fatal(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "501 Not Implemented",
+        );
+    }
+
+    #[test]
+    fn a_head_trickled_slower_than_the_header_timeout_gets_408() {
+        let t0 = Instant::now();
+        let mut d = Driver::new(config());
+        assert_eq!(d.http.next_deadline(), None, "idle: no header timer");
+        d.feed(t0, b"GET / HT");
+        let deadline = t0 + HttpConfig::DEFAULT_HEADER_TIMEOUT;
+        assert_eq!(d.http.next_deadline(), Some(deadline));
+        // More bytes do not restart the clock: it bounds the whole head.
+        d.feed(t0 + Duration::from_secs(9), b"TP/1.1\r\n");
+        assert_eq!(d.http.next_deadline(), Some(deadline));
+        let early = d
+            .http
+            .on_timeout(deadline - Duration::from_millis(1), &mut d.out);
+        assert_eq!(early, Decision::Continue);
+        assert!(d.out.is_empty());
+        let decision = d.http.on_timeout(deadline, &mut d.out);
+        assert!(matches!(decision, Decision::Reject(_)));
+        let text = d.text();
+        assert!(
+            text.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("Connection: close\r\n"), "{text}");
+        assert_eq!(d.http.next_deadline(), None, "no timer after closing");
+    }
+
+    #[test]
+    fn the_header_timer_covers_each_head_but_not_an_idle_keep_alive() {
+        let t0 = Instant::now();
+        let mut d = Driver::new(config());
+        d.feed(t0, GET.as_bytes());
+        assert_eq!(d.http.next_deadline(), None);
+        let t1 = t0 + Duration::from_secs(100);
+        d.feed(t1, b"GET /");
+        assert_eq!(
+            d.http.next_deadline(),
+            Some(t1 + HttpConfig::DEFAULT_HEADER_TIMEOUT)
+        );
+        let mut off = Driver::new(HttpConfig {
+            header_timeout: None,
+            ..config()
+        });
+        off.feed(t0, b"GET /");
+        assert_eq!(off.http.next_deadline(), None);
+    }
+
+    #[test]
+    fn keep_alive_follows_the_version_and_connection_header() {
+        let close = Decision::Close;
+        let go_on = Decision::Continue;
+        for (request, header, decision) in [
+            ("GET / HTTP/1.1\r\nHost: x\r\n\r\n", None, go_on),
+            (
+                "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                Some("close"),
+                close,
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, CLOSE\r\n\r\n",
+                Some("close"),
+                close,
+            ),
+            ("GET / HTTP/1.0\r\n\r\n", Some("close"), close),
+            (
+                "GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n",
+                Some("keep-alive"),
+                go_on,
+            ),
+            (
+                "HEAD / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n",
+                Some("close"),
+                close,
+            ),
+        ] {
+            let (text, got) = one(request);
+            assert_eq!(got, decision, "{request:?}");
+            let found = text.lines().find_map(|l| l.strip_prefix("Connection: "));
+            assert_eq!(found, header, "{request:?}: {text}");
+        }
+    }
+
+    #[test]
+    fn draining_an_idle_connection_closes_at_once() {
+        let mut d = Driver::new(config());
+        d.feed(Instant::now(), GET.as_bytes());
+        assert_eq!(d.http.on_drain(Instant::now(), &mut d.out), Decision::Close);
+        let mut fresh = Driver::new(config());
+        assert_eq!(
+            fresh.http.on_drain(Instant::now(), &mut fresh.out),
+            Decision::Close
+        );
+    }
+
+    #[test]
+    fn draining_mid_head_or_mid_body_finishes_that_request_with_connection_close() {
+        let now = Instant::now();
+        // Mid-head.
+        let mut d = Driver::new(config());
+        d.feed(now, b"GET / HTTP/1.1\r\nHo");
+        assert_eq!(d.http.on_drain(now, &mut d.out), Decision::Continue);
+        assert_eq!(d.feed(now, b"st: x\r\n\r\nGET /next"), Decision::Close);
+        assert_eq!(
+            d.text(),
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\nConnection: close\r\n\r\nHello, World!"
+        );
+        // Mid-body: the response is held until the body is here.
+        let mut d = Driver::new(config());
+        d.feed(
+            now,
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n01234",
+        );
+        assert!(d.out.is_empty(), "small body: response head held");
+        assert_eq!(d.http.on_drain(now, &mut d.out), Decision::Continue);
+        assert_eq!(d.feed(now, b"56789"), Decision::Close);
+        assert_eq!(
+            d.text(),
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 10\r\nConnection: close\r\n\r\n0123456789"
+        );
+    }
+
+    #[test]
+    fn draining_after_a_large_body_committed_its_head_completes_then_closes() {
+        let now = Instant::now();
+        let mut d = Driver::new(config());
+        let len = 4 * BODY_HOLD;
+        d.feed(
+            now,
+            format!("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\n\r\n").as_bytes(),
+        );
+        d.feed(now, &vec![b'a'; BODY_HOLD]);
+        assert!(d.text().starts_with("HTTP/1.1 200 OK\r\n"), "committed");
+        assert_eq!(d.http.on_drain(now, &mut d.out), Decision::Continue);
+        assert_eq!(
+            d.feed(now, &vec![b'b'; len - BODY_HOLD - 1]),
+            Decision::Continue
+        );
+        assert_eq!(d.feed(now, b"c"), Decision::Close);
+        assert!(d.text().ends_with("bbbc"));
+    }
+
+    #[test]
+    fn a_large_body_streams_through_without_piling_up() {
+        let now = Instant::now();
+        let mut d = Driver::new(config());
+        let len = HttpConfig::DEFAULT_MAX_BODY as usize;
+        d.feed(
+            now,
+            format!("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\n\r\n").as_bytes(),
+        );
+        let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        for chunk in body.chunks(4000) {
+            assert_eq!(d.feed(now, chunk), Decision::Continue);
+            assert!(d.pending.len() < BODY_HOLD);
+        }
+        assert!(d.out.ends_with(&body));
+        assert_eq!(
+            d.out.len() - body.len(),
+            d.text().find("\r\n\r\n").unwrap() + 4
+        );
+        assert_eq!(d.feed(now, GET.as_bytes()), Decision::Continue);
+        assert!(d.text().ends_with(HELLO_RESPONSE));
+    }
+
+    #[test]
+    fn expect_100_continue_is_answered_before_the_body() {
+        let mut d = Driver::new(config());
+        d.feed(
+            Instant::now(),
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
+        );
+        assert_eq!(d.text(), "HTTP/1.1 100 Continue\r\n\r\n");
+        d.feed(Instant::now(), b"abc");
+        assert!(d.text().ends_with("Content-Length: 3\r\n\r\nabc"));
+    }
+
+    #[test]
+    fn date_comes_from_now_and_the_anchor() {
+        let t0 = Instant::now();
+        let anchor = DateAnchor::new(t0, Duration::from_secs(784_111_777));
+        let mut d = Driver::new(HttpConfig {
+            date: Some(anchor),
+            ..config()
+        });
+        d.feed(t0 + Duration::from_millis(999), GET.as_bytes());
+        d.feed(t0 + Duration::from_secs(1), GET.as_bytes());
+        let text = d.text();
+        assert!(
+            text.contains("\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\r\nDate: Sun, 06 Nov 1994 08:49:38 GMT\r\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn dates_format_as_imf_fixdate() {
+        for (secs, text) in [
+            (0, "Thu, 01 Jan 1970 00:00:00 GMT"),
+            (784_111_777, "Sun, 06 Nov 1994 08:49:37 GMT"),
+            (951_782_400, "Tue, 29 Feb 2000 00:00:00 GMT"),
+            (1_709_164_799, "Wed, 28 Feb 2024 23:59:59 GMT"),
+            (4_102_444_799, "Thu, 31 Dec 2099 23:59:59 GMT"),
+        ] {
+            assert_eq!(std::str::from_utf8(&format_date(secs)).unwrap(), text);
+        }
+    }
+
+    #[test]
+    fn numbers_format_without_allocating() {
+        for n in [0, 7, 10, 13, 1_048_576, u64::MAX] {
+            let mut out = Vec::new();
+            push_u64(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn an_idle_http_connection_is_small() {
+        let size = std::mem::size_of::<Http>();
+        eprintln!("Http: {size} B");
+        assert!(size <= 40, "Http grew to {size} B");
+    }
+}

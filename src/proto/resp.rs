@@ -1,0 +1,784 @@
+//! RESP2, the Redis protocol: enough of it for `redis-cli` and
+//! `redis-benchmark`, sans-IO.
+//!
+//! Owns command framing (inline lines and multibulk arrays), the few
+//! commands, and the limits. It must not buffer on its own: a partial frame
+//! stays in the connection's input queue, and bulk strings are **streamed**,
+//! never collected, so a connection holds at most [`MAX_PENDING`] bytes of
+//! input whatever `--max-body` says.
+//!
+//! # Commands (names case-insensitive)
+//! * `PING` → `+PONG`; `PING msg` → bulk `msg`.
+//! * `ECHO msg` → bulk `msg`.
+//! * `QUIT` → `+OK`, then close.
+//! * anything else → `-ERR unknown command '<name>'`; the connection stays
+//!   usable (`redis-benchmark` starts with `CONFIG GET save`, and copes).
+//!
+//! # Framing
+//! ```text
+//!   inline:    PING\r\n                      one line, split on spaces
+//!   multibulk: *2\r\n$4\r\nECHO\r\n$5\r\nhello\r\n
+//! ```
+//! A multibulk command is answered as soon as its name (argument 0) and
+//! argument count are known; the argument `ECHO`/`PING` sends back is
+//! echoed byte by byte as it arrives (`$5\r\n` first, since its length is
+//! known), other arguments are skipped as they arrive. So output follows
+//! input exactly as a non-streaming parser's would, wherever reads split it.
+//!
+//! ```text
+//!   Ready ─'*N'─► Name { argc } ─'$L' + name─► Data ─CRLF─► Arg ─'$L'─► Data …
+//!     ▲  └─ inline line: answered at once                               │
+//!     └────────────────────────── last argument's CRLF ────────────────┘
+//! ```
+//! Broken framing gets `-ERR Protocol error: …` and the connection closes
+//! ([`Decision::Reject`]), as do a bulk or array length over `--max-body`
+//! (nothing is allocated for it). While draining, the command in flight
+//! finishes, then the connection closes.
+
+use std::time::Instant;
+
+use super::{Decision, Protocol, Step};
+
+/// Longest inline command line (Redis allows 64 KiB; we keep a quarter of
+/// the connection's pending-input bound).
+pub const INLINE_MAX: usize = 16 * 1024;
+
+/// Longest `*N\r\n` / `$N\r\n` line: a sign, 19 digits, CRLF, and slack.
+const LINE_MAX: usize = 32;
+
+/// Bytes of a command name kept for matching and for the error message.
+pub const NAME_PREVIEW: usize = 128;
+
+/// The most unconsumed input this protocol ever leaves with the connection.
+pub const MAX_PENDING: usize = if INLINE_MAX > LINE_MAX + NAME_PREVIEW {
+    INLINE_MAX
+} else {
+    LINE_MAX + NAME_PREVIEW
+};
+
+/// Where the connection is in the command stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Between commands. `partial`: the start of the next one is waiting in
+    /// the connection's input (so a drain must let it finish).
+    Ready { partial: bool },
+    /// Read `*argc`; argument 0, the command name, comes next.
+    Name { argc: u64 },
+    /// `left` arguments still to come; the next one is echoed if `echo`.
+    Arg { left: u64, echo: bool },
+    /// Inside a bulk string: `remaining` data bytes, then CRLF, then `left`
+    /// more arguments, the first of which is echoed if `echo_next`.
+    Data {
+        left: u64,
+        remaining: u64,
+        echo: bool,
+        echo_next: bool,
+    },
+    /// Closing (QUIT, a protocol error, or drained): nothing more is read.
+    Done,
+}
+
+/// What follows a command's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Then {
+    /// Nothing: the answer is complete.
+    Nothing,
+    /// Argument 1 is the reply, as a bulk string.
+    EchoArg1,
+    /// Close the connection (QUIT).
+    Close,
+}
+
+/// One connection's RESP state: two words and an enum.
+#[derive(Debug)]
+pub struct Resp {
+    /// Largest bulk string or array accepted (`--max-body`).
+    max_len: u64,
+    state: State,
+    /// A graceful drain began: finish the command in flight, then close.
+    draining: bool,
+}
+
+/// A `*N` or `$N` line at the front of the input.
+enum Count {
+    /// Not all of it yet.
+    Partial,
+    /// The count (`None` if negative) and the line's length with CRLF.
+    Line(Option<u64>, usize),
+    /// No CRLF within [`LINE_MAX`] bytes.
+    TooLong,
+    /// Not a number, or a CR without LF.
+    Invalid,
+}
+
+impl Resp {
+    /// A connection's protocol state. `max_len` bounds bulk strings and
+    /// argument counts (`--max-body`).
+    pub fn new(max_len: u64) -> Self {
+        Self {
+            max_len,
+            state: State::Ready { partial: false },
+            draining: false,
+        }
+    }
+
+    /// Close with `-ERR Protocol error: <msg>`.
+    fn protocol_error(&mut self, msg: &'static str, input: &[u8], out: &mut Vec<u8>) -> Step {
+        out.extend_from_slice(b"-ERR Protocol error: ");
+        out.extend_from_slice(msg.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        self.close(input.len(), Decision::Reject(msg))
+    }
+
+    /// `$` was expected at the front of `rest`.
+    fn expected_dollar(&mut self, rest: &[u8], input: &[u8], out: &mut Vec<u8>) -> Step {
+        out.extend_from_slice(b"-ERR Protocol error: expected '$', got '");
+        push_sanitized(out, &rest[..1]);
+        out.extend_from_slice(b"'\r\n");
+        self.close(input.len(), Decision::Reject("expected '$'"))
+    }
+
+    /// End the conversation. Whatever follows in `input` is never read:
+    /// take it all, so the connection holds nothing while it flushes.
+    fn close(&mut self, input_len: usize, decision: Decision) -> Step {
+        self.state = State::Done;
+        Step {
+            consumed: input_len,
+            decision,
+        }
+    }
+
+    /// A whole command was read. While draining that was the last one.
+    fn command_done(&mut self, input: &[u8]) -> Option<Step> {
+        self.state = State::Ready { partial: false };
+        self.draining
+            .then(|| self.close(input.len(), Decision::Close))
+    }
+
+    /// Answer a command from its name and argument count.
+    fn answer(name: &[u8], complete_name: bool, argc: u64, out: &mut Vec<u8>) -> Then {
+        let is = |known: &[u8]| complete_name && name.eq_ignore_ascii_case(known);
+        if is(b"PING") {
+            match argc {
+                1 => {
+                    out.extend_from_slice(b"+PONG\r\n");
+                    Then::Nothing
+                }
+                2 => Then::EchoArg1,
+                _ => wrong_arity(b"ping", out),
+            }
+        } else if is(b"ECHO") {
+            match argc {
+                2 => Then::EchoArg1,
+                _ => wrong_arity(b"echo", out),
+            }
+        } else if is(b"QUIT") {
+            out.extend_from_slice(b"+OK\r\n");
+            Then::Close
+        } else {
+            out.extend_from_slice(b"-ERR unknown command '");
+            push_sanitized(out, &name[..name.len().min(NAME_PREVIEW)]);
+            out.extend_from_slice(b"'\r\n");
+            Then::Nothing
+        }
+    }
+
+    /// An inline command at the front of `rest` (not starting with `*`):
+    /// `Ok(Some(len))` when a whole line was handled.
+    fn inline(&mut self, rest: &[u8], out: &mut Vec<u8>) -> Result<Option<(usize, Then)>, ()> {
+        let window = &rest[..rest.len().min(INLINE_MAX)];
+        let Some(nl) = window.iter().position(|&b| b == b'\n') else {
+            return if window.len() >= INLINE_MAX {
+                Err(())
+            } else {
+                Ok(None)
+            };
+        };
+        let line = &rest[..nl];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let mut args = line
+            .split(|&b| b == b' ' || b == b'\t')
+            .filter(|a| !a.is_empty());
+        let Some(name) = args.next() else {
+            return Ok(Some((nl + 1, Then::Nothing))); // an empty line: no command
+        };
+        let arg1 = args.next();
+        let argc = 1 + u64::from(arg1.is_some()) + args.count() as u64;
+        let then = match Self::answer(name, true, argc, out) {
+            Then::EchoArg1 => {
+                push_bulk(out, arg1.unwrap_or_default());
+                Then::Nothing
+            }
+            then => then,
+        };
+        Ok(Some((nl + 1, then)))
+    }
+}
+
+fn wrong_arity(command: &[u8], out: &mut Vec<u8>) -> Then {
+    out.extend_from_slice(b"-ERR wrong number of arguments for '");
+    out.extend_from_slice(command);
+    out.extend_from_slice(b"' command\r\n");
+    Then::Nothing
+}
+
+impl Protocol for Resp {
+    fn name(&self) -> &'static str {
+        "resp"
+    }
+
+    fn on_input(&mut self, _now: Instant, input: &[u8], out: &mut Vec<u8>) -> Step {
+        let mut pos = 0;
+        loop {
+            let rest = &input[pos..];
+            match self.state {
+                State::Done => return self.close(input.len(), Decision::Close),
+                State::Ready { .. } => {
+                    let Some(&first) = rest.first() else {
+                        self.state = State::Ready { partial: false };
+                        return continue_at(pos);
+                    };
+                    if first != b'*' {
+                        match self.inline(rest, out) {
+                            Err(()) => {
+                                return self.protocol_error("too big inline request", input, out)
+                            }
+                            Ok(None) => {
+                                self.state = State::Ready { partial: true };
+                                return continue_at(pos);
+                            }
+                            Ok(Some((len, then))) => {
+                                pos += len;
+                                if then == Then::Close {
+                                    return self.close(input.len(), Decision::Close);
+                                }
+                                if let Some(step) = self.command_done(input) {
+                                    return step;
+                                }
+                            }
+                        }
+                        continue;
+                    }
+                    match count_line(rest) {
+                        Count::Partial => {
+                            self.state = State::Ready { partial: true };
+                            return continue_at(pos);
+                        }
+                        Count::TooLong => {
+                            return self.protocol_error("too big mbulk count string", input, out)
+                        }
+                        Count::Invalid => {
+                            return self.protocol_error("invalid multibulk length", input, out)
+                        }
+                        Count::Line(Some(argc), _) if argc > self.max_len => {
+                            return self.protocol_error("invalid multibulk length", input, out);
+                        }
+                        Count::Line(Some(argc), len) if argc > 0 => {
+                            pos += len;
+                            self.state = State::Name { argc };
+                        }
+                        Count::Line(_, len) => {
+                            // `*0` and `*-1`: an empty command, as Redis treats it.
+                            pos += len;
+                            if let Some(step) = self.command_done(input) {
+                                return step;
+                            }
+                        }
+                    }
+                }
+                State::Name { argc } => {
+                    let Some(&first) = rest.first() else {
+                        return continue_at(pos);
+                    };
+                    if first != b'$' {
+                        return self.expected_dollar(rest, input, out);
+                    }
+                    let (len, header) = match self.bulk_len(rest) {
+                        Ok(Some(v)) => v,
+                        Ok(None) => return continue_at(pos),
+                        Err(msg) => return self.protocol_error(msg, input, out),
+                    };
+                    let preview = len.min(NAME_PREVIEW as u64) as usize;
+                    if rest.len() < header + preview {
+                        return continue_at(pos);
+                    }
+                    let name = &rest[header..header + preview];
+                    let then = Self::answer(name, preview as u64 == len, argc, out);
+                    pos += header + preview;
+                    if then == Then::Close {
+                        return self.close(input.len(), Decision::Close);
+                    }
+                    self.state = State::Data {
+                        left: argc - 1,
+                        remaining: len - preview as u64,
+                        echo: false,
+                        echo_next: then == Then::EchoArg1,
+                    };
+                }
+                State::Arg { left, echo } => {
+                    let Some(&first) = rest.first() else {
+                        return continue_at(pos);
+                    };
+                    if first != b'$' {
+                        return self.expected_dollar(rest, input, out);
+                    }
+                    let (len, header) = match self.bulk_len(rest) {
+                        Ok(Some(v)) => v,
+                        Ok(None) => return continue_at(pos),
+                        Err(msg) => return self.protocol_error(msg, input, out),
+                    };
+                    pos += header;
+                    if echo {
+                        out.push(b'$');
+                        push_u64(out, len);
+                        out.extend_from_slice(b"\r\n");
+                    }
+                    self.state = State::Data {
+                        left: left - 1,
+                        remaining: len,
+                        echo,
+                        echo_next: false,
+                    };
+                }
+                State::Data {
+                    left,
+                    remaining,
+                    echo,
+                    echo_next,
+                } => {
+                    let take = remaining.min(rest.len() as u64) as usize;
+                    if echo {
+                        out.extend_from_slice(&rest[..take]);
+                    }
+                    pos += take;
+                    let remaining = remaining - take as u64;
+                    self.state = State::Data {
+                        left,
+                        remaining,
+                        echo,
+                        echo_next,
+                    };
+                    let rest = &input[pos..];
+                    if remaining > 0 || rest.len() < 2 {
+                        return continue_at(pos);
+                    }
+                    if &rest[..2] != b"\r\n" {
+                        return self.protocol_error("bulk string not followed by CRLF", input, out);
+                    }
+                    pos += 2;
+                    if echo {
+                        out.extend_from_slice(b"\r\n");
+                    }
+                    if left > 0 {
+                        self.state = State::Arg {
+                            left,
+                            echo: echo_next,
+                        };
+                    } else if let Some(step) = self.command_done(input) {
+                        return step;
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_drain(&mut self, _now: Instant, _out: &mut Vec<u8>) -> Decision {
+        match self.state {
+            State::Ready { partial: false } | State::Done => {
+                self.state = State::Done;
+                Decision::Close
+            }
+            _ => {
+                self.draining = true;
+                Decision::Continue
+            }
+        }
+    }
+}
+
+impl Resp {
+    /// A `$N\r\n` header at the front of `rest`: `(N, header length)`.
+    fn bulk_len(&self, rest: &[u8]) -> Result<Option<(u64, usize)>, &'static str> {
+        match count_line(rest) {
+            Count::Partial => Ok(None),
+            Count::TooLong => Err("too big bulk count string"),
+            Count::Line(Some(len), header) if len <= self.max_len => Ok(Some((len, header))),
+            Count::Line(..) | Count::Invalid => Err("invalid bulk length"),
+        }
+    }
+}
+
+fn continue_at(consumed: usize) -> Step {
+    Step {
+        consumed,
+        decision: Decision::Continue,
+    }
+}
+
+/// Parse `<prefix>[-]digits\r\n` at the front of `rest`. Only the first
+/// [`LINE_MAX`] bytes are looked at, so the verdict never depends on where
+/// the input was split.
+fn count_line(rest: &[u8]) -> Count {
+    let window = &rest[..rest.len().min(LINE_MAX)];
+    let Some(cr) = window.iter().position(|&b| b == b'\r') else {
+        return if window.len() >= LINE_MAX {
+            Count::TooLong
+        } else {
+            Count::Partial
+        };
+    };
+    match rest.get(cr + 1) {
+        None => return Count::Partial,
+        Some(b'\n') => {}
+        Some(_) => return Count::Invalid,
+    }
+    let text = &rest[1..cr];
+    let (negative, digits) = match text.strip_prefix(b"-") {
+        Some(digits) => (true, digits),
+        None => (false, text),
+    };
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return Count::Invalid;
+    }
+    let n = digits
+        .iter()
+        .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+    Count::Line((!negative).then_some(n), cr + 2)
+}
+
+/// Append `$<len>\r\n<bytes>\r\n`.
+fn push_bulk(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.push(b'$');
+    push_u64(out, bytes.len() as u64);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(bytes);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Append `bytes` with control characters (CR and LF above all, which would
+/// break the reply's framing) replaced by spaces.
+fn push_sanitized(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend(
+        bytes
+            .iter()
+            .map(|&b| if b < 0x20 || b == 0x7f { b' ' } else { b }),
+    );
+}
+
+/// Append `n` in decimal, without allocating.
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: u64 = 1024 * 1024;
+
+    /// Plays the connection: keeps what the protocol did not consume and
+    /// offers it again with the next bytes, stops at `Close`/`Reject`.
+    struct Driver {
+        resp: Resp,
+        pending: Vec<u8>,
+        out: Vec<u8>,
+        ended: Option<Decision>,
+    }
+
+    impl Driver {
+        fn new() -> Self {
+            Self {
+                resp: Resp::new(MAX),
+                pending: Vec::new(),
+                out: Vec::new(),
+                ended: None,
+            }
+        }
+
+        fn feed(&mut self, bytes: &[u8]) -> Decision {
+            assert!(self.ended.is_none(), "fed after {:?}", self.ended);
+            self.pending.extend_from_slice(bytes);
+            let step = self
+                .resp
+                .on_input(Instant::now(), &self.pending, &mut self.out);
+            assert!(step.consumed <= self.pending.len());
+            self.pending.drain(..step.consumed);
+            assert!(
+                self.pending.len() <= MAX_PENDING,
+                "{} pending",
+                self.pending.len()
+            );
+            if step.decision != Decision::Continue {
+                self.ended = Some(step.decision);
+            }
+            step.decision
+        }
+
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.out).into_owned()
+        }
+    }
+
+    fn run(chunks: &[&[u8]]) -> (String, Decision) {
+        let mut d = Driver::new();
+        let mut last = Decision::Continue;
+        for chunk in chunks {
+            if d.ended.is_some() {
+                break;
+            }
+            if !chunk.is_empty() {
+                last = d.feed(chunk);
+            }
+        }
+        (d.text(), last)
+    }
+
+    fn one(input: &str) -> (String, Decision) {
+        run(&[input.as_bytes()])
+    }
+
+    #[test]
+    fn ping_inline_and_multibulk_answer_pong() {
+        assert_eq!(one("PING\r\n"), ("+PONG\r\n".into(), Decision::Continue));
+        assert_eq!(one("ping\n"), ("+PONG\r\n".into(), Decision::Continue));
+        assert_eq!(
+            one("*1\r\n$4\r\nPiNg\r\n"),
+            ("+PONG\r\n".into(), Decision::Continue)
+        );
+    }
+
+    #[test]
+    fn ping_and_echo_with_an_argument_return_it_as_a_bulk_string() {
+        assert_eq!(one("PING hi\r\n").0, "$2\r\nhi\r\n");
+        assert_eq!(one("ECHO  hello \r\n").0, "$5\r\nhello\r\n");
+        assert_eq!(
+            one("*2\r\n$4\r\nECHO\r\n$5\r\nhello\r\n").0,
+            "$5\r\nhello\r\n"
+        );
+        assert_eq!(one("*2\r\n$4\r\nPING\r\n$0\r\n\r\n").0, "$0\r\n\r\n");
+        // Binary-safe: CR and LF inside a bulk string are data.
+        assert_eq!(
+            one("*2\r\n$4\r\necho\r\n$4\r\na\r\nb\r\n").0,
+            "$4\r\na\r\nb\r\n"
+        );
+    }
+
+    #[test]
+    fn wrong_argument_counts_are_errors_and_the_connection_stays_usable() {
+        let (text, decision) = one("ECHO\r\n*3\r\n$4\r\nPING\r\n$1\r\na\r\n$1\r\nb\r\nPING\r\n");
+        assert_eq!(
+            text,
+            "-ERR wrong number of arguments for 'echo' command\r\n\
+             -ERR wrong number of arguments for 'ping' command\r\n+PONG\r\n"
+        );
+        assert_eq!(decision, Decision::Continue);
+    }
+
+    #[test]
+    fn an_unknown_command_is_an_error_and_the_connection_stays_usable() {
+        // What redis-benchmark sends first.
+        let (text, decision) = one("*3\r\n$6\r\nCONFIG\r\n$3\r\nGET\r\n$4\r\nsave\r\n\
+             *3\r\n$6\r\nCONFIG\r\n$3\r\nGET\r\n$10\r\nappendonly\r\nPING\r\n");
+        assert_eq!(
+            text,
+            "-ERR unknown command 'CONFIG'\r\n-ERR unknown command 'CONFIG'\r\n+PONG\r\n"
+        );
+        assert_eq!(decision, Decision::Continue);
+        assert_eq!(one("get k\r\n").0, "-ERR unknown command 'get'\r\n");
+    }
+
+    #[test]
+    fn an_unknown_name_is_quoted_truncated_and_sanitized() {
+        let long = "x".repeat(1000);
+        let (text, decision) = one(&format!("*1\r\n${}\r\n{long}\r\nPING\r\n", long.len()));
+        assert_eq!(
+            text,
+            format!(
+                "-ERR unknown command '{}'\r\n+PONG\r\n",
+                "x".repeat(NAME_PREVIEW)
+            )
+        );
+        assert_eq!(decision, Decision::Continue);
+        assert_eq!(
+            one("*1\r\n$3\r\na\r\n\r\n").0,
+            "-ERR unknown command 'a  '\r\n"
+        );
+    }
+
+    #[test]
+    fn quit_answers_ok_then_closes() {
+        assert_eq!(one("QUIT\r\nPING\r\n"), ("+OK\r\n".into(), Decision::Close));
+        assert_eq!(
+            one("PING\r\n*1\r\n$4\r\nquit\r\nPING\r\n"),
+            ("+PONG\r\n+OK\r\n".into(), Decision::Close)
+        );
+    }
+
+    #[test]
+    fn empty_lines_and_empty_arrays_are_no_commands() {
+        assert_eq!(one("\r\n\n  \r\n*0\r\n*-1\r\nPING\r\n").0, "+PONG\r\n");
+    }
+
+    #[test]
+    fn pipelined_commands_are_all_answered_in_one_call() {
+        let mut d = Driver::new();
+        let input = "PING\r\n".repeat(100) + &"*1\r\n$4\r\nPING\r\n".repeat(100) + "*1\r\n$4\r\nPI";
+        assert_eq!(d.feed(input.as_bytes()), Decision::Continue);
+        assert_eq!(d.text(), "+PONG\r\n".repeat(200));
+        assert_eq!(d.pending, b"$4\r\nPI", "the partial last command waits");
+    }
+
+    fn mixed_stream() -> Vec<u8> {
+        [
+            "PING\r\n",
+            "*1\r\n$4\r\nPING\r\n",
+            "*2\r\n$4\r\nECHO\r\n$12\r\nhello\r\nworld\r\n",
+            "ECHO inline\n",
+            "\r\n",
+            "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nvalue\r\n",
+            "*0\r\n",
+            "*2\r\n$4\r\nping\r\n$3\r\nmsg\r\n",
+            "*1\r\n$4\r\nquit\r\n",
+            "PING\r\n",
+        ]
+        .concat()
+        .into_bytes()
+    }
+
+    #[test]
+    fn a_stream_split_at_every_position_gives_the_same_responses() {
+        let stream = mixed_stream();
+        let whole = run(&[&stream]);
+        assert_eq!(
+            whole,
+            (
+                "+PONG\r\n+PONG\r\n$12\r\nhello\r\nworld\r\n$6\r\ninline\r\n\
+                 -ERR unknown command 'SET'\r\n$3\r\nmsg\r\n+OK\r\n"
+                    .into(),
+                Decision::Close
+            )
+        );
+        for i in 0..=stream.len() {
+            assert_eq!(run(&[&stream[..i], &stream[i..]]), whole, "split at {i}");
+        }
+        for i in 0..=stream.len() {
+            for j in i..=stream.len() {
+                let pieces = [&stream[..i], &stream[i..j], &stream[j..]];
+                assert_eq!(run(&pieces), whole, "split at {i}, {j}");
+            }
+        }
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(run(&bytes), whole);
+    }
+
+    fn assert_protocol_error(input: &[u8], message: &str) {
+        let whole = run(&[input]);
+        assert!(
+            whole
+                .0
+                .ends_with(&format!("-ERR Protocol error: {message}\r\n")),
+            "{message}: {:?}",
+            whole.0
+        );
+        assert!(matches!(whole.1, Decision::Reject(_)), "{:?}", whole.1);
+        for i in 0..=input.len() {
+            assert_eq!(run(&[&input[..i], &input[i..]]), whole, "split at {i}");
+        }
+    }
+
+    #[test]
+    fn malformed_framing_is_a_protocol_error_and_closes() {
+        for (input, message) in [
+            ("*x\r\n", "invalid multibulk length"),
+            ("*\r\n", "invalid multibulk length"),
+            ("*1\rX", "invalid multibulk length"),
+            ("*1\r\nPING\r\n", "expected '$', got 'P'"),
+            ("*2\r\n$4\r\nECHO\r\n+hi\r\n", "expected '$', got '+'"),
+            ("*1\r\n$x\r\n", "invalid bulk length"),
+            ("*1\r\n$-1\r\n", "invalid bulk length"),
+            ("*1\r\n$4\r\nPINGxx", "bulk string not followed by CRLF"),
+            (
+                "*11111111111111111111111111111111111\r\n",
+                "too big mbulk count string",
+            ),
+            (
+                "*1\r\n$11111111111111111111111111111111111\r\n",
+                "too big bulk count string",
+            ),
+        ] {
+            assert_protocol_error(input.as_bytes(), message);
+        }
+        let endless = vec![b'a'; INLINE_MAX + 10];
+        assert_protocol_error(&endless, "too big inline request");
+        // Answers to the good commands before it still go out.
+        let (text, _) = one("PING\r\n*1\r\n$x\r\n");
+        assert!(text.starts_with("+PONG\r\n-ERR Protocol error"), "{text}");
+    }
+
+    #[test]
+    fn lengths_over_max_body_are_refused_without_allocating() {
+        let mut d = Driver::new();
+        let decision = d.feed(format!("*2\r\n$4\r\nECHO\r\n${}\r\n", MAX + 1).as_bytes());
+        assert!(matches!(decision, Decision::Reject(_)));
+        assert_eq!(d.text(), "-ERR Protocol error: invalid bulk length\r\n");
+        let (text, decision) = one(&format!("*{}\r\n", MAX + 1));
+        assert_eq!(text, "-ERR Protocol error: invalid multibulk length\r\n");
+        assert!(matches!(decision, Decision::Reject(_)));
+        // At the limit it is streamed, never held.
+        let mut d = Driver::new();
+        d.feed(format!("*2\r\n$4\r\nECHO\r\n${MAX}\r\n").as_bytes());
+        let chunk = vec![b'z'; 4096];
+        for _ in 0..MAX / 4096 {
+            assert_eq!(d.feed(&chunk), Decision::Continue);
+            assert!(d.pending.is_empty());
+        }
+        d.feed(b"\r\n");
+        assert_eq!(d.out.len(), format!("${MAX}\r\n").len() + MAX as usize + 2);
+    }
+
+    #[test]
+    fn draining_between_commands_closes_at_once() {
+        let mut d = Driver::new();
+        d.feed(b"PING\r\n");
+        assert_eq!(d.resp.on_drain(Instant::now(), &mut d.out), Decision::Close);
+    }
+
+    #[test]
+    fn draining_finishes_the_command_in_flight_then_closes() {
+        // Mid-bulk.
+        let mut d = Driver::new();
+        d.feed(b"*2\r\n$4\r\nECHO\r\n$6\r\nhel");
+        assert_eq!(
+            d.resp.on_drain(Instant::now(), &mut d.out),
+            Decision::Continue
+        );
+        assert_eq!(d.feed(b"lo!\r\nPING\r\n"), Decision::Close);
+        assert_eq!(d.text(), "$6\r\nhello!\r\n");
+        // A partial inline command waiting in the connection's input.
+        let mut d = Driver::new();
+        d.feed(b"PI");
+        assert_eq!(
+            d.resp.on_drain(Instant::now(), &mut d.out),
+            Decision::Continue
+        );
+        assert_eq!(d.feed(b"NG\r\nPING\r\n"), Decision::Close);
+        assert_eq!(d.text(), "+PONG\r\n");
+    }
+
+    #[test]
+    fn an_idle_resp_connection_is_small() {
+        let size = std::mem::size_of::<Resp>();
+        eprintln!("Resp: {size} B");
+        assert!(size <= 48, "Resp grew to {size} B");
+    }
+}
