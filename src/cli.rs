@@ -11,6 +11,7 @@ use clap::error::ErrorKind;
 use clap::{Parser, ValueEnum};
 
 use crate::config::Config;
+use crate::proto::proxy::{Cidr, ProxyMode};
 use crate::proto::HttpConfig;
 
 /// Exit code for a bad flag or value.
@@ -38,6 +39,20 @@ pub struct Args {
     /// before the upgrade is abandoned.
     #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = secs, allow_negative_numbers = true)]
     pub upgrade_timeout: f64,
+
+    /// Require a PROXY protocol header (sent by a load balancer such as
+    /// HAProxy) at the start of every connection: v1, v2, or either.
+    #[arg(long, value_enum, value_name = "VERSION", default_value_t = ProxyArg::Off)]
+    pub proxy_protocol: ProxyArg,
+
+    /// Peers allowed to send PROXY headers; connections from others are
+    /// closed [default: 127.0.0.0/8,::1/128].
+    #[arg(long, value_name = "CIDR,...", value_delimiter = ',')]
+    pub proxy_from: Vec<Cidr>,
+
+    /// Seconds a connection may take to send its whole PROXY header.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0, value_parser = secs, allow_negative_numbers = true)]
+    pub proxy_timeout: f64,
 
     /// Protocol to serve.
     #[arg(long, value_enum, default_value_t = ProtocolName::Echo)]
@@ -74,6 +89,30 @@ pub struct Args {
     /// Seconds an HTTP request head may take to arrive, from its first byte (0 = no limit).
     #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = secs, allow_negative_numbers = true)]
     pub header_timeout: f64,
+}
+
+/// The PROXY protocol versions `--proxy-protocol` accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProxyArg {
+    /// No PROXY header.
+    Off,
+    /// PROXY protocol v1 (text), HAProxy's `send-proxy`.
+    V1,
+    /// PROXY protocol v2 (binary), HAProxy's `send-proxy-v2`.
+    V2,
+    /// Either version; a header is still required.
+    Any,
+}
+
+impl From<ProxyArg> for ProxyMode {
+    fn from(arg: ProxyArg) -> Self {
+        match arg {
+            ProxyArg::Off => ProxyMode::Off,
+            ProxyArg::V1 => ProxyMode::V1,
+            ProxyArg::V2 => ProxyMode::V2,
+            ProxyArg::Any => ProxyMode::Any,
+        }
+    }
 }
 
 /// The protocols `--protocol` accepts.
@@ -131,6 +170,11 @@ impl Args {
             (self.idle_timeout > 0.0).then(|| Duration::from_secs_f64(self.idle_timeout));
         config.limits.write_high_watermark = self.write_high_watermark;
         config.limits.write_low_watermark = self.write_low_watermark;
+        config.proxy = self.proxy_protocol.into();
+        if !self.proxy_from.is_empty() {
+            config.proxy_from = self.proxy_from.clone();
+        }
+        config.limits.proxy_timeout = Duration::from_secs_f64(self.proxy_timeout);
         Ok(config)
     }
 }

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::conn::Limits;
+use crate::proto::proxy::{Cidr, ProxyMode};
 
 /// Server configuration.
 #[derive(Clone, Debug)]
@@ -28,6 +29,10 @@ pub struct Config {
     /// socket use a small batch, so that a burst of connects spreads over
     /// them instead of landing on whichever woke first.
     pub accept_batch: usize,
+    /// Which PROXY protocol header every connection must start with.
+    pub proxy: ProxyMode,
+    /// Peers allowed to send PROXY headers; others are closed on accept.
+    pub proxy_from: Vec<Cidr>,
 }
 
 impl Config {
@@ -36,8 +41,15 @@ impl Config {
 
     /// One line for the start-up log: protocol and limits.
     pub fn describe(&self, protocol: &str) -> String {
+        let proxy = match self.proxy {
+            ProxyMode::Off => String::new(),
+            mode => {
+                let from: Vec<String> = self.proxy_from.iter().map(Cidr::to_string).collect();
+                format!(", proxy-protocol {mode:?} from {}", from.join(","))
+            }
+        };
         format!(
-            "protocol {protocol}, max-conns {}, drain-timeout {:?}, idle-timeout {}",
+            "protocol {protocol}{proxy}, max-conns {}, drain-timeout {:?}, idle-timeout {}",
             self.max_conns,
             self.drain_timeout,
             match self.limits.idle_timeout {
@@ -58,6 +70,8 @@ impl Default for Config {
             limits: Limits::default(),
             handle_signals: true,
             accept_batch: 256,
+            proxy: ProxyMode::Off,
+            proxy_from: Cidr::loopback(),
         }
     }
 }

@@ -27,6 +27,7 @@ use crate::config::Config;
 use crate::conn::{CloseReason, Conn, ForceCause, Progress, Scratch};
 use crate::error::Error;
 use crate::listener::{self, Accepted, Listener};
+use crate::proto::proxy::ProxyMode;
 use crate::proto::Protocol;
 use crate::signals::{SignalEvent, SignalSource};
 use crate::stats::Stats;
@@ -136,6 +137,7 @@ enum Phase {
 
 type Hook = Box<dyn FnMut(&ConnInfo) + Send>;
 type StatsHook = Box<dyn FnMut(&Stats) + Send>;
+type NoteHook = Box<dyn FnMut() + Send>;
 
 /// A bound server, ready to [`run`](Server::run).
 pub struct Server<P: Protocol> {
@@ -162,6 +164,7 @@ pub struct Server<P: Protocol> {
     make_protocol: Box<dyn FnMut() -> P + Send>,
     on_close: Option<Hook>,
     on_stats: Option<StatsHook>,
+    on_stopped_accepting: Option<NoteHook>,
     /// `Some(i)`: loop `i` of a supervised process, which owns signals and
     /// the process-wide log lines. `None`: standalone.
     worker: Option<usize>,
@@ -248,6 +251,7 @@ impl<P: Protocol> Server<P> {
             make_protocol: Box::new(make_protocol),
             on_close: None,
             on_stats: None,
+            on_stopped_accepting: None,
             worker: None,
             phase: Phase::Serving,
             next_generation: 0,
@@ -260,6 +264,12 @@ impl<P: Protocol> Server<P> {
     /// signal`, `All done.`); this loop logs its own at debug.
     pub fn worker(mut self, id: usize) -> Self {
         self.worker = Some(id);
+        self
+    }
+
+    /// Set the hook called once the drain has closed this loop's listeners.
+    pub fn on_stopped_accepting(mut self, hook: impl FnMut() + Send + 'static) -> Self {
+        self.on_stopped_accepting = Some(Box::new(hook));
         self
     }
 
@@ -421,13 +431,18 @@ impl<P: Protocol> Server<P> {
     /// Accept from every listener until each is empty, paused, or the batch
     /// or the connection limit runs out.
     fn accept(&mut self, now: Instant) {
+        self.accept_up_to(self.config.accept_batch.max(1), now);
+    }
+
+    /// Accept at most `batch` connections now (see [`Server::accept`]).
+    fn accept_up_to(&mut self, batch: usize, now: Instant) {
         if self.phase != Phase::Serving {
             return;
         }
         let mut accepted = 0;
         let mut i = 0;
         while i < self.listeners.len() {
-            if accepted >= self.config.accept_batch.max(1) {
+            if accepted >= batch {
                 self.accept_pending = true;
                 return;
             }
@@ -464,6 +479,19 @@ impl<P: Protocol> Server<P> {
     }
 
     fn open(&mut self, mut stream: mio::net::TcpStream, peer: SocketAddr, now: Instant) {
+        let proxy = self.config.proxy;
+        if proxy != ProxyMode::Off && !self.config.proxy_from.iter().any(|c| c.contains(peer.ip()))
+        {
+            // A PROXY header lets its sender claim any client address.
+            log::debug!(
+                "conn from {peer}: not in --proxy-from, may not send PROXY headers; closed"
+            );
+            self.stats.accepted += 1;
+            self.stats.open += 1;
+            self.stats
+                .record_close(CloseReason::ProtocolError("untrusted PROXY source"), 0, 0);
+            return;
+        }
         // Replies go out at once; the protocol already batches per read.
         let _ = stream.set_nodelay(true);
         let entry = self.conns.vacant_entry();
@@ -486,6 +514,7 @@ impl<P: Protocol> Server<P> {
             self.next_generation,
             proto,
             now,
+            proxy,
         ));
         self.stats.accepted += 1;
         self.stats.open += 1;
@@ -634,9 +663,18 @@ impl<P: Protocol> Server<P> {
     }
 
     fn begin_drain(&mut self, cause: &str, now: Instant) {
+        // Take what is already queued before letting go: when the last
+        // descriptor of a listening socket closes, the kernel resets every
+        // connection still waiting in its queue — connects the client (or
+        // its load balancer) believes complete. Taken now, they are drained
+        // like the rest (a silent one gets its grace to speak).
+        self.accept_up_to(usize::MAX, now);
         for mut listener in self.listeners.drain(..) {
             let _ = self.poll.registry().deregister(listener.socket_mut());
         } // dropped: our descriptor is closed; if it was the last, connects are refused
+        if let Some(hook) = self.on_stopped_accepting.as_mut() {
+            hook();
+        }
         self.accept_pending = false;
         self.phase = Phase::Draining { started: now };
         self.timers

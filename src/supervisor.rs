@@ -24,7 +24,6 @@
 
 use std::ffi::OsString;
 use std::net::TcpListener;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -57,6 +56,7 @@ const EXTEND_EVERY: Duration = Duration::from_secs(5);
 enum LoopEvent {
     Started(usize, ShutdownHandle),
     Stats(Stats),
+    StoppedAccepting,
     Finished(usize, Result<Outcome, Error>),
 }
 
@@ -170,7 +170,7 @@ impl Supervisor {
                     handles.iter().flatten().for_each(ShutdownHandle::force);
                     break;
                 }
-                Ok(LoopEvent::Stats(_)) => {}
+                Ok(LoopEvent::Stats(_) | LoopEvent::StoppedAccepting) => {}
                 Err(_) => break,
             }
         }
@@ -227,6 +227,7 @@ impl Supervisor {
         let mut phase = Phase::Serving;
         let mut upgrading: Option<(Upgrade, Instant)> = None;
         let mut stats_sum: Option<(usize, Stats)> = None;
+        let mut stopped_accepting = 0;
         let mut events = Events::with_capacity(64);
 
         while finished.iter().any(Option::is_none) {
@@ -254,10 +255,12 @@ impl Supervisor {
                         for signal in received {
                             match signal {
                                 SignalEvent::Quit(name) if phase == Phase::Serving => {
-                                    self.stop_listening();
+                                    // Our copies only: each loop takes what is
+                                    // queued, then closes its own (see Server).
+                                    self.listeners.clear();
+                                    stopped_accepting = 0;
                                     log::info!(
-                                        "recv quit signal ({name}): stopped accepting on {}, draining {n} loop{}",
-                                        addrs.join(" and "),
+                                        "recv quit signal ({name}): draining {n} loop{}",
                                         if n == 1 { "" } else { "s" }
                                     );
                                     handles.iter().for_each(ShutdownHandle::shutdown);
@@ -305,6 +308,12 @@ impl Supervisor {
                                             log::info!("stats: {sum}");
                                             stats_sum = None;
                                         }
+                                    }
+                                }
+                                LoopEvent::StoppedAccepting => {
+                                    stopped_accepting += 1;
+                                    if stopped_accepting == n && phase == Phase::Draining {
+                                        log::info!("stopped accepting on {}", addrs.join(" and "));
                                     }
                                 }
                                 LoopEvent::Finished(id, result) => finished[id] = Some(result),
@@ -387,16 +396,6 @@ impl Supervisor {
         Ok(outcome)
     }
 
-    /// Stop listening for every loop at once: `shutdown(2)` on a listening
-    /// socket takes it out of the listening state for all its descriptors,
-    /// so new connects are refused immediately.
-    fn stop_listening(&mut self) {
-        for listener in self.listeners.drain(..) {
-            // SAFETY: shutdown on a descriptor we own; no memory involved.
-            unsafe { libc::shutdown(listener.as_raw_fd(), libc::SHUT_RD) };
-        }
-    }
-
     fn start_upgrade(&self, poll: &Poll, now: Instant) -> Option<(Upgrade, Instant)> {
         let Some(exe) = &self.exe else {
             log::warn!("upgrade failed: cannot tell which executable to start; still serving");
@@ -454,10 +453,11 @@ fn run_loop<P, F>(
         Ok(server) => server,
         Err(e) => return send(LoopEvent::Finished(id, Err(e))),
     };
-    let stats_send = send.clone();
+    let (stats_send, stop_send) = (send.clone(), send.clone());
     let server = server
         .worker(id)
-        .on_stats(move |stats| stats_send(LoopEvent::Stats(stats.clone())));
+        .on_stats(move |stats| stats_send(LoopEvent::Stats(stats.clone())))
+        .on_stopped_accepting(move || stop_send(LoopEvent::StoppedAccepting));
     send(LoopEvent::Started(id, server.shutdown_handle()));
     let result = server.run();
     send(LoopEvent::Finished(id, result));

@@ -1,7 +1,8 @@
 //! Property/fuzz harness for the connection state machine, without sockets.
 //!
-//! A scripted [`Transport`] plays the kernel and the peer: input arrives in
-//! random-sized pieces (random split points), the peer frees random amounts
+//! A scripted [`Transport`] plays the kernel and the peer: input (sometimes
+//! behind a PROXY header, sometimes a junk one) arrives in random-sized
+//! pieces (random split points), the peer frees random amounts
 //! of send room, reads are interrupted, events are spurious, the peer may
 //! reset at any byte, half-close at the end, or never finish; a drain may
 //! start at any step; the clock jumps. After every step we check:
@@ -27,14 +28,17 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tcp_reactor::conn::{CloseReason, Conn, Limits, Progress, Scratch, State, Transport};
+use tcp_reactor::proto::proxy::ProxyMode;
 use tcp_reactor::proto::Echo;
 use util::clients::Rng;
 
 /// The kernel and the peer, scripted.
 struct Peer {
     rng: Rng,
-    /// Everything the peer will send.
+    /// Everything the peer will send: a PROXY header, then payload.
     input: Vec<u8>,
+    /// Length of the PROXY header at the front of `input` (0: none).
+    skip: usize,
     /// How much of it has reached our socket so far.
     arrived: usize,
     /// How much the connection has read.
@@ -149,6 +153,7 @@ struct Reached {
     open_at_end: u64,
     liveness_checked: u64,
     backpressure: u64,
+    proxy_refused: u64,
 }
 
 /// Run one random case; panics (with the seed) when an invariant breaks.
@@ -160,10 +165,34 @@ fn run_case(seed: u64, scratch: &mut Scratch, reached: &mut Reached) {
         1..=6 => rng.range(1, 4096),
         _ => rng.range(4096, 200_000),
     };
-    let input: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+    // A third of the cases start with a PROXY header (a few of them junk).
+    let (proxy, header, junk) = match rng.range(0, 5) {
+        0 => {
+            let h = format!(
+                "PROXY TCP4 10.{}.{}.{} 127.0.0.1 {} 8000\r\n",
+                rng.range(0, 255),
+                rng.range(0, 255),
+                rng.range(0, 255),
+                rng.range(1, 65535)
+            );
+            (ProxyMode::V1, h.into_bytes(), false)
+        }
+        1 => {
+            let mut h = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+            h.extend((0..12).map(|_| rng.next_u64() as u8));
+            (ProxyMode::Any, h, false)
+        }
+        2 if rng.range(0, 3) == 0 => (ProxyMode::V2, b"PROXY TCP4 nonsense\r\n".to_vec(), true),
+        _ => (ProxyMode::Off, Vec::new(), false),
+    };
+    let skip = header.len();
+    let mut input = header;
+    input.extend((0..len).map(|_| rng.next_u64() as u8));
+    let len = input.len();
     let peer = Peer {
         rng: Rng::new(seed ^ 0xfeed),
         input,
+        skip,
         arrived: 0,
         read_pos: 0,
         read_before_fin: 0,
@@ -178,7 +207,7 @@ fn run_case(seed: u64, scratch: &mut Scratch, reached: &mut Reached) {
     let drain_at = (rng.range(0, 3) == 0).then(|| rng.range(0, 60));
     let peer_addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
     let mut now = Instant::now();
-    let mut conn = Conn::new(peer, peer_addr, 0, 1, Echo, now);
+    let mut conn = Conn::new(peer, peer_addr, 0, 1, Echo, now, proxy);
     let mut state = conn.state();
     let bound = limits.write_high_watermark + Scratch::READ_SIZE;
 
@@ -238,9 +267,15 @@ fn run_case(seed: u64, scratch: &mut Scratch, reached: &mut Reached) {
 
         // Invariants.
         let p = conn.stream_mut();
+        let payload = &p.input[p.skip..];
         assert!(
-            p.written.len() <= p.read_pos && p.written[..] == p.input[..p.written.len()],
-            "seed {seed}: output is not a prefix of the input"
+            p.written.len() <= p.read_pos.saturating_sub(p.skip)
+                && p.written[..] == payload[..p.written.len()],
+            "seed {seed}: output is not a prefix of the payload"
+        );
+        assert!(
+            !junk || p.written.is_empty(),
+            "seed {seed}: echoed behind a junk header"
         );
         assert!(
             conn.owed() <= bound,
@@ -265,7 +300,7 @@ fn run_case(seed: u64, scratch: &mut Scratch, reached: &mut Reached) {
             assert_eq!(owed, 0, "seed {seed}: orderly close with bytes owed");
             assert_eq!(
                 p.written.len(),
-                p.read_before_fin,
+                p.read_before_fin.saturating_sub(p.skip),
                 "seed {seed}: orderly close lost data"
             );
             if reason == CloseReason::Drained {
@@ -275,6 +310,9 @@ fn run_case(seed: u64, scratch: &mut Scratch, reached: &mut Reached) {
             }
         }
         Some(CloseReason::Reset) => reached.reset += 1,
+        Some(CloseReason::ProtocolError(_)) if proxy != ProxyMode::Off => {
+            reached.proxy_refused += 1
+        }
         Some(CloseReason::IdleTimeout) => reached.idle += 1,
         None => reached.open_at_end += 1,
         Some(other) => panic!("seed {seed}: unexpected close: {other}"),
@@ -282,6 +320,7 @@ fn run_case(seed: u64, scratch: &mut Scratch, reached: &mut Reached) {
     if closed.is_none()
         && p.reset_at.is_none()
         && half_closes
+        && !junk
         && drain_at.is_none()
         && limits.idle_timeout.is_none()
     {
@@ -303,7 +342,10 @@ fn run_case(seed: u64, scratch: &mut Scratch, reached: &mut Reached) {
             "seed {seed}"
         );
         let p = conn.stream_mut();
-        assert!(p.written == p.input, "seed {seed}: not every byte echoed");
+        assert!(
+            p.written == p.input[p.skip..],
+            "seed {seed}: not every byte echoed"
+        );
         reached.liveness_checked += 1;
     }
 }
@@ -337,6 +379,7 @@ fn random_streams_splits_resets_and_drains_keep_the_connection_invariants() {
             ("idle timeout", r.idle),
             ("liveness", r.liveness_checked),
             ("backpressure", r.backpressure),
+            ("PROXY refused", r.proxy_refused),
         ] {
             assert!(n > 0, "no case reached {what}: the harness lost its teeth");
         }

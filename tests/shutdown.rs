@@ -66,6 +66,9 @@ fn streaming_clients_are_drained_cleanly_on(signal: i32, name: &str) {
         line.as_deref().is_some_and(|l| l.contains(name)),
         "{line:?}"
     );
+    // Once every loop has let go of the listening socket, connects are refused.
+    let stopped = server.wait_for_log("stopped accepting on", Duration::from_secs(5));
+    assert!(stopped.is_some(), "log:\n{}", server.log());
     let refused = TcpStream::connect(server.addr)
         .map(|_| ())
         .map_err(|e| e.kind());

@@ -42,6 +42,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
+use crate::proto::proxy::{self, Parsed, ProxyMode};
 use crate::proto::{Decision, Protocol};
 use buffer::Buffer;
 pub use state::{CloseReason, Ending, ForceCause, State};
@@ -76,9 +77,11 @@ pub struct Limits {
     pub linger_max: Duration,
     /// Fairness: most bytes read per connection per turn of the loop.
     pub read_budget: usize,
-    /// When a drain starts, how long a connection that has not sent a byte
+    /// When a drain starts, how long a connection that has not sent payload
     /// yet may take to send its first input (which is then answered).
     pub drain_silent_grace: Duration,
+    /// How long a connection may take to send its whole PROXY header.
+    pub proxy_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -92,6 +95,7 @@ impl Default for Limits {
             linger_max: Duration::from_secs(30),
             read_budget: 256 * 1024,
             drain_silent_grace: Duration::from_secs(1),
+            proxy_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -157,6 +161,12 @@ pub struct Conn<P, S = mio::net::TcpStream> {
     armed: Option<Instant>,
     bytes_in: u64,
     bytes_out: u64,
+    /// A PROXY header is still expected before any payload (`Off` once
+    /// it has been read, or when none is expected).
+    proxy: ProxyMode,
+    /// The protocol has had input. A connection that has not spoken yet
+    /// (only a PROXY header, or nothing) gets the drain's silent grace.
+    spoke: bool,
 }
 
 type Io<T> = Result<T, CloseReason>;
@@ -171,15 +181,21 @@ enum ReadOutcome {
 }
 
 impl<P: Protocol, S: Transport> Conn<P, S> {
-    /// A freshly accepted connection in slab slot `key`.
+    /// A freshly accepted connection in slab slot `key`. With `proxy` other
+    /// than `Off`, a PROXY header must come first: its bytes are never
+    /// handed to the protocol, and the client it names becomes the peer.
     pub fn new(
         stream: S,
         peer: SocketAddr,
         key: usize,
         generation: u64,
-        proto: P,
+        mut proto: P,
         now: Instant,
+        proxy: ProxyMode,
     ) -> Self {
+        if proxy == ProxyMode::Off {
+            proto.on_peer(peer);
+        }
         Self {
             stream,
             peer,
@@ -198,6 +214,8 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
             armed: None,
             bytes_in: 0,
             bytes_out: 0,
+            proxy,
+            spoke: false,
         }
     }
 
@@ -276,7 +294,8 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
 
     /// Graceful shutdown began: read what is already readable, answer it,
     /// then let the protocol say whether it can end now. A connection that
-    /// has not sent a byte yet is not cut off: its client may be writing
+    /// has not sent payload yet (a PROXY header is not payload) is not cut
+    /// off: its client may be writing
     /// its first request at this moment (a connection accepted just before
     /// an upgrade's hand-over, say), so it waits in `Draining` for that.
     pub fn begin_drain(
@@ -294,7 +313,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         match self.pump(now, scratch, limits) {
             Err(reason) => return Progress::Closed(reason),
             Ok(_) if self.state != State::Open => {} // ended while reading
-            Ok(_) if self.bytes_in == 0 => self.set_state(State::Draining { since: now }),
+            Ok(_) if !self.spoke => self.set_state(State::Draining { since: now }),
             Ok(_) => {
                 if let Err(reason) = self.ask_drain(now, scratch, limits) {
                     return Progress::Closed(reason);
@@ -323,14 +342,14 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
     /// The earliest instant at which [`Conn::on_timer`] has work to do.
     pub fn deadline(&self, limits: &Limits) -> Option<Instant> {
         let idle = limits.idle_timeout.map(|d| self.last_active + d);
+        let proxy = (self.proxy != ProxyMode::Off).then(|| self.opened + limits.proxy_timeout);
         let silent = match self.state {
-            State::Draining { since } if self.bytes_in == 0 => {
-                Some(since + limits.drain_silent_grace)
-            }
+            State::Draining { since } if !self.spoke => Some(since + limits.drain_silent_grace),
             _ => None,
         };
         [
             idle,
+            proxy,
             silent,
             self.linger_deadline(limits),
             self.proto.next_deadline(),
@@ -387,8 +406,13 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
                 return Progress::Closed(CloseReason::IdleTimeout);
             }
         }
+        if self.proxy != ProxyMode::Off && now >= self.opened + limits.proxy_timeout {
+            return Progress::Closed(CloseReason::ProtocolError(
+                "no complete PROXY header in time",
+            ));
+        }
         if let State::Draining { since } = self.state {
-            if self.bytes_in == 0 && now >= since + limits.drain_silent_grace {
+            if !self.spoke && now >= since + limits.drain_silent_grace {
                 log::trace!("conn {} stayed silent through the drain grace", self.key);
                 self.finish(Ending::Shutdown, false);
             }
@@ -460,7 +484,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
                     }
                     let n = self.read_and_answer(now, scratch, limits)?;
                     budget = budget.saturating_sub(n);
-                    if n > 0 && matches!(self.state, State::Draining { .. }) {
+                    if n > 0 && self.spoke && matches!(self.state, State::Draining { .. }) {
                         self.ask_drain(now, scratch, limits)?;
                     }
                 }
@@ -547,14 +571,73 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
             ReadOutcome::Data(n) => n,
             ReadOutcome::Empty => return Ok(0),
             ReadOutcome::Eof => {
-                // The peer's FIN: answer what is left, then end.
-                scratch.out.clear();
-                self.proto.on_eof(now, &mut scratch.out);
-                self.send_scratch(now, scratch, limits)?;
+                // The peer's FIN: answer what is left, then end. (Before a
+                // PROXY header completes, the protocol has seen nothing.)
+                if self.proxy == ProxyMode::Off {
+                    scratch.out.clear();
+                    self.proto.on_eof(now, &mut scratch.out);
+                    self.send_scratch(now, scratch, limits)?;
+                }
                 self.finish(Ending::PeerClosed, true);
                 return Ok(0);
             }
         };
+        if self.proxy != ProxyMode::Off {
+            self.input.extend(&scratch.read[..n]);
+            if !self.read_proxy_header()? {
+                return Ok(n); // header incomplete: wait for more
+            }
+            if self.input.is_empty() {
+                return Ok(n);
+            }
+            self.answer(now, scratch, limits, 0)?; // payload behind the header
+            return Ok(n);
+        }
+        self.answer(now, scratch, limits, n)?;
+        Ok(n)
+    }
+
+    /// Try to complete the PROXY header from the input queue. `Ok(true)`
+    /// once it is read (the queue then holds only payload).
+    fn read_proxy_header(&mut self) -> Io<bool> {
+        match proxy::parse(self.proxy, self.input.as_slice()) {
+            Parsed::Incomplete => Ok(false),
+            Parsed::Invalid(why) => Err(CloseReason::ProtocolError(why)),
+            Parsed::Done { len, client } => {
+                self.input.consume(len);
+                match client {
+                    Some(client) => {
+                        log::debug!(
+                            "conn {} PROXY header: client {client} (via {})",
+                            self.key,
+                            self.peer
+                        );
+                        self.peer = client;
+                    }
+                    None => log::debug!(
+                        "conn {} PROXY header without a client (LOCAL/UNKNOWN): keeping {}",
+                        self.key,
+                        self.peer
+                    ),
+                }
+                self.proxy = ProxyMode::Off;
+                self.proto.on_peer(self.peer);
+                Ok(true)
+            }
+        }
+    }
+
+    /// Hand input to the protocol and send its answer: the first `fresh`
+    /// bytes of the read scratch, behind whatever the input queue holds.
+    fn answer(
+        &mut self,
+        now: Instant,
+        scratch: &mut Scratch,
+        limits: &Limits,
+        fresh: usize,
+    ) -> Io<()> {
+        let n = fresh;
+        self.spoke = true;
         scratch.out.clear();
         let step = if self.input.is_empty() {
             let step = self
@@ -575,7 +658,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
             return Err(CloseReason::ProtocolError("unconsumed input over limit"));
         }
         self.decide(step.decision);
-        Ok(n)
+        Ok(())
     }
 
     /// Send what the protocol put in the output scratch: straight to the

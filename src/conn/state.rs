@@ -6,7 +6,7 @@
 //!    │ drain starts: final read, then ask the protocol│
 //!    ├── protocol: Close ────────────────────────────►│
 //!    ├── protocol: Continue ──┐                       │
-//!    └── never sent a byte ───┴► Draining ── Close ──►│
+//!    └── no payload yet ──────┴► Draining ── Close ──►│
 //!                 (ask the protocol again after each input;
 //!                  a silent peer gets a short grace)
 //!                                                      ▼

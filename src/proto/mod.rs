@@ -14,6 +14,7 @@ use std::time::Instant;
 
 mod echo;
 pub mod http;
+pub mod proxy;
 pub mod resp;
 
 pub use echo::Echo;
@@ -46,6 +47,10 @@ pub struct Step {
 pub trait Protocol {
     /// A short name for logs (`echo`, `http`, …).
     fn name(&self) -> &'static str;
+
+    /// Who the peer is: the socket's address, or the client a PROXY header
+    /// named. Called once, before any input.
+    fn on_peer(&mut self, _peer: std::net::SocketAddr) {}
 
     /// Handle input. Replies are appended to `out`.
     fn on_input(&mut self, now: Instant, input: &[u8], out: &mut Vec<u8>) -> Step;

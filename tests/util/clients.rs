@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
@@ -137,10 +137,25 @@ pub struct Clients {
 impl Clients {
     /// Connect `n` clients to `addr` (non-blocking; they complete in the loop).
     pub fn connect(addr: SocketAddr, n: usize, plan: Plan, seed: u64) -> Self {
+        Self::connect_from(None, addr, n, plan, seed)
+    }
+
+    /// Like [`connect`](Self::connect), from source address `from` (any
+    /// port), e.g. 127.0.0.2 to tell clients from a proxy on 127.0.0.1.
+    pub fn connect_from(
+        from: Option<IpAddr>,
+        addr: SocketAddr,
+        n: usize,
+        plan: Plan,
+        seed: u64,
+    ) -> Self {
         let poll = Poll::new().expect("poll");
         let mut clients = HashMap::new();
         for id in 0..n {
-            let mut stream = TcpStream::connect(addr).expect("connect");
+            let mut stream = match from {
+                None => TcpStream::connect(addr).expect("connect"),
+                Some(ip) => connect_nonblocking_from(ip, addr),
+            };
             poll.registry()
                 .register(
                     &mut stream,
@@ -307,6 +322,21 @@ impl Clients {
             }
         }
     }
+}
+
+fn connect_nonblocking_from(ip: IpAddr, addr: SocketAddr) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
+    socket
+        .bind(&SocketAddr::new(ip, 0).into())
+        .expect("bind source");
+    socket.set_nonblocking(true).expect("nonblocking");
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => panic!("connect from {ip}: {e}"),
+    }
+    TcpStream::from_std(socket.into())
 }
 
 /// Sum of a field over outcomes, for progress checks.
