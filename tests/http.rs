@@ -21,14 +21,6 @@ fn http_server(extra: &[&str]) -> ServerProcess {
     ServerProcess::start(&args)
 }
 
-fn connect(server: &ServerProcess) -> TcpStream {
-    let stream = TcpStream::connect(server.addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    stream
-}
-
 /// One response read off the wire.
 #[derive(Debug)]
 struct Response {
@@ -196,7 +188,7 @@ fn ab_keep_alive_10000_requests_none_failed() {
 #[test]
 fn pipelined_requests_are_answered_in_order() {
     let server = http_server(&[]);
-    let mut s = connect(&server);
+    let mut s = util::connect(server.addr);
     s.write_all(
         b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n\
           POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nsecond\
@@ -224,7 +216,7 @@ fn pipelined_requests_are_answered_in_order() {
 #[test]
 fn http_1_0_closes_unless_keep_alive_is_asked_for() {
     let server = http_server(&[]);
-    let mut s = connect(&server);
+    let mut s = util::connect(server.addr);
     let mut buf = Vec::new();
     s.write_all(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
         .unwrap();
@@ -239,9 +231,9 @@ fn http_1_0_closes_unless_keep_alive_is_asked_for() {
 #[test]
 fn sigterm_mid_body_completes_the_response_with_connection_close() {
     let mut server = http_server(&[]);
-    let mut s = connect(&server);
+    let mut s = util::connect(server.addr);
     // An idle keep-alive connection alongside: it is closed at once.
-    let mut idle = connect(&server);
+    let mut idle = util::connect(server.addr);
     let mut idle_buf = Vec::new();
     idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
@@ -271,7 +263,7 @@ fn sigterm_mid_body_completes_the_response_with_connection_close() {
 #[test]
 fn a_slowloris_head_gets_408_and_is_closed() {
     let server = http_server(&["--header-timeout", "0.5"]);
-    let mut s = connect(&server);
+    let mut s = util::connect(server.addr);
     let start = Instant::now();
     s.write_all(b"GET / HTTP/1.1\r\n").unwrap();
     // Trickle a header line every 100 ms: always active, never finished.
@@ -335,7 +327,7 @@ fn malformed_and_oversized_requests_get_4xx_and_close() {
             "HTTP/1.1 501 Not Implemented",
         ),
     ] {
-        let mut s = connect(&server);
+        let mut s = util::connect(server.addr);
         s.write_all(&request).unwrap();
         let mut buf = Vec::new();
         let r = read_response(&mut s, &mut buf, false);
@@ -345,7 +337,7 @@ fn malformed_and_oversized_requests_get_4xx_and_close() {
         assert_eof(&mut s, &buf);
     }
     // The server is still serving.
-    let mut s = connect(&server);
+    let mut s = util::connect(server.addr);
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     assert_eq!(read_response(&mut s, &mut Vec::new(), false).body, HELLO);
 }

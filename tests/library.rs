@@ -4,6 +4,8 @@
 
 mod util;
 
+use util::echo_once;
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -31,16 +33,6 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         thread::sleep(Duration::from_millis(5));
     }
-}
-
-fn echo_once(stream: &mut TcpStream, msg: &[u8]) {
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    stream.write_all(msg).unwrap();
-    let mut back = vec![0; msg.len()];
-    stream.read_exact(&mut back).unwrap();
-    assert_eq!(back, msg);
 }
 
 #[test]

@@ -10,18 +10,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use util::clients::{Clients, Plan};
+use util::echo_once;
 use util::procfs;
 use util::ServerProcess;
-
-fn echo_once(stream: &mut TcpStream, msg: &[u8]) {
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    stream.write_all(msg).unwrap();
-    let mut back = vec![0; msg.len()];
-    stream.read_exact(&mut back).unwrap();
-    assert_eq!(back, msg);
-}
 
 /// Whether the peer closed `stream` (EOF or reset) within `timeout`.
 fn closed_within(stream: &mut TcpStream, timeout: Duration) -> bool {

@@ -19,14 +19,6 @@ fn resp_server(extra: &[&str]) -> ServerProcess {
     ServerProcess::start(&args)
 }
 
-fn connect(server: &ServerProcess) -> TcpStream {
-    let stream = TcpStream::connect(server.addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    stream
-}
-
 /// Read exactly `expected.len()` bytes and compare.
 fn expect(stream: &mut TcpStream, expected: &[u8]) {
     let mut got = vec![0; expected.len()];
@@ -112,7 +104,7 @@ fn redis_benchmark_ping_inline_and_mbulk_complete() {
 #[test]
 fn pipelined_inline_and_multibulk_commands_are_answered_in_order() {
     let server = resp_server(&[]);
-    let mut s = connect(&server);
+    let mut s = util::connect(server.addr);
     s.write_all(
         b"PING\r\n*1\r\n$4\r\nping\r\n*2\r\n$4\r\nECHO\r\n$5\r\nhello\r\n\
           CONFIG GET save\r\nECHO inline\r\n*2\r\n$4\r\nPING\r\n$3\r\nmsg\r\n",
@@ -150,7 +142,7 @@ fn malformed_framing_and_over_limit_lengths_get_a_protocol_error_and_close() {
             b"-ERR Protocol error: invalid bulk length\r\n",
         ),
     ] {
-        let mut s = connect(&server);
+        let mut s = util::connect(server.addr);
         s.write_all(b"PING\r\n").unwrap();
         s.write_all(input).unwrap();
         expect(&mut s, b"+PONG\r\n");
@@ -159,7 +151,7 @@ fn malformed_framing_and_over_limit_lengths_get_a_protocol_error_and_close() {
         expect_eof(&mut s);
     }
     // At the limit, ECHO streams the argument back.
-    let mut s = connect(&server);
+    let mut s = util::connect(server.addr);
     let arg = vec![b'x'; 1000];
     s.write_all(b"*2\r\n$4\r\nECHO\r\n$1000\r\n").unwrap();
     s.write_all(&arg).unwrap();
@@ -172,7 +164,7 @@ fn malformed_framing_and_over_limit_lengths_get_a_protocol_error_and_close() {
 #[test]
 fn sigterm_mid_command_finishes_it_then_closes() {
     let mut server = resp_server(&[]);
-    let mut s = connect(&server);
+    let mut s = util::connect(server.addr);
     s.write_all(b"*2\r\n$4\r\nECHO\r\n$10\r\nhello").unwrap();
     expect(&mut s, b"$10\r\nhello");
     server.signal(libc::SIGTERM);

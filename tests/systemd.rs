@@ -11,16 +11,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use util::{tools, ServerProcess, BINARY};
-
-fn echo_once(addr: std::net::SocketAddr, msg: &[u8]) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(msg).unwrap();
-    let mut back = vec![0; msg.len()];
-    s.read_exact(&mut back).unwrap();
-    assert_eq!(back, msg);
-}
+use util::{echo_once, tools, ServerProcess, BINARY};
 
 /// `sh -c 'LISTEN_PID=$$ exec tcp-reactor …'` with `fd` placed at 3: the
 /// shell's pid is the server's pid after `exec`, so LISTEN_PID is right.
@@ -61,7 +52,7 @@ fn it_serves_on_a_socket_handed_over_with_listen_fds() {
         "serves the inherited socket, binds nothing"
     );
     drop(socket); // the server holds its own copy
-    echo_once(addr, b"activated");
+    echo_once(&mut util::connect(addr), b"activated");
     server.signal(libc::SIGTERM);
     assert_eq!(
         server.wait_exit(Duration::from_secs(10)).unwrap().code(),
@@ -82,7 +73,7 @@ fn sockets_meant_for_another_pid_are_ignored() {
         "{}",
         server.log()
     );
-    echo_once(server.addr, b"own socket");
+    echo_once(&mut util::connect(server.addr), b"own socket");
 }
 
 #[test]
@@ -147,7 +138,10 @@ fn systemd_socket_activate_starts_it_for_real() {
     let mut back = [0; 5];
     first.read_exact(&mut back).unwrap();
     assert_eq!(&back, b"first");
-    echo_once(server.addr, b"from systemd-socket-activate");
+    echo_once(
+        &mut util::connect(server.addr),
+        b"from systemd-socket-activate",
+    );
     server.signal(libc::SIGTERM);
     let status = server.wait_exit(Duration::from_secs(10)).unwrap();
     assert_eq!(status.code(), Some(0), "{}", server.log());

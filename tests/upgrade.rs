@@ -4,8 +4,7 @@
 
 mod util;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,16 +51,6 @@ impl Drop for Generations {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
-}
-
-fn echo_once(addr: SocketAddr, msg: &[u8]) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(msg).unwrap();
-    s.shutdown(std::net::Shutdown::Write).unwrap();
-    let mut back = Vec::new();
-    s.read_to_end(&mut back).unwrap();
-    assert_eq!(back, msg);
 }
 
 /// Short connections, 20 at a time, until told to stop: each sends one
@@ -170,7 +159,7 @@ fn three_upgrades_under_load_lose_no_connection_and_no_byte() {
     assert!(bad.is_empty(), "client-visible failures: {bad:?}");
 
     // The last generation serves, and stops cleanly.
-    echo_once(addr, b"fourth generation");
+    util::echo_and_close(addr, b"fourth generation");
     // SAFETY: signalling the last generation.
     unsafe { libc::kill(current, libc::SIGTERM) };
     assert_eq!(wait_pid(current, Duration::from_secs(30)), Some(0));
@@ -227,7 +216,7 @@ fn a_failed_upgrade_leaves_the_old_process_serving() {
         rounds > 0 && bad.is_empty(),
         "{rounds} rounds, failures: {bad:?}"
     );
-    echo_once(server.addr, b"still the old one");
+    util::echo_and_close(server.addr, b"still the old one");
     server.signal(libc::SIGTERM);
     assert_eq!(
         server.wait_exit(Duration::from_secs(10)).unwrap().code(),
@@ -258,7 +247,7 @@ fn a_hung_upgrade_times_out_and_a_second_sigusr2_meanwhile_is_ignored() {
     );
     let timed_out = server.wait_for_log("not ready within", Duration::from_secs(5));
     assert!(timed_out.is_some(), "{}", server.log());
-    echo_once(server.addr, b"old one still serving");
+    util::echo_and_close(server.addr, b"old one still serving");
     server.signal(libc::SIGTERM);
     assert_eq!(
         server.wait_exit(Duration::from_secs(10)).unwrap().code(),

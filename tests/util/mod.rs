@@ -6,8 +6,8 @@
 pub mod clients;
 pub mod tools;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -165,6 +165,37 @@ impl Drop for ServerProcess {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Connect to `addr` with a 5 s read timeout: no test read blocks forever.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    stream
+}
+
+/// Write `msg` and read back exactly as many bytes: they must be `msg`.
+pub fn echo_once(stream: &mut TcpStream, msg: &[u8]) {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    stream.write_all(msg).expect("write");
+    let mut back = vec![0; msg.len()];
+    stream.read_exact(&mut back).expect("read the echo");
+    assert_eq!(back, msg);
+}
+
+/// On a fresh connection: send `msg`, half-close, read to EOF; everything
+/// that comes back must be exactly `msg`.
+pub fn echo_and_close(addr: SocketAddr, msg: &[u8]) {
+    let mut stream = connect(addr);
+    stream.write_all(msg).expect("write");
+    stream.shutdown(Shutdown::Write).expect("half-close");
+    let mut back = Vec::new();
+    stream.read_to_end(&mut back).expect("read to EOF");
+    assert_eq!(back, msg);
 }
 
 /// Readings from `/proc/PID` of a running process.
