@@ -247,6 +247,7 @@ fn sigterm_mid_body_completes_the_response_with_connection_close() {
         .wait_for_log("draining 2 connection", Duration::from_secs(5))
         .unwrap_or_else(|| panic!("no drain; log:\n{}", server.log()));
     assert_eof(&mut idle, &idle_buf);
+    drop(idle); // our FIN ends the server's lingering close of it
 
     s.write_all(b"world").unwrap();
     let mut buf = Vec::new();
