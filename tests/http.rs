@@ -342,3 +342,79 @@ fn malformed_and_oversized_requests_get_4xx_and_close() {
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     assert_eq!(read_response(&mut s, &mut Vec::new(), false).body, HELLO);
 }
+
+/// Pipelined requests can ask for far more than they weigh. The protocol
+/// stops at its output budget and the connection offers the rest again as
+/// the output drains: every request is still answered, in order.
+#[test]
+fn four_thousand_pipelined_gets_are_all_answered_even_past_the_output_budget() {
+    let server = http_server(&[]);
+    let mut s = util::connect(server.addr);
+    let one = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let many: Vec<u8> = one.iter().copied().cycle().take(one.len() * 4000).collect();
+    let writer = {
+        let mut w = s.try_clone().unwrap();
+        thread::spawn(move || w.write_all(&many).unwrap())
+    };
+    let mut all = Vec::new();
+    let mut buf = vec![0; 64 * 1024];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while all.windows(4).filter(|w| w == b"\r\n\r\n").count() < 4000 {
+        assert!(
+            Instant::now() < deadline,
+            "stalled after {} bytes",
+            all.len()
+        );
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed early");
+        all.extend_from_slice(&buf[..n]);
+    }
+    writer.join().unwrap();
+    let text = String::from_utf8_lossy(&all);
+    assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 4000);
+    assert_eq!(text.matches("Hello, World!").count(), 4000);
+}
+
+/// A client that pipelines requests and never reads holds the server to
+/// its bound: the write high watermark plus one call's output budget plus
+/// one read of pending input, per connection. (This bound holds with or
+/// without the output budget for a client that *never* reads: the server
+/// pauses after a few small reads. The budget matters for *slow* readers,
+/// whose unpausing lets one 64 KiB read of queued requests through; that
+/// is pinned by the protocol's own unit test.)
+#[test]
+fn pipelining_clients_that_never_read_cannot_grow_server_memory() {
+    util::raise_fd_limit();
+    let server = http_server(&[]);
+    let base_kib = util::procfs::rss_kib(server.pid());
+    let one = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let chunk: Vec<u8> = one.iter().copied().cycle().take(one.len() * 2400).collect();
+    let n = 50;
+    let socks: Vec<TcpStream> = (0..n)
+        .map(|_| {
+            let s = TcpStream::connect(server.addr).unwrap();
+            s.set_nonblocking(true).unwrap();
+            s
+        })
+        .collect();
+    let mut stalled = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while stalled < 30 && Instant::now() < deadline {
+        let mut progressed = false;
+        for mut s in &socks {
+            while let Ok(k) = s.write(&chunk) {
+                progressed |= k > 0;
+            }
+        }
+        stalled = if progressed { 0 } else { stalled + 1 };
+        thread::sleep(Duration::from_millis(10));
+    }
+    let peak_kib = util::procfs::rss_kib(server.pid());
+    let per_conn_kib = 64 + 64 + 64 + 8; // high watermark + output budget + pending input + slack
+    let bound_kib = base_kib + n as u64 * per_conn_kib + 16 * 1024;
+    eprintln!("pipelining non-readers: RSS {base_kib} -> {peak_kib} KiB (bound {bound_kib} KiB)");
+    assert!(
+        peak_kib <= bound_kib,
+        "RSS {peak_kib} KiB over {bound_kib} KiB"
+    );
+}

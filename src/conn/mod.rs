@@ -43,7 +43,7 @@ use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::proto::proxy::{self, Parsed, ProxyMode};
-use crate::proto::{Decision, Protocol};
+use crate::proto::{Decision, Protocol, OUT_BUDGET};
 use buffer::Buffer;
 pub use state::{CloseReason, Ending, ForceCause, State};
 
@@ -167,6 +167,9 @@ pub struct Conn<P, S = mio::net::TcpStream> {
     /// The protocol has had input. A connection that has not spoken yet
     /// (only a PROXY header, or nothing) gets the drain's silent grace.
     spoke: bool,
+    /// The protocol stopped at its output budget with whole frames left in
+    /// `input`: offer them again once output drains (no edge will come).
+    reoffer: bool,
 }
 
 type Io<T> = Result<T, CloseReason>;
@@ -216,6 +219,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
             bytes_out: 0,
             proxy,
             spoke: false,
+            reoffer: false,
         }
     }
 
@@ -476,6 +480,15 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
             }
             match self.state {
                 State::Open | State::Draining { .. } => {
+                    if self.reoffer && self.wants_read() {
+                        if budget == 0 {
+                            return Ok(Progress::Yield);
+                        }
+                        self.reoffer = false;
+                        self.answer(now, scratch, limits, 0)?;
+                        budget = budget.saturating_sub(OUT_BUDGET);
+                        continue;
+                    }
                     if !self.readable || !self.wants_read() {
                         return Ok(Progress::Idle);
                     }
@@ -653,6 +666,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
             self.input.consume(step.consumed);
             step
         };
+        self.reoffer = !self.input.is_empty() && scratch.out.len() >= OUT_BUDGET;
         self.send_scratch(now, scratch, limits)?;
         if self.input.len() > limits.max_pending_input {
             return Err(CloseReason::ProtocolError("unconsumed input over limit"));

@@ -47,7 +47,7 @@ use std::cell::Cell;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::{Decision, Protocol, Step};
+use super::{Decision, Protocol, Step, OUT_BUDGET};
 
 /// Longest request head (request line, headers, blank line) we read: 8 KiB,
 /// like nginx's `large_client_header_buffers` line limit and Node's default.
@@ -417,6 +417,7 @@ impl Protocol for Http {
 
     fn on_input(&mut self, now: Instant, input: &[u8], out: &mut Vec<u8>) -> Step {
         let mut pos = 0;
+        let out_start = out.len();
         loop {
             let rest = &input[pos..];
             match self.phase {
@@ -429,6 +430,11 @@ impl Protocol for Http {
                 Phase::Idle | Phase::Head { .. } => {
                     if rest.is_empty() {
                         self.phase = Phase::Idle;
+                        return continue_at(pos);
+                    }
+                    if self.phase == Phase::Idle && out.len() - out_start >= OUT_BUDGET {
+                        // Pipelined requests can ask for far more than they
+                        // weigh: leave the rest until these replies drain.
                         return continue_at(pos);
                     }
                     match self.parse_head(rest) {
@@ -747,6 +753,40 @@ mod tests {
         assert!(text.contains("\r\nAllow: GET, HEAD, POST\r\n"), "{text}");
         assert!(text.ends_with(HELLO_RESPONSE), "{text}");
         assert_eq!(decision, Decision::Continue);
+    }
+
+    #[test]
+    fn pipelined_requests_stop_at_the_output_budget_and_resume() {
+        let mut http = Http::new(Arc::new(config()));
+        let now = Instant::now();
+        let one = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        let many: Vec<u8> = one.iter().copied().cycle().take(one.len() * 4000).collect();
+        let mut out = Vec::new();
+        let step = http.on_input(now, &many, &mut out);
+        assert!(step.consumed < many.len(), "took every request at once");
+        assert!(
+            out.len() >= OUT_BUDGET && out.len() < OUT_BUDGET + 1024,
+            "{}",
+            out.len()
+        );
+        assert_eq!(step.consumed % one.len(), 0, "stops between requests");
+        // Offered the rest again, it goes on where it stopped.
+        let mut answered = out.len();
+        let mut pos = step.consumed;
+        while pos < many.len() {
+            let mut out = Vec::new();
+            let step = http.on_input(now, &many[pos..], &mut out);
+            assert!(step.consumed > 0);
+            pos += step.consumed;
+            answered += out.len();
+        }
+        let per_reply = {
+            let mut h = Http::new(Arc::new(config()));
+            let mut o = Vec::new();
+            h.on_input(now, one, &mut o);
+            o.len()
+        };
+        assert_eq!(answered, per_reply * 4000);
     }
 
     #[test]

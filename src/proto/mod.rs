@@ -8,7 +8,10 @@
 //! The connection owns buffering: input the protocol did not consume (a
 //! partial frame) is kept and handed back, with more bytes behind it, on the
 //! next call. A protocol must therefore consume *whole* frames only and may
-//! rely on seeing the unconsumed tail again.
+//! rely on seeing the unconsumed tail again. It should consume every whole
+//! frame it can, except that it may stop once its output reaches
+//! [`OUT_BUDGET`]; the connection then offers the rest again by itself once
+//! its output has drained, even if no new byte arrives.
 
 use std::time::Instant;
 
@@ -20,6 +23,14 @@ pub mod resp;
 pub use echo::Echo;
 pub use http::{DateAnchor, Http, HttpConfig};
 pub use resp::Resp;
+
+/// How much output one [`Protocol::on_input`] call should produce before it
+/// stops taking new frames. Some requests ask for far more than they weigh
+/// (a pipelined `GET` is 27 bytes, its reply ~150): without a budget, one
+/// 64 KiB read could queue half a megabyte for a client that never reads.
+/// A protocol that stops early leaves the rest unconsumed; the connection
+/// offers it again once its output has drained to the low watermark.
+pub const OUT_BUDGET: usize = 64 * 1024;
 
 /// What the connection should do after a protocol call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
