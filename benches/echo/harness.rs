@@ -19,6 +19,7 @@ use crate::load;
 use crate::pin::{self, Layout};
 use crate::plot;
 use crate::report::{Results, NOISY_SHARE};
+use crate::scaling;
 use crate::scenario::{self, Scenario, IDLE};
 use crate::server::{ServerKind, ServerProc};
 use crate::syscalls::{self, Method};
@@ -72,6 +73,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let nofile = raise_nofile_limit();
     // SAFETY: sysconf has no preconditions. (Read before this process pins itself.)
     let cpus_online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1);
+    let all_cpus = pin::allowed_cpus(); // before the harness pins itself below
     let layout = pin::layout();
     if let Some(cpus) = layout.load {
         if let Err(e) = cpus.apply() {
@@ -168,6 +170,24 @@ pub fn run(cli: Cli) -> ExitCode {
 
     let plan = plan(&settings, &servers, &scenarios, with_idle);
     execute(&plan, &mut settings, &layout, &mut results);
+    if scenario::selected(&cli.scenarios, scaling::NAME) {
+        let asked = cli.scenarios.iter().any(|f| f == scaling::NAME);
+        match scaling::run(&all_cpus, quick, settings.warmup, settings.duration, asked) {
+            Ok(Some(md)) => {
+                println!("{md}");
+                let path = settings.out.join("scaling.md");
+                let written = std::fs::create_dir_all(&settings.out)
+                    .and_then(|()| std::fs::write(&path, &md));
+                if let Err(e) = written {
+                    eprintln!("warning: could not write {}: {e}", path.display());
+                }
+            }
+            Ok(None) => {}
+            Err(errors) => results
+                .failures
+                .extend(errors.into_iter().map(|e| format!("scaling: {e}"))),
+        }
+    }
     finish(&settings, &results)
 }
 

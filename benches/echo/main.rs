@@ -17,6 +17,7 @@ mod load;
 mod pin;
 mod plot;
 mod report;
+mod scaling;
 mod scenario;
 mod server;
 mod syscalls;

@@ -13,7 +13,7 @@ pub struct CpuSet {
 }
 
 impl CpuSet {
-    fn from_cpus(cpus: &[usize]) -> CpuSet {
+    pub fn from_cpus(cpus: &[usize]) -> CpuSet {
         // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET only touch it.
         let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
         unsafe { libc::CPU_ZERO(&mut set) };
@@ -79,7 +79,8 @@ pub fn layout() -> Layout {
     }
 }
 
-fn allowed_cpus() -> Vec<usize> {
+/// The CPUs this process may run on.
+pub fn allowed_cpus() -> Vec<usize> {
     // SAFETY: sched_getaffinity fills the zeroed set we pass.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     let rc =

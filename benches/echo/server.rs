@@ -67,6 +67,17 @@ pub struct ServerProc {
 impl ServerProc {
     /// Start `kind` on 127.0.0.1 (port chosen by the kernel) and wait for its address.
     pub fn start(kind: ServerKind, layout: &Layout, mt_threads: usize) -> Result<Self, String> {
+        Self::start_with_args(kind, layout, mt_threads, &[])
+    }
+
+    /// Like [`ServerProc::start`], with extra arguments for the server
+    /// (e.g. `--threads N` for tcp-reactor).
+    pub fn start_with_args(
+        kind: ServerKind,
+        layout: &Layout,
+        mt_threads: usize,
+        extra: &[String],
+    ) -> Result<Self, String> {
         let mut cmd = match kind {
             ServerKind::TcpReactor => Command::new(env!("CARGO_BIN_EXE_tcp-reactor")),
             _ => {
@@ -80,7 +91,8 @@ impl ServerProc {
                 cmd
             }
         };
-        cmd.arg("--listen")
+        cmd.args(extra)
+            .arg("--listen")
             .arg("127.0.0.1:0")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
