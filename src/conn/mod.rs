@@ -651,6 +651,11 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
     ) -> Io<()> {
         let n = fresh;
         self.spoke = true;
+        if self.input.is_empty() && n > 0 && self.proto.replies_with_input() {
+            // Echo: the reply is this very read. Write it from the read
+            // buffer, with no copy into the output scratch.
+            return self.send(now, &scratch.read[..n], limits);
+        }
         scratch.out.clear();
         let step = if self.input.is_empty() {
             let step = self
@@ -678,7 +683,12 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
     /// Send what the protocol put in the output scratch: straight to the
     /// socket when nothing is queued, keeping only what the kernel refused.
     fn send_scratch(&mut self, now: Instant, scratch: &mut Scratch, limits: &Limits) -> Io<()> {
-        let bytes = scratch.out.as_slice();
+        self.send(now, &scratch.out, limits)
+    }
+
+    /// Send `bytes`: straight to the socket when nothing is queued, keeping
+    /// only what the kernel refused.
+    fn send(&mut self, now: Instant, bytes: &[u8], limits: &Limits) -> Io<()> {
         if bytes.is_empty() {
             return Ok(());
         }

@@ -17,6 +17,10 @@ impl Protocol for Echo {
         "echo"
     }
 
+    fn replies_with_input(&self) -> bool {
+        true
+    }
+
     fn on_input(&mut self, _now: Instant, input: &[u8], out: &mut Vec<u8>) -> Step {
         out.extend_from_slice(input);
         Step {

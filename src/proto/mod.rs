@@ -66,6 +66,17 @@ pub trait Protocol {
     /// Handle input. Replies are appended to `out`.
     fn on_input(&mut self, now: Instant, input: &[u8], out: &mut Vec<u8>) -> Step;
 
+    /// Whether this protocol's reply to any input is that same input, whole
+    /// and unchanged, with `Continue` (echo). The connection then writes
+    /// its read buffer straight to the socket instead of calling
+    /// [`Protocol::on_input`] and copying the reply out of `out`: the issue's
+    /// "write straight from the read buffer", worth ~300 ns per 16 KiB read.
+    /// `on_input` must still behave the same (it is used when the input
+    /// does not start at a fresh read, e.g. behind a PROXY header).
+    fn replies_with_input(&self) -> bool {
+        false
+    }
+
     /// The peer half-closed its side: no more input will come. Whatever is
     /// appended to `out` is still sent before the connection closes.
     fn on_eof(&mut self, _now: Instant, _out: &mut Vec<u8>) {}
