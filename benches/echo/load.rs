@@ -76,6 +76,13 @@ pub fn run(
         .arg(duration.to_string())
         .output()
         .map_err(|e| format!("cannot run {}: {e}", load_generator().display()))?;
+    from_output(&out)
+}
+
+/// The result of a finished generator process: its last `--json` line, with
+/// the first lines of its stderr added to the error detail when it counted
+/// errors.
+pub fn from_output(out: &std::process::Output) -> Result<LoadResult, String> {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout
         .lines()

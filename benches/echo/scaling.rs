@@ -145,18 +145,7 @@ fn drive(
     };
     for child in children {
         let out = child.wait_with_output().map_err(|e| e.to_string())?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let line = stdout
-            .lines()
-            .rev()
-            .find(|l| l.starts_with('{'))
-            .ok_or_else(|| {
-                format!(
-                    "a load generator printed no JSON: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                )
-            })?;
-        let r = load::parse(line)?;
+        let r = load::from_output(&out)?;
         total.msgs_per_s += r.msgs_per_s;
         total.p99_us = total.p99_us.max(r.p99_us);
         total.errors += r.errors;
