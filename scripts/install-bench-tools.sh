@@ -1,17 +1,31 @@
 #!/usr/bin/env sh
 # Install what `cargo bench --bench echo` needs beyond Rust: strace, for the
 # syscalls-per-message columns (without it they print `-` and a loud SKIP line).
+# `cargo bench --bench protocols` also needs nginx (nginx-light), wrk,
+# redis-server and redis-benchmark (redis-tools); without them it SKIPs that half.
 # Debian/Ubuntu (apt-get). Idempotent: re-running installs nothing new.
 # Uses sudo only when not already root.
 set -eu
 
-if command -v strace >/dev/null 2>&1; then
-    echo "install-bench-tools: strace already installed ($(strace -V | head -n 1))"
+# command:package pairs; only missing commands are installed.
+TOOLS="strace:strace nginx:nginx-light wrk:wrk redis-server:redis-server redis-benchmark:redis-tools"
+MISSING=""
+for pair in $TOOLS; do
+    cmd=${pair%%:*}
+    pkg=${pair#*:}
+    if command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ]; then
+        echo "install-bench-tools: $cmd already installed"
+    else
+        MISSING="$MISSING $pkg"
+    fi
+done
+
+if [ -z "$MISSING" ]; then
     exit 0
 fi
 
 if ! command -v apt-get >/dev/null 2>&1; then
-    echo "install-bench-tools: apt-get not found; install strace with your package manager" >&2
+    echo "install-bench-tools: apt-get not found; install$MISSING with your package manager" >&2
     exit 1
 fi
 
@@ -26,5 +40,6 @@ fi
 
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update
-$SUDO apt-get install -y --no-install-recommends strace
-echo "install-bench-tools: $(strace -V | head -n 1)"
+# shellcheck disable=SC2086 # word splitting of the package list is intended
+$SUDO apt-get install -y --no-install-recommends $MISSING
+echo "install-bench-tools: installed$MISSING"
