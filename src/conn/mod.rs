@@ -258,11 +258,6 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         self.out.len()
     }
 
-    /// Heap bytes this connection holds in its own buffers.
-    pub fn buffered_capacity(&self) -> usize {
-        self.out.capacity() + self.input.capacity()
-    }
-
     /// Whether the state and backpressure allow reading input to process.
     pub fn wants_read(&self) -> bool {
         matches!(self.state, State::Open | State::Draining { .. }) && !self.read_paused
@@ -299,9 +294,9 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
     /// Graceful shutdown began: read what is already readable, answer it,
     /// then let the protocol say whether it can end now. A connection that
     /// has not sent payload yet (a PROXY header is not payload) is not cut
-    /// off: its client may be writing
-    /// its first request at this moment (a connection accepted just before
-    /// an upgrade's hand-over, say), so it waits in `Draining` for that.
+    /// off: its client may be writing its first request at this moment (a
+    /// connection accepted just before an upgrade's hand-over, say), so it
+    /// waits in `Draining` for that.
     pub fn begin_drain(
         &mut self,
         now: Instant,
@@ -345,22 +340,34 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
 
     /// The earliest instant at which [`Conn::on_timer`] has work to do.
     pub fn deadline(&self, limits: &Limits) -> Option<Instant> {
-        let idle = limits.idle_timeout.map(|d| self.last_active + d);
-        let proxy = (self.proxy != ProxyMode::Off).then(|| self.opened + limits.proxy_timeout);
-        let silent = match self.state {
-            State::Draining { since } if !self.spoke => Some(since + limits.drain_silent_grace),
-            _ => None,
-        };
         [
-            idle,
-            proxy,
-            silent,
+            self.idle_deadline(limits),
+            self.proxy_deadline(limits),
+            self.silent_deadline(limits),
             self.linger_deadline(limits),
             self.proto.next_deadline(),
         ]
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// No traffic either way since `last_active`: close at this instant.
+    fn idle_deadline(&self, limits: &Limits) -> Option<Instant> {
+        limits.idle_timeout.map(|d| self.last_active + d)
+    }
+
+    /// A PROXY header still expected: it must be complete by then.
+    fn proxy_deadline(&self, limits: &Limits) -> Option<Instant> {
+        (self.proxy != ProxyMode::Off).then(|| self.opened + limits.proxy_timeout)
+    }
+
+    /// Draining a connection that has not spoken: its grace ends then.
+    fn silent_deadline(&self, limits: &Limits) -> Option<Instant> {
+        match self.state {
+            State::Draining { since } if !self.spoke => Some(since + limits.drain_silent_grace),
+            _ => None,
+        }
     }
 
     /// While lingering: `linger_timeout` after the last input (or our FIN),
@@ -405,24 +412,21 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         if self.armed == Some(at) {
             self.armed = None;
         }
-        if let Some(idle) = limits.idle_timeout {
-            if now >= self.last_active + idle {
-                return Progress::Closed(CloseReason::IdleTimeout);
-            }
+        let due = |deadline: Option<Instant>| deadline.is_some_and(|d| now >= d);
+        if due(self.idle_deadline(limits)) {
+            return Progress::Closed(CloseReason::IdleTimeout);
         }
-        if self.proxy != ProxyMode::Off && now >= self.opened + limits.proxy_timeout {
+        if due(self.proxy_deadline(limits)) {
             return Progress::Closed(CloseReason::ProtocolError(
                 "no complete PROXY header in time",
             ));
         }
-        if let State::Draining { since } = self.state {
-            if !self.spoke && now >= since + limits.drain_silent_grace {
-                log::trace!("conn {} stayed silent through the drain grace", self.key);
-                self.finish(Ending::Shutdown, false);
-            }
+        if due(self.silent_deadline(limits)) {
+            log::trace!("conn {} stayed silent through the drain grace", self.key);
+            self.finish(Ending::Shutdown, false);
         }
         if let State::Lingering { ending, .. } = self.state {
-            if self.linger_deadline(limits).is_some_and(|d| now >= d) {
+            if due(self.linger_deadline(limits)) {
                 log::trace!("conn {} linger ended without the peer's FIN", self.key);
                 return Progress::Closed(ending.into());
             }
