@@ -20,6 +20,13 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
+// The echo bench's CPU helpers; this bench uses CpuSet and allowed_cpus only.
+#[allow(dead_code)]
+#[path = "../echo/pin.rs"]
+mod pin;
+
+use pin::CpuSet;
+
 /// tcp-reactor's http/resp against nginx and redis-server.
 #[derive(Parser, Debug)]
 #[command(about, long_about = None)]
@@ -46,40 +53,13 @@ struct Cli {
 
 // ---------------------------------------------------------------- CPUs and /proc
 
-/// A CPU set to pin a child to (applied between fork and exec: no allocation).
-#[derive(Clone, Copy)]
-struct CpuSet(libc::cpu_set_t);
-
-impl CpuSet {
-    fn one(cpu: usize) -> CpuSet {
-        // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET only touch it.
-        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        unsafe { libc::CPU_ZERO(&mut set) };
-        unsafe { libc::CPU_SET(cpu, &mut set) };
-        CpuSet(set)
-    }
-}
-
-fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: sched_getaffinity fills the zeroed set we pass.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let rc =
-        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    if rc != 0 {
-        return vec![0];
-    }
-    (0..libc::CPU_SETSIZE as usize)
-        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
-        .collect()
-}
-
 /// Pin the child to `cpus` (if any) and have it killed when the bench dies.
 fn prepare(cmd: &mut Command, cpus: Option<CpuSet>) {
     // SAFETY: only async-signal-safe calls (sched_setaffinity, prctl) on prepared data.
     unsafe {
         cmd.pre_exec(move || {
             if let Some(set) = cpus {
-                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set.0);
+                let _ = set.apply();
             }
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             Ok(())
@@ -513,11 +493,15 @@ fn main() -> ExitCode {
     } else {
         (cli.reps.max(1), cli.duration.max(1), cli.requests.max(1))
     };
-    let cpus = allowed_cpus();
+    let cpus = pin::allowed_cpus();
     let (load_cpu, server_cpu, layout) = if cpus.len() >= 2 {
         let (l, s) = (cpus[0], cpus[cpus.len() - 1]);
         let d = format!("load tool on CPU {l}, server on CPU {s}");
-        (Some(CpuSet::one(l)), Some(CpuSet::one(s)), d)
+        (
+            Some(CpuSet::from_cpus(&[l])),
+            Some(CpuSet::from_cpus(&[s])),
+            d,
+        )
     } else {
         (None, None, "not pinned (fewer than 2 CPUs)".to_string())
     };
