@@ -632,45 +632,11 @@ fn format_date(unix_secs: u64) -> [u8; DATE_LEN] {
 mod tests {
     use super::*;
 
-    /// Plays the connection: keeps what the protocol did not consume and
-    /// offers it again with the next bytes, stops at `Close`/`Reject`.
-    struct Driver {
-        http: Http,
-        pending: Vec<u8>,
-        out: Vec<u8>,
-        ended: Option<Decision>,
-    }
+    type Driver = crate::proto::driver::Driver<Http>;
 
-    impl Driver {
-        fn new(config: HttpConfig) -> Self {
-            Self {
-                http: Http::new(Arc::new(config)),
-                pending: Vec::new(),
-                out: Vec::new(),
-                ended: None,
-            }
-        }
-
-        fn feed(&mut self, now: Instant, bytes: &[u8]) -> Decision {
-            assert!(self.ended.is_none(), "fed after {:?}", self.ended);
-            self.pending.extend_from_slice(bytes);
-            let step = self.http.on_input(now, &self.pending, &mut self.out);
-            assert!(step.consumed <= self.pending.len());
-            self.pending.drain(..step.consumed);
-            assert!(
-                self.pending.len() <= MAX_PENDING,
-                "{} pending",
-                self.pending.len()
-            );
-            if step.decision != Decision::Continue {
-                self.ended = Some(step.decision);
-            }
-            step.decision
-        }
-
-        fn text(&self) -> String {
-            String::from_utf8_lossy(&self.out).into_owned()
-        }
+    /// Plays the connection (see `proto::driver`).
+    fn driver(config: HttpConfig) -> Driver {
+        Driver::new(Http::new(Arc::new(config)), MAX_PENDING)
     }
 
     fn config() -> HttpConfig {
@@ -681,7 +647,7 @@ mod tests {
     /// everything written and the last decision.
     fn run(chunks: &[&[u8]]) -> (String, Decision) {
         let now = Instant::now();
-        let mut d = Driver::new(config());
+        let mut d = driver(config());
         let mut last = Decision::Continue;
         for chunk in chunks {
             if d.ended.is_some() {
@@ -792,7 +758,7 @@ mod tests {
     #[test]
     fn pipelined_requests_are_all_answered_in_order_in_one_call() {
         let now = Instant::now();
-        let mut d = Driver::new(config());
+        let mut d = driver(config());
         let input = format!(
             "{GET}POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhiHEAD / HTTP/1.1\r\nHost: x\r\n\r\nGET /"
         );
@@ -943,20 +909,20 @@ mod tests {
     #[test]
     fn a_head_trickled_slower_than_the_header_timeout_gets_408() {
         let t0 = Instant::now();
-        let mut d = Driver::new(config());
-        assert_eq!(d.http.next_deadline(), None, "idle: no header timer");
+        let mut d = driver(config());
+        assert_eq!(d.proto.next_deadline(), None, "idle: no header timer");
         d.feed(t0, b"GET / HT");
         let deadline = t0 + HttpConfig::DEFAULT_HEADER_TIMEOUT;
-        assert_eq!(d.http.next_deadline(), Some(deadline));
+        assert_eq!(d.proto.next_deadline(), Some(deadline));
         // More bytes do not restart the clock: it bounds the whole head.
         d.feed(t0 + Duration::from_secs(9), b"TP/1.1\r\n");
-        assert_eq!(d.http.next_deadline(), Some(deadline));
+        assert_eq!(d.proto.next_deadline(), Some(deadline));
         let early = d
-            .http
+            .proto
             .on_timeout(deadline - Duration::from_millis(1), &mut d.out);
         assert_eq!(early, Decision::Continue);
         assert!(d.out.is_empty());
-        let decision = d.http.on_timeout(deadline, &mut d.out);
+        let decision = d.proto.on_timeout(deadline, &mut d.out);
         assert!(matches!(decision, Decision::Reject(_)));
         let text = d.text();
         assert!(
@@ -964,27 +930,27 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("Connection: close\r\n"), "{text}");
-        assert_eq!(d.http.next_deadline(), None, "no timer after closing");
+        assert_eq!(d.proto.next_deadline(), None, "no timer after closing");
     }
 
     #[test]
     fn the_header_timer_covers_each_head_but_not_an_idle_keep_alive() {
         let t0 = Instant::now();
-        let mut d = Driver::new(config());
+        let mut d = driver(config());
         d.feed(t0, GET.as_bytes());
-        assert_eq!(d.http.next_deadline(), None);
+        assert_eq!(d.proto.next_deadline(), None);
         let t1 = t0 + Duration::from_secs(100);
         d.feed(t1, b"GET /");
         assert_eq!(
-            d.http.next_deadline(),
+            d.proto.next_deadline(),
             Some(t1 + HttpConfig::DEFAULT_HEADER_TIMEOUT)
         );
-        let mut off = Driver::new(HttpConfig {
+        let mut off = driver(HttpConfig {
             header_timeout: None,
             ..config()
         });
         off.feed(t0, b"GET /");
-        assert_eq!(off.http.next_deadline(), None);
+        assert_eq!(off.proto.next_deadline(), None);
     }
 
     #[test]
@@ -1024,12 +990,15 @@ mod tests {
 
     #[test]
     fn draining_an_idle_connection_closes_at_once() {
-        let mut d = Driver::new(config());
+        let mut d = driver(config());
         d.feed(Instant::now(), GET.as_bytes());
-        assert_eq!(d.http.on_drain(Instant::now(), &mut d.out), Decision::Close);
-        let mut fresh = Driver::new(config());
         assert_eq!(
-            fresh.http.on_drain(Instant::now(), &mut fresh.out),
+            d.proto.on_drain(Instant::now(), &mut d.out),
+            Decision::Close
+        );
+        let mut fresh = driver(config());
+        assert_eq!(
+            fresh.proto.on_drain(Instant::now(), &mut fresh.out),
             Decision::Close
         );
     }
@@ -1038,22 +1007,22 @@ mod tests {
     fn draining_mid_head_or_mid_body_finishes_that_request_with_connection_close() {
         let now = Instant::now();
         // Mid-head.
-        let mut d = Driver::new(config());
+        let mut d = driver(config());
         d.feed(now, b"GET / HTTP/1.1\r\nHo");
-        assert_eq!(d.http.on_drain(now, &mut d.out), Decision::Continue);
+        assert_eq!(d.proto.on_drain(now, &mut d.out), Decision::Continue);
         assert_eq!(d.feed(now, b"st: x\r\n\r\nGET /next"), Decision::Close);
         assert_eq!(
             d.text(),
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\nConnection: close\r\n\r\nHello, World!"
         );
         // Mid-body: the response is held until the body is here.
-        let mut d = Driver::new(config());
+        let mut d = driver(config());
         d.feed(
             now,
             b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n01234",
         );
         assert!(d.out.is_empty(), "small body: response head held");
-        assert_eq!(d.http.on_drain(now, &mut d.out), Decision::Continue);
+        assert_eq!(d.proto.on_drain(now, &mut d.out), Decision::Continue);
         assert_eq!(d.feed(now, b"56789"), Decision::Close);
         assert_eq!(
             d.text(),
@@ -1064,7 +1033,7 @@ mod tests {
     #[test]
     fn draining_after_a_large_body_committed_its_head_completes_then_closes() {
         let now = Instant::now();
-        let mut d = Driver::new(config());
+        let mut d = driver(config());
         let len = 4 * BODY_HOLD;
         d.feed(
             now,
@@ -1072,7 +1041,7 @@ mod tests {
         );
         d.feed(now, &vec![b'a'; BODY_HOLD]);
         assert!(d.text().starts_with("HTTP/1.1 200 OK\r\n"), "committed");
-        assert_eq!(d.http.on_drain(now, &mut d.out), Decision::Continue);
+        assert_eq!(d.proto.on_drain(now, &mut d.out), Decision::Continue);
         assert_eq!(
             d.feed(now, &vec![b'b'; len - BODY_HOLD - 1]),
             Decision::Continue
@@ -1084,7 +1053,7 @@ mod tests {
     #[test]
     fn a_large_body_streams_through_without_piling_up() {
         let now = Instant::now();
-        let mut d = Driver::new(config());
+        let mut d = driver(config());
         let len = HttpConfig::DEFAULT_MAX_BODY as usize;
         d.feed(
             now,
@@ -1106,7 +1075,7 @@ mod tests {
 
     #[test]
     fn expect_100_continue_is_answered_before_the_body() {
-        let mut d = Driver::new(config());
+        let mut d = driver(config());
         d.feed(
             Instant::now(),
             b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
@@ -1120,7 +1089,7 @@ mod tests {
     fn date_comes_from_now_and_the_anchor() {
         let t0 = Instant::now();
         let anchor = DateAnchor::new(t0, Duration::from_secs(784_111_777));
-        let mut d = Driver::new(HttpConfig {
+        let mut d = driver(HttpConfig {
             date: Some(anchor),
             ..config()
         });

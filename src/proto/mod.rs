@@ -99,3 +99,56 @@ pub trait Protocol {
         Decision::Continue
     }
 }
+
+/// A test harness for any protocol: feeds it bytes the way a connection
+/// does (unconsumed input is kept and offered again with the next bytes),
+/// collects its output, and checks the pending-input bound after each call.
+#[cfg(test)]
+pub(crate) mod driver {
+    use std::time::Instant;
+
+    use super::{Decision, Protocol};
+
+    pub(crate) struct Driver<P> {
+        pub proto: P,
+        pub pending: Vec<u8>,
+        pub out: Vec<u8>,
+        pub ended: Option<Decision>,
+        max_pending: usize,
+    }
+
+    impl<P: Protocol> Driver<P> {
+        pub fn new(proto: P, max_pending: usize) -> Self {
+            Self {
+                proto,
+                pending: Vec::new(),
+                out: Vec::new(),
+                ended: None,
+                max_pending,
+            }
+        }
+
+        /// Hand `bytes` (behind what is pending) to the protocol at `now`.
+        pub fn feed(&mut self, now: Instant, bytes: &[u8]) -> Decision {
+            assert!(self.ended.is_none(), "fed after {:?}", self.ended);
+            self.pending.extend_from_slice(bytes);
+            let step = self.proto.on_input(now, &self.pending, &mut self.out);
+            assert!(step.consumed <= self.pending.len());
+            self.pending.drain(..step.consumed);
+            assert!(
+                self.pending.len() <= self.max_pending,
+                "{} pending",
+                self.pending.len()
+            );
+            if step.decision != Decision::Continue {
+                self.ended = Some(step.decision);
+            }
+            step.decision
+        }
+
+        /// Everything the protocol wrote so far, as text.
+        pub fn text(&self) -> String {
+            String::from_utf8_lossy(&self.out).into_owned()
+        }
+    }
+}

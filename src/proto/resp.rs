@@ -486,58 +486,22 @@ mod tests {
 
     const MAX: u64 = 1024 * 1024;
 
-    /// Plays the connection: keeps what the protocol did not consume and
-    /// offers it again with the next bytes, stops at `Close`/`Reject`.
-    struct Driver {
-        resp: Resp,
-        pending: Vec<u8>,
-        out: Vec<u8>,
-        ended: Option<Decision>,
-    }
+    type Driver = crate::proto::driver::Driver<Resp>;
 
-    impl Driver {
-        fn new() -> Self {
-            Self {
-                resp: Resp::new(MAX),
-                pending: Vec::new(),
-                out: Vec::new(),
-                ended: None,
-            }
-        }
-
-        fn feed(&mut self, bytes: &[u8]) -> Decision {
-            assert!(self.ended.is_none(), "fed after {:?}", self.ended);
-            self.pending.extend_from_slice(bytes);
-            let step = self
-                .resp
-                .on_input(Instant::now(), &self.pending, &mut self.out);
-            assert!(step.consumed <= self.pending.len());
-            self.pending.drain(..step.consumed);
-            assert!(
-                self.pending.len() <= MAX_PENDING,
-                "{} pending",
-                self.pending.len()
-            );
-            if step.decision != Decision::Continue {
-                self.ended = Some(step.decision);
-            }
-            step.decision
-        }
-
-        fn text(&self) -> String {
-            String::from_utf8_lossy(&self.out).into_owned()
-        }
+    /// Plays the connection (see `proto::driver`).
+    fn driver() -> Driver {
+        Driver::new(Resp::new(MAX), MAX_PENDING)
     }
 
     fn run(chunks: &[&[u8]]) -> (String, Decision) {
-        let mut d = Driver::new();
+        let mut d = driver();
         let mut last = Decision::Continue;
         for chunk in chunks {
             if d.ended.is_some() {
                 break;
             }
             if !chunk.is_empty() {
-                last = d.feed(chunk);
+                last = d.feed(Instant::now(), chunk);
             }
         }
         (d.text(), last)
@@ -631,9 +595,9 @@ mod tests {
 
     #[test]
     fn pipelined_commands_are_all_answered_in_one_call() {
-        let mut d = Driver::new();
+        let mut d = driver();
         let input = "PING\r\n".repeat(100) + &"*1\r\n$4\r\nPING\r\n".repeat(100) + "*1\r\n$4\r\nPI";
-        assert_eq!(d.feed(input.as_bytes()), Decision::Continue);
+        assert_eq!(d.feed(Instant::now(), input.as_bytes()), Decision::Continue);
         assert_eq!(d.text(), "+PONG\r\n".repeat(200));
         assert_eq!(d.pending, b"$4\r\nPI", "the partial last command waits");
     }
@@ -727,51 +691,60 @@ mod tests {
 
     #[test]
     fn lengths_over_max_body_are_refused_without_allocating() {
-        let mut d = Driver::new();
-        let decision = d.feed(format!("*2\r\n$4\r\nECHO\r\n${}\r\n", MAX + 1).as_bytes());
+        let mut d = driver();
+        let decision = d.feed(
+            Instant::now(),
+            format!("*2\r\n$4\r\nECHO\r\n${}\r\n", MAX + 1).as_bytes(),
+        );
         assert!(matches!(decision, Decision::Reject(_)));
         assert_eq!(d.text(), "-ERR Protocol error: invalid bulk length\r\n");
         let (text, decision) = one(&format!("*{}\r\n", MAX + 1));
         assert_eq!(text, "-ERR Protocol error: invalid multibulk length\r\n");
         assert!(matches!(decision, Decision::Reject(_)));
         // At the limit it is streamed, never held.
-        let mut d = Driver::new();
-        d.feed(format!("*2\r\n$4\r\nECHO\r\n${MAX}\r\n").as_bytes());
+        let mut d = driver();
+        d.feed(
+            Instant::now(),
+            format!("*2\r\n$4\r\nECHO\r\n${MAX}\r\n").as_bytes(),
+        );
         let chunk = vec![b'z'; 4096];
         for _ in 0..MAX / 4096 {
-            assert_eq!(d.feed(&chunk), Decision::Continue);
+            assert_eq!(d.feed(Instant::now(), &chunk), Decision::Continue);
             assert!(d.pending.is_empty());
         }
-        d.feed(b"\r\n");
+        d.feed(Instant::now(), b"\r\n");
         assert_eq!(d.out.len(), format!("${MAX}\r\n").len() + MAX as usize + 2);
     }
 
     #[test]
     fn draining_between_commands_closes_at_once() {
-        let mut d = Driver::new();
-        d.feed(b"PING\r\n");
-        assert_eq!(d.resp.on_drain(Instant::now(), &mut d.out), Decision::Close);
+        let mut d = driver();
+        d.feed(Instant::now(), b"PING\r\n");
+        assert_eq!(
+            d.proto.on_drain(Instant::now(), &mut d.out),
+            Decision::Close
+        );
     }
 
     #[test]
     fn draining_finishes_the_command_in_flight_then_closes() {
         // Mid-bulk.
-        let mut d = Driver::new();
-        d.feed(b"*2\r\n$4\r\nECHO\r\n$6\r\nhel");
+        let mut d = driver();
+        d.feed(Instant::now(), b"*2\r\n$4\r\nECHO\r\n$6\r\nhel");
         assert_eq!(
-            d.resp.on_drain(Instant::now(), &mut d.out),
+            d.proto.on_drain(Instant::now(), &mut d.out),
             Decision::Continue
         );
-        assert_eq!(d.feed(b"lo!\r\nPING\r\n"), Decision::Close);
+        assert_eq!(d.feed(Instant::now(), b"lo!\r\nPING\r\n"), Decision::Close);
         assert_eq!(d.text(), "$6\r\nhello!\r\n");
         // A partial inline command waiting in the connection's input.
-        let mut d = Driver::new();
-        d.feed(b"PI");
+        let mut d = driver();
+        d.feed(Instant::now(), b"PI");
         assert_eq!(
-            d.resp.on_drain(Instant::now(), &mut d.out),
+            d.proto.on_drain(Instant::now(), &mut d.out),
             Decision::Continue
         );
-        assert_eq!(d.feed(b"NG\r\nPING\r\n"), Decision::Close);
+        assert_eq!(d.feed(Instant::now(), b"NG\r\nPING\r\n"), Decision::Close);
         assert_eq!(d.text(), "+PONG\r\n");
     }
 
