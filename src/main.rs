@@ -23,7 +23,7 @@ fn main() -> ExitCode {
             return ExitCode::from(exit.code);
         }
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    tcp_reactor::logging::init();
     // Still single-threaded: taking inherited sockets edits the environment.
     let inherited = match activation::take() {
         Ok(inherited) => inherited,

@@ -26,6 +26,7 @@ use slab::Slab;
 use crate::config::Config;
 use crate::conn::{CloseReason, Conn, ForceCause, Progress, Scratch};
 use crate::error::Error;
+use crate::human::{ConnName, Count, Dur};
 use crate::listener::{self, Accepted, Listener};
 use crate::proto::proxy::ProxyMode;
 use crate::proto::Protocol;
@@ -375,7 +376,7 @@ impl<P: Protocol> Server<P> {
     fn on_conn_event(&mut self, key: usize, event: &Event, now: Instant) {
         let Some(conn) = self.conns.get_mut(key) else {
             // The connection closed earlier in this same batch of events.
-            log::trace!("conn {key} event for a closed connection: ignored");
+            log::trace!("{} event for a closed connection: ignored", ConnName(key));
             return;
         };
         let error = event.is_error();
@@ -518,7 +519,7 @@ impl<P: Protocol> Server<P> {
         ));
         self.stats.accepted += 1;
         self.stats.open += 1;
-        log::debug!("conn {key} accepted from {peer}");
+        log::debug!("{} accepted from {peer}", ConnName(key));
         self.arm(key);
     }
 
@@ -543,15 +544,16 @@ impl<P: Protocol> Server<P> {
         };
         drop(conn); // closes the socket, which also removes it from epoll
         log::debug!(
-            "conn {key} {} closed: {reason} (in {bytes_in} B, out {bytes_out} B, {:?})",
+            "{} {} closed: {reason} (in {bytes_in} B, out {bytes_out} B, {})",
+            ConnName(key),
             info.peer,
-            info.lifetime
+            Dur(info.lifetime)
         );
         self.stats.record_close(reason, bytes_in, bytes_out);
         if let Some(hook) = self.on_close.as_mut() {
             hook(&info);
         }
-        log::debug!("conn {key} {} handler done.", info.peer);
+        log::debug!("{} {} handler done.", ConnName(key), info.peer);
         if self.at_limit && self.phase == Phase::Serving {
             self.at_limit = false;
             if std::mem::take(&mut self.limit_warned) {
@@ -572,7 +574,10 @@ impl<P: Protocol> Server<P> {
                         self.after_drive(key, progress, now);
                     }
                     _ => {
-                        log::trace!("conn {key} stale timer (generation {generation}): ignored");
+                        log::trace!(
+                            "{} stale timer (generation {generation}): ignored",
+                            ConnName(key)
+                        );
                         self.stale_timers = self.stale_timers.saturating_sub(1);
                     }
                 },
@@ -681,15 +686,15 @@ impl<P: Protocol> Server<P> {
             .schedule(now + self.config.drain_timeout, Wake::DrainDeadline);
         match self.worker {
             None => log::info!(
-                "recv quit signal ({cause}): stopped accepting on {}, draining {} connections (deadline {:?})",
+                "recv quit signal ({cause}): stopped accepting on {}, draining {} (deadline {})",
                 self.local_addr,
-                self.conns.len(),
-                self.config.drain_timeout
+                Count(self.conns.len() as u64, "connection"),
+                Dur(self.config.drain_timeout)
             ),
             Some(id) => log::info!(
-                "loop {id}: draining {} connections (deadline {:?})",
-                self.conns.len(),
-                self.config.drain_timeout
+                "loop {id}: draining {} (deadline {})",
+                Count(self.conns.len() as u64, "connection"),
+                Dur(self.config.drain_timeout)
             ),
         }
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
@@ -704,8 +709,9 @@ impl<P: Protocol> Server<P> {
     fn force(&mut self, cause: ForceCause, now: Instant) {
         let remaining = self.conns.len();
         log::warn!(
-            "{}: force-closing {remaining} connections",
-            CloseReason::Forced(cause)
+            "{}: force-closing {}",
+            CloseReason::Forced(cause),
+            Count(remaining as u64, "connection")
         );
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
@@ -723,8 +729,8 @@ impl<P: Protocol> Server<P> {
                     .map(|id| format!("loop {id}: "))
                     .unwrap_or_default();
                 log::info!(
-                    "{loop_name}drained in {:?}: {}",
-                    now.saturating_duration_since(started),
+                    "{loop_name}drained in {}: {}",
+                    Dur(now.saturating_duration_since(started)),
                     self.stats
                 );
                 self.phase = Phase::Done(Outcome::Clean);

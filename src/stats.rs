@@ -15,7 +15,11 @@ pub struct Stats {
     pub open: u64,
     /// Closed after an orderly end (peer closed, protocol done, drained).
     pub closed_ok: u64,
-    /// Closed because the peer reset the connection (or it broke otherwise).
+    /// Reset by the peer between messages, with nothing owed: how load
+    /// tools and some clients end a connection. Nothing was lost.
+    pub closed_aborted: u64,
+    /// Closed because the peer reset the connection while a reply was owed
+    /// or a request was half-received (or it broke otherwise).
     pub closed_reset: u64,
     /// Closed by the idle timeout.
     pub closed_timeout: u64,
@@ -41,6 +45,7 @@ impl Stats {
             CloseReason::PeerClosed | CloseReason::Done | CloseReason::Drained => {
                 &mut self.closed_ok
             }
+            CloseReason::PeerAborted => &mut self.closed_aborted,
             CloseReason::Reset | CloseReason::Io(_) => &mut self.closed_reset,
             CloseReason::IdleTimeout => &mut self.closed_timeout,
             CloseReason::ProtocolError(_) => &mut self.closed_protocol,
@@ -54,6 +59,7 @@ impl Stats {
         self.accepted += other.accepted;
         self.open += other.open;
         self.closed_ok += other.closed_ok;
+        self.closed_aborted += other.closed_aborted;
         self.closed_reset += other.closed_reset;
         self.closed_timeout += other.closed_timeout;
         self.closed_protocol += other.closed_protocol;
@@ -68,11 +74,12 @@ impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "open {}, accepted {}, closed ok {} reset {} timeout {} protocol {} forced {}, \
+            "open {}, accepted {}, closed ok {} aborted {} reset {} timeout {} protocol {} forced {}, \
              accept errors {}, bytes in {} out {}",
             self.open,
             self.accepted,
             self.closed_ok,
+            self.closed_aborted,
             self.closed_reset,
             self.closed_timeout,
             self.closed_protocol,

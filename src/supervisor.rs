@@ -107,6 +107,10 @@ impl Supervisor {
     /// The sockets were inherited: their names, and whether they came from
     /// a previous tcp-reactor (then we report readiness to it).
     pub fn inherited(mut self, names: Vec<String>, from_upgrade: bool) -> Self {
+        if from_upgrade {
+            // The previous process is still logging while it drains.
+            crate::logging::show_pid();
+        }
         self.names = names;
         self.from_upgrade = from_upgrade;
         self
@@ -154,7 +158,7 @@ impl Supervisor {
             );
             let join = thread::Builder::new()
                 .name(format!("loop-{id}"))
-                .spawn(move || run_loop(id, config, sockets, make, tx, waker))
+                .spawn(move || run_loop(id, n, config, sockets, make, tx, waker))
                 .map_err(setup("a loop thread"))?;
             joins.push(join);
         }
@@ -379,9 +383,9 @@ impl Supervisor {
                 if let Some((mut up, _)) = upgrading.take() {
                     let _ = poll.registry().deregister(&mut up.ready);
                     log::warn!(
-                        "upgrade failed: new process {} not ready within {:?}; stopped it, still serving",
+                        "upgrade failed: new process {} not ready within {}; stopped it, still serving",
                         up.child.id(),
-                        self.upgrade_timeout
+                        crate::human::Dur(self.upgrade_timeout)
                     );
                     let _ = up.child.kill();
                     let _ = up.child.wait();
@@ -401,6 +405,8 @@ impl Supervisor {
             log::warn!("upgrade failed: cannot tell which executable to start; still serving");
             return None;
         };
+        // Two processes log from here on: tell their lines apart.
+        crate::logging::show_pid();
         match Upgrade::spawn(exe, &self.args, &self.listeners, &self.names) {
             Ok(mut up) => {
                 if let Err(e) = poll
@@ -433,6 +439,7 @@ impl Supervisor {
 /// its handle, run, report the result.
 fn run_loop<P, F>(
     id: usize,
+    loops: usize,
     config: Config,
     sockets: Vec<TcpListener>,
     make: F,
@@ -442,6 +449,8 @@ fn run_loop<P, F>(
     P: Protocol,
     F: Fn() -> P + Send + 'static,
 {
+    // With several loops, this one's connection log lines carry its id.
+    crate::human::set_loop((loops > 1).then_some(id));
     let send = {
         let (tx, waker) = (tx.clone(), Arc::clone(&waker));
         move |event| {

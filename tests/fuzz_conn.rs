@@ -309,7 +309,7 @@ fn run_case(seed: u64, scratch: &mut Scratch, reached: &mut Reached) {
                 reached.peer_closed += 1;
             }
         }
-        Some(CloseReason::Reset) => reached.reset += 1,
+        Some(CloseReason::Reset | CloseReason::PeerAborted) => reached.reset += 1,
         Some(CloseReason::ProtocolError(_)) if proxy != ProxyMode::Off => {
             reached.proxy_refused += 1
         }

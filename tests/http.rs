@@ -155,6 +155,27 @@ fn wrk_keep_alive_load_has_no_socket_errors_and_only_2xx() {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no Requests/sec in:\n{report}"));
     assert!(rps > 100.0, "{report}");
+
+    // wrk resets every connection whose last response it did not read:
+    // the peer left between messages and nothing was lost, so the
+    // operator's counters say `aborted`, not `reset`.
+    let stats = stats_once_all_closed(&server);
+    assert!(stats.contains(" reset 0 "), "{stats}");
+}
+
+/// The `SIGUSR1` counters line, once every connection has closed.
+fn stats_once_all_closed(server: &ServerProcess) -> String {
+    for asked in 1..=50 {
+        server.signal(libc::SIGUSR1);
+        thread::sleep(Duration::from_millis(100));
+        let lines = server.log_lines_with("stats: ");
+        assert_eq!(lines.len(), asked, "{}", server.log());
+        if lines[asked - 1].contains("stats: open 0,") {
+            eprintln!("{}", lines[asked - 1]);
+            return lines[asked - 1].clone();
+        }
+    }
+    panic!("connections still open after 5 s:\n{}", server.log());
 }
 
 #[test]
@@ -183,6 +204,11 @@ fn ab_keep_alive_10000_requests_none_failed() {
     assert_eq!(field("Complete requests:"), 10_000, "{report}");
     assert_eq!(field("Failed requests:"), 0, "{report}");
     assert_eq!(field("Keep-Alive requests:"), 10_000, "{report}");
+
+    // ab ends some connections with a reset after their last response:
+    // nothing was lost, so the operator's counters must not call it one.
+    let stats = stats_once_all_closed(&server);
+    assert!(stats.contains(" reset 0 "), "{stats}");
 }
 
 #[test]

@@ -90,6 +90,16 @@ fn streaming_clients_are_drained_cleanly_on(signal: i32, name: &str) {
     let log = server.log();
     assert_eq!(status.code(), Some(0), "log:\n{log}");
     assert!(log.contains("All done."), "log:\n{log}");
+    for line in server.log_lines_with("drained in ") {
+        let took = line
+            .split("drained in ")
+            .nth(1)
+            .and_then(|r| r.split(':').next());
+        assert!(
+            took.is_some_and(reads_as_a_duration),
+            "not a duration a person reads: {line}"
+        );
+    }
     let done = server.log_lines_with("handler done.").len();
     assert_eq!(done, STREAMERS + 1, "one `handler done` per connection");
 }
@@ -153,7 +163,16 @@ fn the_drain_deadline_force_closes_a_client_that_never_reads() {
         "left before the deadline: {took:?}"
     );
     assert!(took < Duration::from_secs(4), "deadline overshot: {took:?}");
-    assert!(log.contains("force-closing 1 connections"), "log:\n{log}");
+    // Sentences, not debug dumps: one connection, a readable deadline.
+    let forcing = server.log_lines_with("force-closing");
+    assert!(
+        forcing.len() == 1 && forcing[0].ends_with("force-closing 1 connection"),
+        "log:\n{log}"
+    );
+    assert!(
+        log.contains("draining 1 connection (deadline 1.0 s)"),
+        "log:\n{log}"
+    );
     assert!(
         log.contains("closed: forced: drain deadline passed"),
         "log:\n{log}"
@@ -192,4 +211,18 @@ fn a_second_signal_during_the_drain_forces_exit_at_once() {
         "log:\n{log}"
     );
     assert_eq!(server.log_lines_with("handler done.").len(), 1);
+}
+
+/// `250 µs`, `1.2 ms`, `3 s`: a number and a unit, as `tcp_reactor::human::Dur`
+/// prints it; not `1.234567ms` or `0ns`.
+fn reads_as_a_duration(text: &str) -> bool {
+    match text.split_once(' ') {
+        Some(("<", "1 µs")) => true,
+        Some((number, unit)) => {
+            ["µs", "ms", "s"].contains(&unit)
+                && number.parse::<f64>().is_ok()
+                && number.split('.').nth(1).map_or(true, |d| d.len() == 1)
+        }
+        None => false,
+    }
 }

@@ -68,6 +68,17 @@ fn two_loops_echo_a_thousand_clients_and_drain_together_on_sigterm() {
     assert_eq!(server.log_lines_with("recv quit signal").len(), 1, "{log}");
     assert_eq!(server.log_lines_with("All done.").len(), 1, "{log}");
 
+    // Each connection line says which loop it belongs to: two loops each
+    // have a `conn 0`, and a reader must be able to tell them apart.
+    let accepted = server.log_lines_with(" accepted from ");
+    assert_eq!(accepted.len(), 1100, "{log}");
+    for line in &accepted {
+        assert!(
+            line.contains("] loop 0 conn ") || line.contains("] loop 1 conn "),
+            "connection line without its loop: {line}"
+        );
+    }
+
     let per_loop = accepted_per_loop(&log);
     eprintln!("connections per loop: {per_loop:?}");
     assert_eq!(per_loop.len(), 2, "{log}");

@@ -120,6 +120,14 @@ fn three_upgrades_under_load_lose_no_connection_and_no_byte() {
             thread::sleep(Duration::from_millis(10));
         };
         generations.0.push(next);
+        // Both processes log into one journal now: each line says whose it is.
+        for pid in [current, next] {
+            assert!(
+                !server.log_lines_with(&format!(" pid {pid} ")).is_empty(),
+                "no line tagged with pid {pid}:\n{}",
+                server.log()
+            );
+        }
 
         let code = if round == 1 {
             server

@@ -42,6 +42,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
+use crate::human::ConnName;
 use crate::proto::proxy::{self, Parsed, ProxyMode};
 use crate::proto::{Decision, Protocol, OUT_BUDGET};
 use buffer::Buffer;
@@ -272,8 +273,8 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
     /// clears them by returning `WouldBlock` (or a short read).
     pub fn on_event(&mut self, readable: bool, writable: bool, read_closed: bool) {
         log::trace!(
-            "conn {} event:{}{}{}",
-            self.key,
+            "{} event:{}{}{}",
+            ConnName(self.key),
             if readable { " readable" } else { "" },
             if writable { " writable" } else { "" },
             if read_closed { " read-closed" } else { "" },
@@ -422,12 +423,15 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
             ));
         }
         if due(self.silent_deadline(limits)) {
-            log::trace!("conn {} stayed silent through the drain grace", self.key);
+            log::trace!(
+                "{} stayed silent through the drain grace",
+                ConnName(self.key)
+            );
             self.finish(Ending::Shutdown, false);
         }
         if let State::Lingering { ending, .. } = self.state {
             if due(self.linger_deadline(limits)) {
-                log::trace!("conn {} linger ended without the peer's FIN", self.key);
+                log::trace!("{} linger ended without the peer's FIN", ConnName(self.key));
                 return Progress::Closed(ending.into());
             }
         }
@@ -444,15 +448,15 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
 
     /// The one place the state changes.
     fn set_state(&mut self, next: State) {
-        log::trace!("conn {} {:?} => {:?}", self.key, self.state, next);
+        log::trace!("{} {:?} => {:?}", ConnName(self.key), self.state, next);
         self.state = next;
     }
 
     fn set_read_paused(&mut self, paused: bool) {
         if paused != self.read_paused {
             log::trace!(
-                "conn {} reading {} ({} B owed)",
-                self.key,
+                "{} reading {} ({} B owed)",
+                ConnName(self.key),
                 if paused {
                     "paused: above high watermark"
                 } else {
@@ -541,7 +545,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         loop {
             match self.stream.read(&mut scratch.read) {
                 Ok(0) => {
-                    log::trace!("conn {} read EOF", self.key);
+                    log::trace!("{} read EOF", ConnName(self.key));
                     self.readable = false;
                     self.read_closed = true;
                     return Ok(ReadOutcome::Eof);
@@ -551,8 +555,8 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
                         self.readable = false; // short read: the socket is empty
                     }
                     log::trace!(
-                        "conn {} read {n} B{}",
-                        self.key,
+                        "{} read {n} B{}",
+                        ConnName(self.key),
                         if self.readable {
                             ""
                         } else {
@@ -564,7 +568,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
                     return Ok(ReadOutcome::Data(n));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    log::trace!("conn {} read would block", self.key);
+                    log::trace!("{} read would block", ConnName(self.key));
                     self.readable = false;
                     return Ok(ReadOutcome::Empty);
                 }
@@ -581,10 +585,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         scratch: &mut Scratch,
         limits: &Limits,
     ) -> Io<usize> {
-        let n = match self
-            .read(now, scratch)
-            .map_err(|e| CloseReason::from_io(&e))?
-        {
+        let n = match self.read(now, scratch).map_err(|e| self.read_error(&e))? {
             ReadOutcome::Data(n) => n,
             ReadOutcome::Empty => return Ok(0),
             ReadOutcome::Eof => {
@@ -614,6 +615,20 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         Ok(n)
     }
 
+    /// Why a failed read ended the connection. A reset between messages,
+    /// with nothing owed and nothing half-received, lost nothing: that is
+    /// how `wrk` and `ab` end their connections, and not an error to report.
+    fn read_error(&self, e: &io::Error) -> CloseReason {
+        match CloseReason::from_io(e) {
+            CloseReason::Reset
+                if self.out.is_empty() && self.input.is_empty() && !self.proto.mid_message() =>
+            {
+                CloseReason::PeerAborted
+            }
+            reason => reason,
+        }
+    }
+
     /// Try to complete the PROXY header from the input queue. `Ok(true)`
     /// once it is read (the queue then holds only payload).
     fn read_proxy_header(&mut self) -> Io<bool> {
@@ -625,15 +640,15 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
                 match client {
                     Some(client) => {
                         log::debug!(
-                            "conn {} PROXY header: client {client} (via {})",
-                            self.key,
+                            "{} PROXY header: client {client} (via {})",
+                            ConnName(self.key),
                             self.peer
                         );
                         self.peer = client;
                     }
                     None => log::debug!(
-                        "conn {} PROXY header without a client (LOCAL/UNKNOWN): keeping {}",
-                        self.key,
+                        "{} PROXY header without a client (LOCAL/UNKNOWN): keeping {}",
+                        ConnName(self.key),
                         self.peer
                     ),
                 }
@@ -731,8 +746,8 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
             }
         }
         log::trace!(
-            "conn {} wrote {done} of {} B{}",
-            self.key,
+            "{} wrote {done} of {} B{}",
+            ConnName(self.key),
             bytes.len(),
             if self.writable {
                 ""

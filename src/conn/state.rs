@@ -91,7 +91,12 @@ pub enum CloseReason {
     ProtocolError(&'static str),
     /// Drained by a graceful shutdown: owed bytes written, FIN sent.
     Drained,
-    /// The peer reset the connection, or we wrote after it closed.
+    /// The peer reset the connection between messages: nothing was owed to
+    /// it and no request was half-received, so nothing was lost. Load tools
+    /// (`wrk`, `ab`) end connections this way after their last response.
+    PeerAborted,
+    /// The peer reset the connection, or we wrote after it closed, while
+    /// output was owed or a message was half-received.
     Reset,
     /// Another I/O error.
     Io(io::ErrorKind),
@@ -130,6 +135,7 @@ impl fmt::Display for CloseReason {
             CloseReason::Done => f.write_str("protocol closed"),
             CloseReason::ProtocolError(msg) => write!(f, "protocol error: {msg}"),
             CloseReason::Drained => f.write_str("drained"),
+            CloseReason::PeerAborted => f.write_str("reset by peer between messages"),
             CloseReason::Reset => f.write_str("reset by peer"),
             CloseReason::Io(kind) => write!(f, "I/O error: {kind}"),
             CloseReason::IdleTimeout => f.write_str("idle timeout"),

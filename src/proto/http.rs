@@ -504,6 +504,10 @@ impl Protocol for Http {
         }
     }
 
+    fn mid_message(&self) -> bool {
+        matches!(self.phase, Phase::Head { .. } | Phase::Body { .. })
+    }
+
     fn on_drain(&mut self, _now: Instant, _out: &mut Vec<u8>) -> Decision {
         match self.phase {
             Phase::Idle | Phase::Done => {

@@ -89,6 +89,15 @@ pub trait Protocol {
         Decision::Close
     }
 
+    /// Whether a message is half-received or half-answered (a request head
+    /// or body in flight). A peer that resets the connection while this is
+    /// false, with nothing owed to it, lost nothing: the connection counts
+    /// it as [`CloseReason::PeerAborted`](crate::conn::CloseReason), not as
+    /// a reset.
+    fn mid_message(&self) -> bool {
+        false
+    }
+
     /// The next instant at which [`Protocol::on_timeout`] must be called.
     fn next_deadline(&self) -> Option<Instant> {
         None

@@ -382,6 +382,10 @@ impl Protocol for Resp {
         }
     }
 
+    fn mid_message(&self) -> bool {
+        !matches!(self.state, State::Ready { partial: false } | State::Done)
+    }
+
     fn on_drain(&mut self, _now: Instant, _out: &mut Vec<u8>) -> Decision {
         match self.state {
             State::Ready { partial: false } | State::Done => {

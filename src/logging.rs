@@ -1,0 +1,40 @@
+//! The binary's log format: env_logger's usual line, plus the process id
+//! while two processes write to the same journal.
+//!
+//! During a `SIGUSR2` upgrade the old and the new process both log (the old
+//! one drains while the new one serves), and their lines interleave in one
+//! journal. From the moment an upgrade starts, the old process tags its
+//! lines with `pid N`; a process started by an upgrade tags all of its own.
+//! Outside an upgrade the tag would only be noise, so it is left out.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static SHOW_PID: AtomicBool = AtomicBool::new(false);
+
+/// Set up logging from `RUST_LOG` (default `info`) with this module's format.
+pub fn init() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format(|buf, record| {
+            let level = buf.default_level_style(record.level());
+            let pid = if SHOW_PID.load(Ordering::Relaxed) {
+                format!("pid {} ", std::process::id())
+            } else {
+                String::new()
+            };
+            writeln!(
+                buf,
+                "[{} {level}{:<5}{level:#} {pid}{}] {}",
+                buf.timestamp(),
+                record.level(),
+                record.target(),
+                record.args()
+            )
+        })
+        .init();
+}
+
+/// From now on, every line says which process wrote it (`pid N`).
+pub fn show_pid() {
+    SHOW_PID.store(true, Ordering::Relaxed);
+}
