@@ -5,9 +5,9 @@
 
 mod util;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -28,7 +28,8 @@ fn free_port() -> u16 {
 }
 
 struct Haproxy {
-    child: Child,
+    /// Killed on drop; what it printed is shown only if the test fails.
+    _child: tools::Captured,
     front: SocketAddr,
     _dir: std::path::PathBuf,
 }
@@ -53,16 +54,9 @@ impl Haproxy {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("haproxy.cfg");
         std::fs::write(&path, cfg).unwrap();
-        let mut child = Command::new("haproxy")
-            .args(["-db", "-f"])
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start haproxy");
-        let out = child.stdout.take().unwrap();
-        thread::spawn(move || for _ in BufReader::new(out).lines() {}); // keep its log pipe drained
+        let mut cmd = Command::new("haproxy");
+        cmd.args(["-db", "-f"]).arg(&path);
+        let child = tools::Captured::spawn("haproxy", cmd);
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(front).is_err() {
             assert!(
@@ -72,17 +66,10 @@ impl Haproxy {
             thread::sleep(Duration::from_millis(20));
         }
         Haproxy {
-            child,
+            _child: child,
             front,
             _dir: dir,
         }
-    }
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -1,0 +1,91 @@
+//! The README is part of the contract: a new user copies its commands
+//! literally. These checks pin what outside testing found broken there.
+
+const README: &str = include_str!("../README.md");
+
+/// `RUST_LOG=tcp_reactor::conn=trace` alone silences every other line
+/// (`listening on` and `All done.` included): each example that filters a
+/// module must name a base level first.
+#[test]
+fn every_rust_log_example_keeps_the_info_lines() {
+    let mut seen = 0;
+    for (at, _) in README.match_indices("RUST_LOG=") {
+        let value: String = README[at + "RUST_LOG=".len()..]
+            .chars()
+            .take_while(|c| !c.is_whitespace() && *c != '`')
+            .collect();
+        seen += 1;
+        let directives: Vec<&str> = value.split(',').collect();
+        if directives.iter().any(|d| d.contains('=')) {
+            assert!(
+                directives.iter().any(|d| !d.contains('=')),
+                "`RUST_LOG={value}` filters a module without a base level: \
+                 every other line, `All done.` included, disappears"
+            );
+        }
+    }
+    assert!(seen > 0, "the README no longer shows RUST_LOG");
+}
+
+/// A paragraph inside a markdown table ends it: the rows after it render
+/// as plain text. Every row of the Tests table must be contiguous, and
+/// every test file must have its row.
+#[test]
+fn the_tests_table_is_one_table_listing_every_test_file() {
+    let section = README
+        .split("\n## Tests\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("a `## Tests` section");
+    let lines: Vec<&str> = section.lines().collect();
+    let first = lines
+        .iter()
+        .position(|l| l.starts_with("| file |"))
+        .expect("the tests table");
+    let rows: Vec<&str> = lines[first..]
+        .iter()
+        .take_while(|l| l.starts_with('|'))
+        .copied()
+        .collect();
+    let after: Vec<&str> = lines[first + rows.len()..]
+        .iter()
+        .filter(|l| l.starts_with("| `tests/"))
+        .copied()
+        .collect();
+    assert!(after.is_empty(), "rows cut off from the table: {after:?}");
+
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests");
+    for entry in std::fs::read_dir(dir).expect("tests/") {
+        let name = entry.expect("entry").file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(".rs") {
+            let cell = format!("| `tests/{name}` |");
+            assert!(
+                rows.iter().any(|r| r.starts_with(&cell)),
+                "tests/{name} has no row in the README's Tests table"
+            );
+        }
+    }
+}
+
+/// The library snippet must print something when run: the library logs
+/// through `log`, which is silent until a logger is installed.
+#[test]
+fn the_library_snippet_sets_up_a_logger() {
+    let section = README
+        .split("\n## Using the library\n")
+        .nth(1)
+        .expect("a `## Using the library` section");
+    let snippet = section
+        .split("```rust")
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .expect("a rust snippet");
+    assert!(
+        snippet.contains("env_logger::") && snippet.contains(".init()"),
+        "the snippet runs silently:\n{snippet}"
+    );
+    let logger = snippet.find("env_logger::").unwrap_or(usize::MAX);
+    let bind = snippet.find("Server::bind").unwrap_or(0);
+    assert!(logger < bind, "the logger must be set up before the server");
+}
