@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::conn::Limits;
 use crate::proto::proxy::{Cidr, ProxyMode};
+use crate::reactor::conn::Limits;
 
 /// Server configuration.
 #[derive(Clone, Debug)]

@@ -2,7 +2,7 @@
 //!
 //! Only start-up and event-loop failures live here. A single connection's I/O
 //! error is not an [`Error`]: it ends that connection with a
-//! [`CloseReason`](crate::conn::CloseReason) and the loop goes on.
+//! [`CloseReason`](crate::reactor::conn::CloseReason) and the loop goes on.
 
 use std::fmt;
 use std::io;

@@ -3,14 +3,24 @@
 //! graceful shutdown that waits for every handler's cleanup — rebuilt on a
 //! single-threaded `mio::Poll` event loop.
 //!
-//! * [`server`]: the loop, dispatching events by token.
-//! * [`conn`]: one connection's state machine and buffers.
-//! * [`proto`]: sans-IO protocols (bytes in, bytes and decisions out).
-//! * [`listener`], [`signals`], [`timer`]: the other event sources.
+//! The folders are the layers:
+//!
+//! * [`reactor`]: one loop — [`server`](reactor::server) (poll, dispatch by
+//!   token), [`conn`](reactor::conn) (one connection's state machine and
+//!   byte path), [`listener`](reactor::listener), [`signals`](reactor::signals),
+//!   [`timer`](reactor::timer), [`stats`](reactor::stats).
+//! * [`process`]: the main goroutine's job — the
+//!   [`supervisor`](process::supervisor) of N loops, zero-downtime
+//!   [`upgrade`](process::upgrade), systemd [`activation`](process::activation)
+//!   and [`notify`](process::notify), the fd limit, the command line.
+//! * [`proto`]: sans-IO protocols (bytes and `now` in, bytes and decisions out).
+//! * [`config`], [`error`], [`human`]: what every layer shares.
 //!
 //! ```no_run
 //! use tcp_reactor::{proto::Echo, Config, Server};
 //!
+//! // The library logs through the `log` crate: install a logger to see it.
+//! env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
 //! let server = Server::bind(Config::default(), || Echo)?
 //!     .on_close(|info| println!("{} done: {}", info.peer, info.reason));
 //! let outcome = server.run()?;
@@ -19,24 +29,14 @@
 //! ```
 #![deny(missing_docs)]
 
-pub mod activation;
-pub mod cli;
 pub mod config;
-pub mod conn;
 pub mod error;
 pub mod human;
-pub mod listener;
-pub mod logging;
-pub mod notify;
+pub mod process;
 pub mod proto;
-pub mod rlimit;
-pub mod server;
-pub mod signals;
-pub mod stats;
-pub mod supervisor;
-pub mod timer;
-pub mod upgrade;
+pub mod reactor;
 
 pub use config::Config;
 pub use error::Error;
-pub use server::{ConnInfo, Outcome, Server, ShutdownHandle};
+pub use proto::Protocol;
+pub use reactor::server::{ConnInfo, Outcome, Server, ShutdownHandle};

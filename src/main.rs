@@ -5,10 +5,11 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use tcp_reactor::cli::{self, ProtocolName, EXIT_USAGE};
+use tcp_reactor::process::activation;
+use tcp_reactor::process::cli::{self, ProtocolName, EXIT_USAGE};
+use tcp_reactor::process::supervisor::Supervisor;
 use tcp_reactor::proto::{DateAnchor, Echo, Http, HttpConfig, Resp};
-use tcp_reactor::supervisor::Supervisor;
-use tcp_reactor::{activation, listener};
+use tcp_reactor::reactor::listener;
 
 fn main() -> ExitCode {
     let invocation = match cli::parse(std::env::args_os()) {
@@ -23,7 +24,7 @@ fn main() -> ExitCode {
             return ExitCode::from(exit.code);
         }
     };
-    tcp_reactor::logging::init();
+    tcp_reactor::process::logging::init();
     // Still single-threaded: taking inherited sockets edits the environment.
     let inherited = match activation::take() {
         Ok(inherited) => inherited,
@@ -42,7 +43,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(EXIT_USAGE);
     }
-    if let Some(limit) = tcp_reactor::rlimit::raise_nofile() {
+    if let Some(limit) = tcp_reactor::process::rlimit::raise_nofile() {
         log::debug!("RLIMIT_NOFILE soft limit: {limit}");
     }
 

@@ -27,9 +27,9 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use tcp_reactor::conn::{CloseReason, Conn, Limits, Progress, Scratch, State, Transport};
 use tcp_reactor::proto::proxy::ProxyMode;
 use tcp_reactor::proto::Echo;
+use tcp_reactor::reactor::conn::{CloseReason, Conn, Limits, Progress, Scratch, State, Transport};
 use util::clients::Rng;
 
 /// The kernel and the peer, scripted.

@@ -32,8 +32,8 @@ mod util;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tcp_reactor::conn::Limits;
 use tcp_reactor::proto::{http, resp, Decision, Http, HttpConfig, Protocol, Resp};
+use tcp_reactor::reactor::conn::Limits;
 use util::clients::Rng;
 
 /// Bytes out per byte offered, at most (plus [`OUT_SLACK`]).

@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tcp_reactor::conn::{CloseReason, ForceCause};
 use tcp_reactor::proto::Echo;
+use tcp_reactor::reactor::conn::{CloseReason, ForceCause};
 use tcp_reactor::{Config, ConnInfo, Outcome, Server};
 
 fn config() -> Config {

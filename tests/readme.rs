@@ -3,7 +3,7 @@
 
 const README: &str = include_str!("../README.md");
 
-/// `RUST_LOG=tcp_reactor::conn=trace` alone silences every other line
+/// `RUST_LOG=tcp_reactor::reactor::conn=trace` alone silences every other line
 /// (`listening on` and `All done.` included): each example that filters a
 /// module must name a base level first.
 #[test]

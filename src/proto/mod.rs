@@ -16,11 +16,13 @@
 use std::time::Instant;
 
 mod echo;
+#[cfg(feature = "http")]
 pub mod http;
 pub mod proxy;
 pub mod resp;
 
 pub use echo::Echo;
+#[cfg(feature = "http")]
 pub use http::{DateAnchor, Http, HttpConfig};
 pub use resp::Resp;
 
@@ -92,7 +94,7 @@ pub trait Protocol {
     /// Whether a message is half-received or half-answered (a request head
     /// or body in flight). A peer that resets the connection while this is
     /// false, with nothing owed to it, lost nothing: the connection counts
-    /// it as [`CloseReason::PeerAborted`](crate::conn::CloseReason), not as
+    /// it as [`CloseReason::PeerAborted`](crate::reactor::conn::CloseReason), not as
     /// a reset.
     fn mid_message(&self) -> bool {
         false

@@ -23,6 +23,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
+#[cfg(feature = "proxy")]
 use ppp::{v1, v2};
 
 /// Which PROXY headers a listener expects.
@@ -44,7 +45,9 @@ pub const V1_MAX: usize = 107;
 /// The longest v2 header we accept (16-byte fixed part + addresses + TLVs).
 pub const V2_MAX: usize = 1024;
 
+#[cfg(feature = "proxy")]
 const V1_PREFIX: &[u8] = b"PROXY ";
+#[cfg(feature = "proxy")]
 const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
 
 /// What the bytes so far amount to.
@@ -66,6 +69,7 @@ pub enum Parsed {
 }
 
 /// Parse the bytes received so far.
+#[cfg(feature = "proxy")]
 pub fn parse(mode: ProxyMode, input: &[u8]) -> Parsed {
     match mode {
         ProxyMode::Off => Parsed::Done {
@@ -83,6 +87,7 @@ pub fn parse(mode: ProxyMode, input: &[u8]) -> Parsed {
     }
 }
 
+#[cfg(feature = "proxy")]
 fn prefix_state(input: &[u8], prefix: &[u8]) -> Option<Parsed> {
     let n = input.len().min(prefix.len());
     if input[..n] != prefix[..n] {
@@ -91,6 +96,7 @@ fn prefix_state(input: &[u8], prefix: &[u8]) -> Option<Parsed> {
     (input.len() < prefix.len()).then_some(Parsed::Incomplete)
 }
 
+#[cfg(feature = "proxy")]
 fn parse_v1(input: &[u8]) -> Parsed {
     if let Some(state) = prefix_state(input, V1_PREFIX) {
         return state;
@@ -115,6 +121,7 @@ fn parse_v1(input: &[u8]) -> Parsed {
     }
 }
 
+#[cfg(feature = "proxy")]
 fn parse_v2(input: &[u8]) -> Parsed {
     if let Some(state) = prefix_state(input, V2_SIGNATURE) {
         return state;
@@ -144,6 +151,19 @@ fn parse_v2(input: &[u8]) -> Parsed {
             },
         },
         Err(_) => Parsed::Invalid("malformed PROXY v2 header"),
+    }
+}
+
+/// Without the `proxy` feature no header can be read: a listener that
+/// requires one refuses every connection, and says why.
+#[cfg(not(feature = "proxy"))]
+pub fn parse(mode: ProxyMode, _input: &[u8]) -> Parsed {
+    match mode {
+        ProxyMode::Off => Parsed::Done {
+            len: 0,
+            client: None,
+        },
+        _ => Parsed::Invalid("PROXY headers need tcp-reactor's `proxy` feature"),
     }
 }
 
@@ -226,7 +246,7 @@ impl fmt::Display for Cidr {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "proxy"))]
 mod tests {
     use super::*;
     use std::net::{Ipv4Addr, Ipv6Addr};

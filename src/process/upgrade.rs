@@ -5,7 +5,7 @@
 //! `SO_REUSEPORT` sockets, whose queued connections would be dropped when
 //! the old one closes. The sockets travel as descriptors 3, 4, … with
 //! `LISTEN_FDS`, so the new process takes them on the socket-activation
-//! path ([`crate::activation`]). A pipe's write end travels too (its number
+//! path ([`crate::process::activation`]). A pipe's write end travels too (its number
 //! in `TCP_REACTOR_READY_FD`): the new process writes one byte once all its
 //! loops are listening. Until then the old process keeps accepting; if the
 //! pipe reports EOF instead (the new process died) or the byte does not
@@ -21,7 +21,7 @@ use std::process::{Child, Command};
 
 use mio::unix::pipe;
 
-use crate::activation::{LISTEN_FDS_START, UPGRADE_PPID_VAR};
+use crate::process::activation::{LISTEN_FDS_START, UPGRADE_PPID_VAR};
 
 /// Names the readiness pipe's descriptor in the new process.
 pub const READY_FD_VAR: &str = "TCP_REACTOR_READY_FD";

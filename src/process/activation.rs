@@ -5,7 +5,7 @@
 //! sockets, `LISTEN_FDNAMES` optionally names them (colon-separated), and
 //! `LISTEN_PID` names the process they are meant for — a child that
 //! inherits the environment by accident must not take them. An upgrade
-//! hand-over (see [`crate::upgrade`]) cannot know the new pid before the
+//! hand-over (see [`crate::process::upgrade`]) cannot know the new pid before the
 //! fork, so it leaves `LISTEN_PID` unset and names the parent instead in
 //! `TCP_REACTOR_UPGRADE_PPID`, which the new process checks against
 //! `getppid()`.

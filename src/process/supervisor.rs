@@ -13,7 +13,7 @@
 //! |---|---|---|
 //! | `SIGNALS` | SIGINT/SIGTERM/SIGQUIT | first: stop listening, tell every loop to drain; second: force them |
 //! | | SIGUSR1 | ask every loop for its counters, log the sum |
-//! | | SIGUSR2 | start an [upgrade](crate::upgrade) |
+//! | | SIGUSR2 | start an [upgrade](crate::process::upgrade) |
 //! | `EVENTS` | waker + channel from the loops | started, counters, finished |
 //! | `UPGRADE` | readiness pipe of the new process | ready: stop accepting and drain; EOF: upgrade failed, keep serving |
 //!
@@ -33,14 +33,14 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::config::Config;
-use crate::conn::ForceCause;
 use crate::error::Error;
-use crate::notify::{self, Notifier};
+use crate::process::notify::{self, Notifier};
+use crate::process::upgrade::{self, Readiness, Upgrade};
 use crate::proto::Protocol;
-use crate::server::{Outcome, Server, ShutdownHandle};
-use crate::signals::{SignalEvent, SignalSource};
-use crate::stats::Stats;
-use crate::upgrade::{self, Readiness, Upgrade};
+use crate::reactor::conn::ForceCause;
+use crate::reactor::server::{Outcome, Server, ShutdownHandle};
+use crate::reactor::signals::{SignalEvent, SignalSource};
+use crate::reactor::stats::Stats;
 
 const SIGNALS: Token = Token(0);
 const EVENTS: Token = Token(1);
@@ -109,7 +109,7 @@ impl Supervisor {
     pub fn inherited(mut self, names: Vec<String>, from_upgrade: bool) -> Self {
         if from_upgrade {
             // The previous process is still logging while it drains.
-            crate::logging::show_pid();
+            crate::process::logging::show_pid();
         }
         self.names = names;
         self.from_upgrade = from_upgrade;
@@ -406,7 +406,7 @@ impl Supervisor {
             return None;
         };
         // Two processes log from here on: tell their lines apart.
-        crate::logging::show_pid();
+        crate::process::logging::show_pid();
         match Upgrade::spawn(exe, &self.args, &self.listeners, &self.names) {
             Ok(mut up) => {
                 if let Err(e) = poll

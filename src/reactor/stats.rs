@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::conn::CloseReason;
+use crate::reactor::conn::CloseReason;
 
 /// Live counters of one event loop.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

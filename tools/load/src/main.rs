@@ -12,14 +12,9 @@
 //! reads CPU times; [`pattern`] is the byte stream. Exit status: 0 when the run had no
 //! errors, 1 when it had any, 2 on bad arguments.
 
-// A binary's root resolves `mod x;` next to itself; its modules live in a folder.
-#[path = "tcp-reactor-load/conn.rs"]
 mod conn;
-#[path = "tcp-reactor-load/cpu.rs"]
 mod cpu;
-#[path = "tcp-reactor-load/pattern.rs"]
 mod pattern;
-#[path = "tcp-reactor-load/stats.rs"]
 mod stats;
 
 use std::io::{self, Write as _};

@@ -10,7 +10,7 @@
 //! Each turn: poll (sleeping until the next timer at most), dispatch events
 //! by token, revisit connections that yielded, fire due timers, and stop
 //! once draining has emptied the slab. Everything a connection does lives
-//! in [`crate::conn`]; everything a protocol does lives in [`crate::proto`].
+//! in [`crate::reactor::conn`]; everything a protocol does lives in [`crate::proto`].
 //! This file only routes, counts and decides when to stop.
 
 use std::io;
@@ -24,15 +24,15 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::config::Config;
-use crate::conn::{CloseReason, Conn, ForceCause, Progress, Scratch};
 use crate::error::Error;
 use crate::human::{ConnName, Count, Dur};
-use crate::listener::{self, Accepted, Listener};
 use crate::proto::proxy::ProxyMode;
 use crate::proto::Protocol;
-use crate::signals::{SignalEvent, SignalSource};
-use crate::stats::Stats;
-use crate::timer::{Timers, Wake};
+use crate::reactor::conn::{CloseReason, Conn, ForceCause, Progress, Scratch};
+use crate::reactor::listener::{self, Accepted, Listener};
+use crate::reactor::signals::{SignalEvent, SignalSource};
+use crate::reactor::stats::Stats;
+use crate::reactor::timer::{Timers, Wake};
 
 /// Token of the signal self-pipe.
 pub const SIGNALS: Token = Token(usize::MAX - 1);
@@ -223,7 +223,7 @@ impl<P: Protocol> Server<P> {
             None
         };
         let mut config = config;
-        if let Some(allowed) = crate::rlimit::max_conns_allowed() {
+        if let Some(allowed) = crate::process::rlimit::max_conns_allowed() {
             if config.max_conns > allowed {
                 log::warn!(
                     "max-conns {} is above what RLIMIT_NOFILE allows; using {allowed}",

@@ -7,17 +7,19 @@
 //! lines with `pid N`; a process started by an upgrade tags all of its own.
 //! Outside an upgrade the tag would only be noise, so it is left out.
 
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static SHOW_PID: AtomicBool = AtomicBool::new(false);
 
 /// Set up logging from `RUST_LOG` (default `info`) with this module's format.
+#[cfg(feature = "cli")]
 pub fn init() {
+    use std::io::Write;
+
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format(|buf, record| {
             let level = buf.default_level_style(record.level());
-            let pid = if SHOW_PID.load(Ordering::Relaxed) {
+            let pid = if pid_shown() {
                 format!("pid {} ", std::process::id())
             } else {
                 String::new()
@@ -32,6 +34,11 @@ pub fn init() {
             )
         })
         .init();
+}
+
+/// Whether log lines should say which process wrote them.
+pub fn pid_shown() -> bool {
+    SHOW_PID.load(Ordering::Relaxed)
 }
 
 /// From now on, every line says which process wrote it (`pid N`).

@@ -8,7 +8,7 @@
 //! * `SIGINT`, `SIGTERM`, `SIGQUIT`: quit. The first starts the graceful
 //!   drain, a second one during the drain forces it.
 //! * `SIGUSR1`: log one line of live counters.
-//! * `SIGUSR2`: start a zero-downtime binary upgrade (see [`crate::upgrade`]).
+//! * `SIGUSR2`: start a zero-downtime binary upgrade (see [`crate::process::upgrade`]).
 //!
 //! `SIGPIPE` needs no handler: Rust binaries start with it ignored, and
 //! `std`'s `send` on Linux passes `MSG_NOSIGNAL`, so writing to a closed peer

@@ -1,0 +1,22 @@
+//! The process: the Go tutorial's main goroutine, around one loop or many.
+//!
+//! | file | role |
+//! |---|---|
+//! | [`supervisor`] | runs N loops on one listening socket; owns the signals, logs the process-wide lines, exits with the worst outcome |
+//! | [`upgrade`] | `SIGUSR2`: start the new binary with our sockets, wait for it to be ready |
+//! | [`activation`] | sockets inherited from systemd (`LISTEN_FDS`) or from the previous process |
+//! | [`notify`] | `sd_notify`: `READY=1`, `STOPPING=1`, the watchdog |
+//! | [`rlimit`] | the file-descriptor limit behind `--max-conns` |
+//! | [`cli`] | the command line (the `cli` feature) |
+//! | [`logging`] | the binary's log format (`init`: the `cli` feature), and when lines carry the pid |
+//!
+//! The loop itself, and everything a connection does, is [`crate::reactor`].
+
+pub mod activation;
+#[cfg(feature = "cli")]
+pub mod cli;
+pub mod logging;
+pub mod notify;
+pub mod rlimit;
+pub mod supervisor;
+pub mod upgrade;

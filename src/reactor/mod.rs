@@ -1,0 +1,20 @@
+//! The loop: one `mio::Poll` on one thread, and every event source it owns.
+//!
+//! | file | role | may not |
+//! |---|---|---|
+//! | [`server`] | polls, dispatches events by token, fires timers, decides when to stop | know any protocol |
+//! | [`conn`] | one connection's state machine, buffers and byte path | touch the poller or other connections |
+//! | [`listener`] | the accept goroutine: accept until `WouldBlock`, back off on `EMFILE` | decide on connection limits |
+//! | [`signals`] | SIGINT/SIGTERM/SIGQUIT/SIGUSR1/SIGUSR2 as a pollable token | act on them |
+//! | [`timer`] | a heap of `(deadline, key, generation)` wake-ups | know what a deadline means |
+//! | [`stats`] | plain per-loop counters (no atomics: one thread touches them) | lock |
+//!
+//! Nothing here knows about processes, threads or the command line: that
+//! is [`crate::process`].
+
+pub mod conn;
+pub mod listener;
+pub mod server;
+pub mod signals;
+pub mod stats;
+pub mod timer;
