@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::idle;
+use crate::instructions;
 use crate::load;
 use crate::pin::{self, Layout};
 use crate::plot;
@@ -186,6 +187,28 @@ pub fn run(cli: Cli) -> ExitCode {
             Err(errors) => results
                 .failures
                 .extend(errors.into_iter().map(|e| format!("scaling: {e}"))),
+        }
+    }
+    if scenario::selected(&cli.scenarios, instructions::NAME) {
+        let out = &settings.out;
+        match instructions::run(
+            &servers,
+            &layout,
+            settings.mt_threads,
+            quick,
+            cli.write_instructions_baseline,
+            out,
+        ) {
+            Ok(Some(o)) => {
+                if quick {
+                    println!("{}", o.markdown);
+                }
+                results.instructions_md = o.markdown;
+                results.instructions = Some(o.json);
+                results.failures.extend(o.failures);
+            }
+            Ok(None) => {}
+            Err(errors) => results.failures.extend(errors),
         }
     }
     finish(&settings, &results)

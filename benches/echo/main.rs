@@ -13,6 +13,7 @@
 mod bare_mio;
 mod harness;
 mod idle;
+mod instructions;
 mod load;
 mod pin;
 mod plot;
@@ -55,7 +56,8 @@ pub struct Cli {
     )]
     pub servers: Vec<ServerKind>,
     /// Keep only scenarios whose name contains one of these comma-separated strings,
-    /// e.g. `c50-` or `s16K` or `idle` (names: c50-s64-d1, c1000-s16K-d16, idle).
+    /// e.g. `c50-` or `s16K` or `idle` (names: c50-s64-d1, c1000-s16K-d16, idle,
+    /// instructions, scaling).
     #[arg(long, value_delimiter = ',')]
     pub scenarios: Vec<String>,
     /// Idle connections opened for the RSS-per-connection scenario.
@@ -80,6 +82,10 @@ pub struct Cli {
     /// quarter of a core is re-run up to twice, keeping the quietest attempt.)
     #[arg(long, default_value_t = 120.0)]
     pub max_wait: f64,
+    /// Instead of checking tcp-reactor's instructions per message against
+    /// benches/echo/instructions-baseline.json, write the measured figure there.
+    #[arg(long)]
+    pub write_instructions_baseline: bool,
     /// Where the JSON, markdown and SVG reports go (default: target/bench-report).
     #[arg(long)]
     pub out: Option<std::path::PathBuf>,
