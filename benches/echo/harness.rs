@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::golang;
 use crate::idle;
 use crate::instructions;
 use crate::load;
@@ -107,6 +108,14 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     let mut servers = cli.servers.clone();
     servers.dedup();
+    if servers.contains(&ServerKind::Go) {
+        if let Err(why) = golang::build() {
+            eprintln!(
+                "\n!!! SKIP the go server: {why}; run scripts/install-bench-tools.sh (golang-go) !!!\n"
+            );
+            servers.retain(|&k| k != ServerKind::Go);
+        }
+    }
     let scenarios = scenario::grid(&cli.scenarios);
     let with_idle = scenario::selected(&cli.scenarios, IDLE) && idle_conns > 0;
 

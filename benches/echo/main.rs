@@ -11,6 +11,7 @@
 //! See docs/BENCHMARKS.md for what is measured and how to read it.
 
 mod bare_mio;
+mod golang;
 mod harness;
 mod idle;
 mod instructions;
@@ -48,11 +49,12 @@ pub struct Cli {
     /// Warm-up seconds per cell (load runs, nothing counted).
     #[arg(long, default_value_t = 0.5)]
     pub warmup: f64,
-    /// Servers to run, comma-separated (tcp-reactor, tokio-ct, tokio-mt, bare-mio).
+    /// Servers to run, comma-separated (tcp-reactor, tokio-ct, tokio-mt, bare-mio, go).
+    /// `go` is built with `go build` first, and skipped loudly when Go is not installed.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "tcp-reactor,tokio-ct,tokio-mt,bare-mio"
+        default_value = "tcp-reactor,tokio-ct,tokio-mt,bare-mio,go"
     )]
     pub servers: Vec<ServerKind>,
     /// Keep only scenarios whose name contains one of these comma-separated strings,
@@ -121,8 +123,8 @@ fn serve(kind: ServerKind, cli: &Cli) -> ExitCode {
             tokio_echo::serve(cli.listen, tokio_echo::Flavor::MultiThread(cli.threads))
         }
         ServerKind::BareMio => bare_mio::serve(cli.listen),
-        ServerKind::TcpReactor => {
-            eprintln!("tcp-reactor is its own binary; --serve runs only the comparison servers");
+        ServerKind::TcpReactor | ServerKind::Go => {
+            eprintln!("{kind} is its own binary; --serve runs only the Rust comparison servers");
             return ExitCode::from(2);
         }
     };

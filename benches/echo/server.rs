@@ -36,6 +36,8 @@ pub enum ServerKind {
     TokioMt,
     /// The bare mio echo loop: the floor.
     BareMio,
+    /// The Go tutorial's model: a goroutine per connection (benches/echo/go/echo.go).
+    Go,
 }
 
 impl ServerKind {
@@ -45,6 +47,7 @@ impl ServerKind {
             ServerKind::TokioCt => "tokio-ct",
             ServerKind::TokioMt => "tokio-mt",
             ServerKind::BareMio => "bare-mio",
+            ServerKind::Go => "go",
         }
     }
 }
@@ -94,6 +97,9 @@ impl ServerProc {
     ) -> Result<Self, String> {
         let program = match kind {
             ServerKind::TcpReactor => PathBuf::from(env!("CARGO_BIN_EXE_tcp-reactor")),
+            ServerKind::Go => crate::golang::binary()
+                .cloned()
+                .ok_or("go: the Go server was not built")?,
             _ => std::env::current_exe()
                 .map_err(|e| format!("cannot find the bench binary to re-execute: {e}"))?,
         };
@@ -105,7 +111,9 @@ impl ServerProc {
             }
             None => Command::new(&program),
         };
-        if kind != ServerKind::TcpReactor {
+        if kind == ServerKind::Go {
+            cmd.env("GOMAXPROCS", layout.server_cpus.max(1).to_string());
+        } else if kind != ServerKind::TcpReactor {
             cmd.arg("--serve").arg(kind.name());
             if kind == ServerKind::TokioMt {
                 cmd.arg("--threads").arg(mt_threads.to_string());
