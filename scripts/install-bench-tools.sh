@@ -1,6 +1,8 @@
 #!/usr/bin/env sh
 # Install what `cargo bench --bench echo` needs beyond Rust: strace, for the
-# syscalls-per-message columns (without it they print `-` and a loud SKIP line).
+# syscalls-per-message columns (without it they print `-` and a loud SKIP line);
+# valgrind, for the instructions-per-message column and its guard (callgrind);
+# golang-go, for the Go comparison server (without it: a loud SKIP of that row).
 # `cargo bench --bench protocols` also needs nginx (nginx-light), wrk,
 # redis-server and redis-benchmark (redis-tools); without them it SKIPs that half.
 # Debian/Ubuntu (apt-get). Idempotent: re-running installs nothing new.
@@ -8,7 +10,7 @@
 set -eu
 
 # command:package pairs; only missing commands are installed.
-TOOLS="strace:strace nginx:nginx-light wrk:wrk redis-server:redis-server redis-benchmark:redis-tools"
+TOOLS="strace:strace valgrind:valgrind go:golang-go nginx:nginx-light wrk:wrk redis-server:redis-server redis-benchmark:redis-tools"
 MISSING=""
 for pair in $TOOLS; do
     cmd=${pair%%:*}

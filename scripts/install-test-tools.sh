@@ -6,6 +6,7 @@ set -euo pipefail
 
 packages=(
   strace            # syscalls-per-message column of `cargo bench --bench echo`
+  valgrind          # `cargo bench --bench echo -- --quick`: the instructions-per-message guard
   systemd           # tests/systemd.rs: systemd-socket-activate starts the real binary
   haproxy           # tests/haproxy.rs: a real HAProxy in front of two backends (PROXY v1/v2)
   curl              # tests/http.rs: GET/HEAD/POST and connection reuse (`curl -v` twice)

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::golang;
 use crate::idle;
+use crate::instructions;
 use crate::load;
 use crate::pin::{self, Layout};
 use crate::plot;
@@ -106,6 +108,14 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     let mut servers = cli.servers.clone();
     servers.dedup();
+    if servers.contains(&ServerKind::Go) {
+        if let Err(why) = golang::build() {
+            eprintln!(
+                "\n!!! SKIP the go server: {why}; run scripts/install-bench-tools.sh (golang-go) !!!\n"
+            );
+            servers.retain(|&k| k != ServerKind::Go);
+        }
+    }
     let scenarios = scenario::grid(&cli.scenarios);
     let with_idle = scenario::selected(&cli.scenarios, IDLE) && idle_conns > 0;
 
@@ -186,6 +196,28 @@ pub fn run(cli: Cli) -> ExitCode {
             Err(errors) => results
                 .failures
                 .extend(errors.into_iter().map(|e| format!("scaling: {e}"))),
+        }
+    }
+    if scenario::selected(&cli.scenarios, instructions::NAME) {
+        let out = &settings.out;
+        match instructions::run(
+            &servers,
+            &layout,
+            settings.mt_threads,
+            quick,
+            cli.write_instructions_baseline,
+            out,
+        ) {
+            Ok(Some(o)) => {
+                if quick {
+                    println!("{}", o.markdown);
+                }
+                results.instructions_md = o.markdown;
+                results.instructions = Some(o.json);
+                results.failures.extend(o.failures);
+            }
+            Ok(None) => {}
+            Err(errors) => results.failures.extend(errors),
         }
     }
     finish(&settings, &results)

@@ -11,8 +11,10 @@
 //! See docs/BENCHMARKS.md for what is measured and how to read it.
 
 mod bare_mio;
+mod golang;
 mod harness;
 mod idle;
+mod instructions;
 mod load;
 mod pin;
 mod plot;
@@ -47,15 +49,17 @@ pub struct Cli {
     /// Warm-up seconds per cell (load runs, nothing counted).
     #[arg(long, default_value_t = 0.5)]
     pub warmup: f64,
-    /// Servers to run, comma-separated (tcp-reactor, tokio-ct, tokio-mt, bare-mio).
+    /// Servers to run, comma-separated (tcp-reactor, tokio-ct, tokio-mt, bare-mio, go).
+    /// `go` is built with `go build` first, and skipped loudly when Go is not installed.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "tcp-reactor,tokio-ct,tokio-mt,bare-mio"
+        default_value = "tcp-reactor,tokio-ct,tokio-mt,bare-mio,go"
     )]
     pub servers: Vec<ServerKind>,
     /// Keep only scenarios whose name contains one of these comma-separated strings,
-    /// e.g. `c50-` or `s16K` or `idle` (names: c50-s64-d1, c1000-s16K-d16, idle).
+    /// e.g. `c50-` or `s16K` or `idle` (names: c50-s64-d1, c1000-s16K-d16, idle,
+    /// instructions, scaling).
     #[arg(long, value_delimiter = ',')]
     pub scenarios: Vec<String>,
     /// Idle connections opened for the RSS-per-connection scenario.
@@ -80,6 +84,10 @@ pub struct Cli {
     /// quarter of a core is re-run up to twice, keeping the quietest attempt.)
     #[arg(long, default_value_t = 120.0)]
     pub max_wait: f64,
+    /// Instead of checking tcp-reactor's instructions per message against
+    /// benches/echo/instructions-baseline.json, write the measured figure there.
+    #[arg(long)]
+    pub write_instructions_baseline: bool,
     /// Where the JSON, markdown and SVG reports go (default: target/bench-report).
     #[arg(long)]
     pub out: Option<std::path::PathBuf>,
@@ -115,8 +123,8 @@ fn serve(kind: ServerKind, cli: &Cli) -> ExitCode {
             tokio_echo::serve(cli.listen, tokio_echo::Flavor::MultiThread(cli.threads))
         }
         ServerKind::BareMio => bare_mio::serve(cli.listen),
-        ServerKind::TcpReactor => {
-            eprintln!("tcp-reactor is its own binary; --serve runs only the comparison servers");
+        ServerKind::TcpReactor | ServerKind::Go => {
+            eprintln!("{kind} is its own binary; --serve runs only the Rust comparison servers");
             return ExitCode::from(2);
         }
     };

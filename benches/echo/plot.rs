@@ -24,6 +24,7 @@ fn color(kind: ServerKind) -> RGBColor {
         ServerKind::TokioCt => RGBColor(31, 119, 180),
         ServerKind::TokioMt => RGBColor(44, 160, 44),
         ServerKind::BareMio => RGBColor(80, 80, 80),
+        ServerKind::Go => RGBColor(0, 173, 216),
     }
 }
 

@@ -33,6 +33,10 @@ pub struct Results {
     /// Syscall counters that did not run, and why.
     pub syscall_skip: Vec<String>,
     pub idle: BTreeMap<ServerKind, Vec<IdleResult>>,
+    /// The callgrind counts and the guard's verdict (`instructions` scenario).
+    pub instructions: Option<Value>,
+    /// Its markdown (table and guard verdict), shown after the idle table.
+    pub instructions_md: String,
     /// Errors and contract violations; any of them fails the run.
     pub failures: Vec<String>,
 }
@@ -140,6 +144,7 @@ impl Results {
         if self.scenarios.is_empty() {
             self.syscall_table(&mut s);
             self.idle_table(&mut s);
+            s.push_str(&self.instructions_md);
             s.push_str(&self.targets_text());
             return s;
         }
@@ -203,6 +208,7 @@ impl Results {
         s.push('\n');
         self.syscall_table(&mut s);
         self.idle_table(&mut s);
+        s.push_str(&self.instructions_md);
         s.push_str(&self.targets_text());
         s
     }
@@ -520,6 +526,7 @@ impl Results {
             "cells": cells,
             "idle": idle,
             "syscalls_skipped": self.syscall_skip,
+            "instructions": self.instructions,
             "targets": self.targets(),
             "failures": self.failures,
         })

@@ -36,6 +36,8 @@ pub enum ServerKind {
     TokioMt,
     /// The bare mio echo loop: the floor.
     BareMio,
+    /// The Go tutorial's model: a goroutine per connection (benches/echo/go/echo.go).
+    Go,
 }
 
 impl ServerKind {
@@ -45,6 +47,7 @@ impl ServerKind {
             ServerKind::TokioCt => "tokio-ct",
             ServerKind::TokioMt => "tokio-mt",
             ServerKind::BareMio => "bare-mio",
+            ServerKind::Go => "go",
         }
     }
 }
@@ -78,19 +81,44 @@ impl ServerProc {
         mt_threads: usize,
         extra: &[String],
     ) -> Result<Self, String> {
-        let mut cmd = match kind {
-            ServerKind::TcpReactor => Command::new(env!("CARGO_BIN_EXE_tcp-reactor")),
-            _ => {
-                let exe = std::env::current_exe()
-                    .map_err(|e| format!("cannot find the bench binary to re-execute: {e}"))?;
-                let mut cmd = Command::new(exe);
-                cmd.arg("--serve").arg(kind.name());
-                if kind == ServerKind::TokioMt {
-                    cmd.arg("--threads").arg(mt_threads.to_string());
-                }
+        Self::start_under(kind, layout, mt_threads, extra, &[])
+    }
+
+    /// Like [`ServerProc::start_with_args`], with the server's command line run by
+    /// `wrapper` (e.g. `valgrind --tool=callgrind …`; empty: run it directly). The
+    /// wrapper must run the server in its own process (same pid), as valgrind does, so
+    /// that signals and `/proc` reach the server.
+    pub fn start_under(
+        kind: ServerKind,
+        layout: &Layout,
+        mt_threads: usize,
+        extra: &[String],
+        wrapper: &[String],
+    ) -> Result<Self, String> {
+        let program = match kind {
+            ServerKind::TcpReactor => PathBuf::from(env!("CARGO_BIN_EXE_tcp-reactor")),
+            ServerKind::Go => crate::golang::binary()
+                .cloned()
+                .ok_or("go: the Go server was not built")?,
+            _ => std::env::current_exe()
+                .map_err(|e| format!("cannot find the bench binary to re-execute: {e}"))?,
+        };
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut cmd = Command::new(first);
+                cmd.args(rest).arg(&program);
                 cmd
             }
+            None => Command::new(&program),
         };
+        if kind == ServerKind::Go {
+            cmd.env("GOMAXPROCS", layout.server_cpus.max(1).to_string());
+        } else if kind != ServerKind::TcpReactor {
+            cmd.arg("--serve").arg(kind.name());
+            if kind == ServerKind::TokioMt {
+                cmd.arg("--threads").arg(mt_threads.to_string());
+            }
+        }
         cmd.args(extra)
             .arg("--listen")
             .arg("127.0.0.1:0")

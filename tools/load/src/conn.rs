@@ -78,6 +78,8 @@ pub struct Shared {
     pub measuring: bool,
     /// Connections that completed at least one echo (the server has accepted them).
     pub echoed_once: usize,
+    /// `--messages`: messages each connection issues in all, then it finishes.
+    pub limit: Option<u64>,
 }
 
 pub struct Conn {
@@ -142,7 +144,7 @@ impl Conn {
             }
             self.set_state(State::Running);
             for _ in 0..sh.depth {
-                self.issue(now, sh.size);
+                self.issue_or_finish(now, sh);
             }
         }
         self.pump(now, sh)
@@ -190,6 +192,18 @@ impl Conn {
                 Ok(false)
             }
             Err(e) => Err(Fault::Connect(e)),
+        }
+    }
+
+    /// While running, queue the next message, or finish once `--messages` are issued.
+    fn issue_or_finish(&mut self, now: Instant, sh: &Shared) {
+        if self.state != State::Running {
+            return;
+        }
+        let size = sh.size as u64;
+        match sh.limit {
+            Some(limit) if self.issued / size >= limit => self.set_state(State::Finishing),
+            _ => self.issue(now, sh.size),
         }
     }
 
@@ -266,9 +280,7 @@ impl Conn {
             if sh.measuring {
                 sh.stats.record(now.saturating_duration_since(issued_at));
             }
-            if self.state == State::Running {
-                self.issue(now, sh.size);
-            }
+            self.issue_or_finish(now, sh);
         }
         self.close_if_settled()
     }

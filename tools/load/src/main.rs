@@ -66,6 +66,12 @@ struct Args {
     /// `stop` (or EOF), print `stopped`. For harnesses that attach tracers to the server.
     #[arg(long)]
     control: bool,
+    /// Fixed work instead of a timed window: every connection completes exactly this many
+    /// messages, then sends its FIN (`--warmup`/`--duration` are ignored; every message
+    /// is counted). The server then does exactly `connections × messages` echoes, which
+    /// instruction counters need (`cargo bench --bench echo -- --scenarios instructions`).
+    #[arg(long, value_name = "N", conflicts_with = "control")]
+    messages: Option<u64>,
     /// Give up on connections not established after this many seconds.
     #[arg(long, default_value_t = 10.0)]
     connect_timeout: f64,
@@ -156,8 +162,8 @@ struct Load {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if args.depth == 0 || args.connections == 0 {
-        eprintln!("tcp-reactor-load: --connections and --depth must be at least 1");
+    if args.depth == 0 || args.connections == 0 || args.messages == Some(0) {
+        eprintln!("tcp-reactor-load: --connections, --depth and --messages must be at least 1");
         return ExitCode::from(2);
     }
     let mut load = match Load::new(args) {
@@ -199,8 +205,9 @@ impl Load {
             stats: Stats::new(),
             size: args.size,
             depth: args.depth,
-            measuring: false,
+            measuring: args.messages.is_some(),
             echoed_once: 0,
+            limit: args.messages,
         };
         let deadline = Instant::now() + Duration::from_secs_f64(args.connect_timeout);
         Ok(Load {
@@ -330,6 +337,8 @@ impl Load {
                     self.fail_connecting();
                     let open_at = if self.args.control {
                         None
+                    } else if self.args.messages.is_some() {
+                        Some(now)
                     } else {
                         Some(now + Duration::from_secs_f64(self.args.warmup))
                     };
@@ -349,7 +358,8 @@ impl Load {
                 if open {
                     self.cpu_at_open = self.cpu_snapshot();
                     self.sh.measuring = true;
-                    let close_at = (!self.args.control)
+                    // `--messages`: the window closes when every connection is done.
+                    let close_at = (!self.args.control && self.args.messages.is_none())
                         .then(|| now + Duration::from_secs_f64(self.args.duration));
                     self.phase = Phase::Window {
                         opened: now,
