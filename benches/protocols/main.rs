@@ -27,6 +27,8 @@ mod pin;
 
 use pin::CpuSet;
 
+mod pubsub;
+
 /// tcp-reactor's http/resp against nginx and redis-server.
 #[derive(Parser, Debug)]
 #[command(about, long_about = None)]
@@ -682,8 +684,96 @@ fn run(
             table(&rows)
         );
     }
+    // pub/sub fan-out: tcp-reactor vs redis-server, our own publisher and subscribers.
+    if let Some(tool) = missing(&["redis-server"]) {
+        let msg = format!("SKIP: {tool} not installed; run scripts/install-bench-tools.sh");
+        eprintln!("\n!!!!!!!! {msg} (pub/sub half skipped) !!!!!!!!\n");
+        let _ = writeln!(body, "### pub/sub\n\n{msg}\n");
+    } else {
+        let (rows, errors) = fanout_rows(quick, reps, secs, load_cpu, server_cpu, dir)?;
+        failures += errors;
+        let _ =
+            writeln!(
+            body,
+            "### pub/sub fan-out: 1 publisher, N subscribers of one channel, against tcp-reactor \
+             `--protocol resp` and redis-server\n\n\
+             msg/s counts *delivered* messages (published × N); CPU ns per delivered message; \
+             p50/p99: publish → delivery latency. The publisher stays at most 32 KiB ahead of \
+             the slowest subscriber (see benches/protocols/pubsub.rs).\n\n{}",
+            table(&rows).replacen("req/s", "msg/s", 1).replace("ns/req", "ns/msg")
+        );
+    }
     if quick {
         body.push_str("(--quick: smoke test, figures not meaningful)\n");
     }
     Ok((body, failures))
+}
+
+/// The fan-out matrix: 1, 10 and 100 subscribers × 64 B and 1 KiB, both servers,
+/// interleaved. The clients are threads of this process, pinned to the load CPU.
+fn fanout_rows(
+    quick: bool,
+    reps: usize,
+    secs: u32,
+    load_cpu: Option<CpuSet>,
+    server_cpu: Option<CpuSet>,
+    dir: &Path,
+) -> Result<(Vec<Row>, u64), String> {
+    if let Some(cpu) = load_cpu {
+        let _ = cpu.apply(); // this thread, and the client threads it spawns
+    }
+    let servers = [
+        Server::tcp_reactor("resp", server_cpu)?,
+        start_redis(
+            &find_tool("redis-server").expect("checked"),
+            dir,
+            server_cpu,
+        )?,
+    ];
+    let cases: Vec<(usize, usize)> = [1, 10, 100]
+        .into_iter()
+        .flat_map(|n| [64, 1024].map(|size| (n, size)))
+        .collect();
+    let mut rows = Vec::new();
+    for &(n, size) in &cases {
+        for s in &servers {
+            rows.push(Row {
+                load: format!("{n} × {size} B"),
+                server: s.name,
+                samples: Vec::new(),
+            });
+        }
+    }
+    let secs = if quick { 0.5 } else { f64::from(secs) };
+    for rep in 0..reps {
+        for (c, &(n, size)) in cases.iter().enumerate() {
+            for k in 0..servers.len() {
+                let i = (k + rep) % servers.len();
+                let server = &servers[i];
+                eprintln!(
+                    "[pubsub rep {}/{reps}] {n} × {size} B {}",
+                    rep + 1,
+                    server.name
+                );
+                let before = cpu_ns(server.pid()).ok_or("cannot read server /proc/PID/stat")?;
+                let f = pubsub::fanout(server.addr, n, size, secs)
+                    .map_err(|e| format!("{}: {e}", server.name))?;
+                let after = cpu_ns(server.pid()).ok_or("server exited during the run")?;
+                let per = |ns: u64| ns as f64 / f.delivered.max(1) as f64;
+                rows[c * 2 + i].samples.push(Sample {
+                    rps: f.delivered as f64 / f.elapsed.as_secs_f64(),
+                    p50_us: Some(f.p50_us),
+                    p99_us: Some(f.p99_us),
+                    user_ns: per(after.0 - before.0),
+                    sys_ns: per(after.1 - before.1),
+                    errors: f.errors,
+                });
+            }
+        }
+    }
+    for s in servers {
+        eprintln!("stopped {}", s.stop());
+    }
+    let errors = rows.iter().flat_map(|r| &r.samples).map(|s| s.errors).sum();
+    Ok((rows, errors))
 }
