@@ -1,5 +1,7 @@
 //! `cargo bench --bench protocols`: tcp-reactor's `http` and `resp` protocols against
-//! nginx (one worker, `return 200`) and redis-server, on the same machine, in the same run.
+//! nginx (one worker, `return 200`) and redis-server, on the same machine, in the same run;
+//! and pub/sub fan-out (one publisher; 1, 10, 100 subscribers; 64 B and 1 KiB) against
+//! redis-server with our own clients ([`pubsub`]). `--only http,resp,pubsub` picks parts.
 //!
 //! Every server is its own process pinned to one CPU (the last this process may use); the
 //! load tools (`wrk`, `redis-benchmark`) are pinned to the first. Servers are started once,
@@ -45,6 +47,9 @@ struct Cli {
     /// Requests per redis-benchmark test (`-n`).
     #[arg(long, default_value_t = 200_000)]
     requests: u64,
+    /// Run only these parts (comma-separated): http, resp, pubsub. Default: all.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     /// Report directory (default: target/bench-report).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -513,7 +518,9 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let started = Instant::now();
-    let result = run(quick, reps, secs, n, load_cpu, server_cpu, &dir);
+    let wanted = |part: &str| cli.only.is_empty() || cli.only.iter().any(|o| o == part);
+    let parts = [wanted("http"), wanted("resp"), wanted("pubsub")];
+    let result = run(quick, reps, secs, n, load_cpu, server_cpu, &dir, parts);
     let _ = std::fs::remove_dir_all(&dir);
     let (body, failures) = match result {
         Ok(v) => v,
@@ -566,6 +573,7 @@ fn run(
     load_cpu: Option<CpuSet>,
     server_cpu: Option<CpuSet>,
     dir: &Path,
+    [http, resp, pubsub]: [bool; 3],
 ) -> Result<(String, u64), String> {
     let mut body = String::new();
     let mut failures = 0;
@@ -577,7 +585,8 @@ fn run(
     };
 
     // http: tcp-reactor vs nginx, wrk.
-    if let Some(tool) = missing(&["nginx", "wrk"]) {
+    if !http {
+    } else if let Some(tool) = missing(&["nginx", "wrk"]) {
         let msg = format!("SKIP: {tool} not installed; run scripts/install-bench-tools.sh");
         eprintln!("\n!!!!!!!! {msg} (http half skipped) !!!!!!!!\n");
         let _ = writeln!(body, "### http\n\n{msg}\n");
@@ -626,7 +635,8 @@ fn run(
     }
 
     // resp: tcp-reactor vs redis-server, redis-benchmark.
-    if let Some(tool) = missing(&["redis-server", "redis-benchmark"]) {
+    if !resp {
+    } else if let Some(tool) = missing(&["redis-server", "redis-benchmark"]) {
         let msg = format!("SKIP: {tool} not installed; run scripts/install-bench-tools.sh");
         eprintln!("\n!!!!!!!! {msg} (resp half skipped) !!!!!!!!\n");
         let _ = writeln!(body, "### resp\n\n{msg}\n");
@@ -685,7 +695,8 @@ fn run(
         );
     }
     // pub/sub fan-out: tcp-reactor vs redis-server, our own publisher and subscribers.
-    if let Some(tool) = missing(&["redis-server"]) {
+    if !pubsub {
+    } else if let Some(tool) = missing(&["redis-server"]) {
         let msg = format!("SKIP: {tool} not installed; run scripts/install-bench-tools.sh");
         eprintln!("\n!!!!!!!! {msg} (pub/sub half skipped) !!!!!!!!\n");
         let _ = writeln!(body, "### pub/sub\n\n{msg}\n");
