@@ -6,6 +6,7 @@
 //! * [`server`]: the loop, dispatching events by token.
 //! * [`conn`]: one connection's state machine and buffers.
 //! * [`proto`]: sans-IO protocols (bytes in, bytes and decisions out).
+//! * [`mailbox`]: messages between connections (Go's channels).
 //! * [`listener`], [`signals`], [`timer`]: the other event sources.
 //!
 //! ```no_run
@@ -25,6 +26,7 @@ pub mod config;
 pub mod conn;
 pub mod error;
 pub mod listener;
+pub mod mailbox;
 pub mod notify;
 pub mod proto;
 pub mod rlimit;

@@ -35,6 +35,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::config::Config;
 use crate::conn::ForceCause;
 use crate::error::Error;
+use crate::mailbox::Hub;
 use crate::notify::{self, Notifier};
 use crate::proto::Protocol;
 use crate::server::{Outcome, Server, ShutdownHandle};
@@ -139,6 +140,7 @@ impl Supervisor {
             per_loop.accept_batch = per_loop.accept_batch.min(SHARED_ACCEPT_BATCH);
         }
         let mut joins = Vec::with_capacity(n);
+        let hub = Hub::new(n);
         for id in 0..n {
             let sockets = self
                 .listeners
@@ -146,15 +148,16 @@ impl Supervisor {
                 .map(TcpListener::try_clone)
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(setup("a listener copy"))?;
-            let (tx, waker, make, config) = (
+            let (tx, waker, make, config, hub) = (
                 tx.clone(),
                 Arc::clone(&waker),
                 make_protocol.clone(),
                 per_loop.clone(),
+                Arc::clone(&hub),
             );
             let join = thread::Builder::new()
                 .name(format!("loop-{id}"))
-                .spawn(move || run_loop(id, config, sockets, make, tx, waker))
+                .spawn(move || run_loop(id, config, sockets, make, hub, tx, waker))
                 .map_err(setup("a loop thread"))?;
             joins.push(join);
         }
@@ -436,6 +439,7 @@ fn run_loop<P, F>(
     config: Config,
     sockets: Vec<TcpListener>,
     make: F,
+    hub: Arc<Hub>,
     tx: mpsc::Sender<LoopEvent>,
     waker: Arc<Waker>,
 ) where
@@ -456,6 +460,7 @@ fn run_loop<P, F>(
     let (stats_send, stop_send) = (send.clone(), send.clone());
     let server = server
         .worker(id)
+        .hub(hub, id)
         .on_stats(move |stats| stats_send(LoopEvent::Stats(stats.clone())))
         .on_stopped_accepting(move || stop_send(LoopEvent::StoppedAccepting));
     send(LoopEvent::Started(id, server.shutdown_handle()));
