@@ -231,6 +231,26 @@ struct Groups {
     patterns: Vec<(Vec<u8>, Vec<ConnId>)>,
 }
 
+impl Groups {
+    fn leave(&mut self, topic: &[u8], me: ConnId) {
+        if let Some(members) = self.exact.get_mut(topic) {
+            members.retain(|&m| m != me);
+            if members.is_empty() {
+                self.exact.remove(topic);
+            }
+        }
+    }
+
+    fn leave_pattern(&mut self, pattern: &[u8], me: ConnId) {
+        if let Some(at) = self.patterns.iter().position(|(p, _)| p == pattern) {
+            self.patterns[at].1.retain(|&m| m != me);
+            if self.patterns[at].1.is_empty() {
+                self.patterns.remove(at);
+            }
+        }
+    }
+}
+
 /// One loop's door: its queue and its waker.
 #[derive(Debug)]
 struct Door {
@@ -319,13 +339,38 @@ impl Hub {
 /// the loop attaches it when the connection opens. Detached, sends and
 /// groups are only recorded (useful in unit tests); see the module docs
 /// for the guarantees once attached.
-#[derive(Debug, Default)]
+///
+/// Small while unused (40 B, no heap): what it sends and the groups it is
+/// in are allocated on first use.
+#[derive(Debug)]
 pub struct Mailbox {
-    me: Option<ConnId>,
+    me: ConnId,
     hub: Option<Arc<Hub>>,
+    used: Option<Box<Used>>,
+}
+
+/// A mailbox's sends and groups, once it has had any.
+#[derive(Debug, Default)]
+struct Used {
     sent: Outbox,
     topics: Vec<Vec<u8>>,
     patterns: Vec<Vec<u8>>,
+}
+
+/// What an unused mailbox reads as.
+static UNUSED: Outbox = Outbox {
+    routes: Vec::new(),
+    bytes: Vec::new(),
+};
+
+impl Default for Mailbox {
+    fn default() -> Self {
+        Self {
+            me: ConnId::NOBODY,
+            hub: None,
+            used: None,
+        }
+    }
 }
 
 impl Mailbox {
@@ -337,26 +382,39 @@ impl Mailbox {
     /// Give it its connection's identity and the process's hub. Called by
     /// the loop when the connection opens (and by tests).
     pub fn attach(&mut self, me: ConnId, hub: Arc<Hub>) {
-        self.me = Some(me);
+        self.me = me;
         self.hub = Some(hub);
     }
 
     /// The sender named in what it records: itself, or [`ConnId::NOBODY`]
     /// while detached.
     fn from(&self) -> ConnId {
-        self.me.unwrap_or(ConnId::NOBODY)
+        self.me
+    }
+
+    fn used(&mut self) -> &mut Used {
+        self.used.get_or_insert_with(Box::default)
+    }
+
+    fn topics_mut(&mut self) -> &mut Vec<Vec<u8>> {
+        &mut self.used().topics
+    }
+
+    fn patterns_mut(&mut self) -> &mut Vec<Vec<u8>> {
+        &mut self.used().patterns
     }
 
     /// This connection's identity (`None` until attached).
     pub fn me(&self) -> Option<ConnId> {
-        self.me
+        (self.me != ConnId::NOBODY).then_some(self.me)
     }
 
     /// Send `payload` to one connection.
     pub fn send(&mut self, to: ConnId, payload: &[u8]) {
-        let payload = self.sent.push_bytes(payload);
-        self.sent.routes.push(Route {
-            from: self.from(),
+        let from = self.from();
+        let payload = self.used().sent.push_bytes(payload);
+        self.used().sent.routes.push(Route {
+            from,
             to,
             topic: None,
             pattern: None,
@@ -367,9 +425,9 @@ impl Mailbox {
     /// Send the same `payload` to each of `to` (the bytes are kept once).
     pub fn send_many(&mut self, to: &[ConnId], payload: &[u8]) {
         let from = self.from();
-        let payload = self.sent.push_bytes(payload);
+        let payload = self.used().sent.push_bytes(payload);
         for &to in to {
-            self.sent.routes.push(Route {
+            self.used().sent.routes.push(Route {
                 from,
                 to,
                 topic: None,
@@ -389,45 +447,51 @@ impl Mailbox {
             return 0;
         };
         let groups = hub.read();
-        let before = self.sent.routes.len();
-        let topic_at = self.sent.push_bytes(topic);
-        let payload_at = self.sent.push_bytes(payload);
+        let sent = &mut self.used.get_or_insert_with(Box::default).sent;
+        let before = sent.routes.len();
+        let topic_at = sent.push_bytes(topic);
+        let payload_at = sent.push_bytes(payload);
+        let route = |to, pattern| Route {
+            from,
+            to,
+            topic: Some(topic_at.clone()),
+            pattern,
+            payload: payload_at.clone(),
+        };
         if let Some(members) = groups.exact.get(topic) {
-            for &to in members {
-                self.sent.routes.push(Route {
-                    from,
-                    to,
-                    topic: Some(topic_at.clone()),
-                    pattern: None,
-                    payload: payload_at.clone(),
-                });
-            }
+            sent.routes
+                .extend(members.iter().map(|&to| route(to, None)));
         }
         for (pattern, members) in &groups.patterns {
             if members.is_empty() || !glob::matches(pattern, topic) {
                 continue;
             }
-            let pattern_at = self.sent.push_bytes(pattern);
-            for &to in members {
-                self.sent.routes.push(Route {
-                    from,
-                    to,
-                    topic: Some(topic_at.clone()),
-                    pattern: Some(pattern_at.clone()),
-                    payload: payload_at.clone(),
-                });
-            }
+            let pattern_at = sent.push_bytes(pattern);
+            sent.routes.extend(
+                members
+                    .iter()
+                    .map(|&to| route(to, Some(pattern_at.clone()))),
+            );
         }
-        self.sent.routes.len() - before
+        let receivers = sent.routes.len() - before;
+        if receivers == 0 {
+            sent.bytes.truncate(topic_at.start);
+        }
+        receivers
+    }
+
+    /// The hub and identity, once attached.
+    fn attached(&self) -> Option<(&Hub, ConnId)> {
+        self.hub.as_deref().map(|hub| (hub, self.me))
     }
 
     /// Join group `topic`. `false` if already a member.
     pub fn join(&mut self, topic: &[u8]) -> bool {
-        if self.topics.iter().any(|t| t == topic) {
+        if self.topics().iter().any(|t| t == topic) {
             return false;
         }
-        self.topics.push(topic.to_vec());
-        if let (Some(hub), Some(me)) = (&self.hub, self.me) {
+        self.topics_mut().push(topic.to_vec());
+        if let Some((hub, me)) = self.attached() {
             hub.write()
                 .exact
                 .entry(topic.to_vec())
@@ -439,18 +503,12 @@ impl Mailbox {
 
     /// Leave group `topic`. `false` if not a member.
     pub fn leave(&mut self, topic: &[u8]) -> bool {
-        let Some(i) = self.topics.iter().position(|t| t == topic) else {
+        let Some(i) = self.topics().iter().position(|t| t == topic) else {
             return false;
         };
-        self.topics.remove(i);
-        if let (Some(hub), Some(me)) = (&self.hub, self.me) {
-            let mut groups = hub.write();
-            if let Some(members) = groups.exact.get_mut(topic) {
-                members.retain(|&m| m != me);
-                if members.is_empty() {
-                    groups.exact.remove(topic);
-                }
-            }
+        self.topics_mut().remove(i);
+        if let Some((hub, me)) = self.attached() {
+            hub.write().leave(topic, me);
         }
         true
     }
@@ -458,11 +516,11 @@ impl Mailbox {
     /// Listen on every group whose name matches the glob `pattern` (see
     /// [`glob`]). `false` if already listening on it.
     pub fn join_pattern(&mut self, pattern: &[u8]) -> bool {
-        if self.patterns.iter().any(|p| p == pattern) {
+        if self.patterns().iter().any(|p| p == pattern) {
             return false;
         }
-        self.patterns.push(pattern.to_vec());
-        if let (Some(hub), Some(me)) = (&self.hub, self.me) {
+        self.patterns_mut().push(pattern.to_vec());
+        if let Some((hub, me)) = self.attached() {
             let mut groups = hub.write();
             match groups.patterns.iter_mut().find(|(p, _)| p == pattern) {
                 Some((_, members)) => members.push(me),
@@ -474,68 +532,56 @@ impl Mailbox {
 
     /// Stop listening on `pattern`. `false` if not listening on it.
     pub fn leave_pattern(&mut self, pattern: &[u8]) -> bool {
-        let Some(i) = self.patterns.iter().position(|p| p == pattern) else {
+        let Some(i) = self.patterns().iter().position(|p| p == pattern) else {
             return false;
         };
-        self.patterns.remove(i);
-        if let (Some(hub), Some(me)) = (&self.hub, self.me) {
-            let mut groups = hub.write();
-            if let Some(at) = groups.patterns.iter().position(|(p, _)| p == pattern) {
-                groups.patterns[at].1.retain(|&m| m != me);
-                if groups.patterns[at].1.is_empty() {
-                    groups.patterns.remove(at);
-                }
-            }
+        self.patterns_mut().remove(i);
+        if let Some((hub, me)) = self.attached() {
+            hub.write().leave_pattern(pattern, me);
         }
         true
     }
 
     /// The groups joined, in join order.
     pub fn topics(&self) -> &[Vec<u8>] {
-        &self.topics
+        self.used.as_ref().map_or(&[], |u| &u.topics)
     }
 
     /// The patterns listened on, in join order.
     pub fn patterns(&self) -> &[Vec<u8>] {
-        &self.patterns
+        self.used.as_ref().map_or(&[], |u| &u.patterns)
     }
 
     /// What was sent since the loop last took the outbox: for tests.
     pub fn sent(&self) -> &Outbox {
-        &self.sent
+        self.used.as_ref().map_or(&UNUSED, |u| &u.sent)
     }
 
     /// Swap the recorded sends with `empty` (the loop's spare outbox), so
     /// both keep their memory. Called by the loop after the connection's turn.
     pub(crate) fn take_sent(&mut self, spare: &mut Outbox) {
-        std::mem::swap(&mut self.sent, spare);
+        if let Some(used) = self.used.as_mut() {
+            std::mem::swap(&mut used.sent, spare);
+        }
     }
 }
 
 impl Drop for Mailbox {
     /// A closed connection leaves all its groups.
     fn drop(&mut self) {
-        let (Some(hub), Some(me)) = (&self.hub, self.me) else {
+        let (Some((hub, me)), Some(used)) = (self.attached(), self.used.as_ref()) else {
             return;
         };
-        if self.topics.is_empty() && self.patterns.is_empty() {
+        if used.topics.is_empty() && used.patterns.is_empty() {
             return;
         }
         let mut groups = hub.write();
-        for topic in &self.topics {
-            if let Some(members) = groups.exact.get_mut(topic.as_slice()) {
-                members.retain(|&m| m != me);
-                if members.is_empty() {
-                    groups.exact.remove(topic.as_slice());
-                }
-            }
+        for topic in &used.topics {
+            groups.leave(topic, me);
         }
-        groups.patterns.retain_mut(|(p, members)| {
-            if self.patterns.contains(p) {
-                members.retain(|&m| m != me);
-            }
-            !members.is_empty()
-        });
+        for pattern in &used.patterns {
+            groups.leave_pattern(pattern, me);
+        }
     }
 }
 
@@ -555,6 +601,14 @@ mod tests {
         let mut mailbox = Mailbox::new();
         mailbox.attach(me, Arc::clone(hub));
         mailbox
+    }
+
+    #[test]
+    fn an_unused_mailbox_is_small_and_owns_no_heap() {
+        let size = std::mem::size_of::<Mailbox>();
+        assert!(size <= 40, "Mailbox grew to {size} B");
+        let mailbox = Mailbox::new();
+        assert!(mailbox.used.is_none() && mailbox.sent().is_empty());
     }
 
     #[test]

@@ -80,7 +80,7 @@ impl PubSub {
             Command::PSubscribe
         } else if is(b"PUNSUBSCRIBE") {
             Command::PUnsubscribe
-        } else if is(b"PUBLISH") {
+        } else if is(b"PUBLISH") && !self.subscribed() {
             Command::Publish
         } else if is(b"RESET") {
             Command::Reset
@@ -383,4 +383,109 @@ fn bulk_header(rest: &[u8]) -> Option<(usize, usize)> {
         n.saturating_mul(10).saturating_add(usize::from(d - b'0'))
     });
     Some((len, cr + 2))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use super::super::driver::Driver;
+    use super::super::resp::{Resp, MAX_PENDING};
+    use super::super::{Decision, Protocol};
+    use crate::mailbox::{ConnId, Hub};
+
+    fn resp(hub: &Arc<Hub>, key: usize) -> Driver<Resp> {
+        let mut proto = Resp::new(512 * 1024 * 1024);
+        let me = ConnId {
+            loop_id: 0,
+            key,
+            generation: key as u64,
+        };
+        proto.mailbox().unwrap().attach(me, Arc::clone(hub));
+        Driver::new(proto, MAX_PENDING)
+    }
+
+    #[test]
+    fn subscribe_replies_per_channel_with_the_running_count() {
+        let hub = Hub::new(1);
+        let mut sub = resp(&hub, 1);
+        sub.feed(
+            Instant::now(),
+            b"*3\r\n$9\r\nSUBSCRIBE\r\n$1\r\na\r\n$1\r\nb\r\nPSUBSCRIBE n*\r\n",
+        );
+        assert_eq!(
+            sub.text(),
+            "*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n\
+             *3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n\
+             *3\r\n$10\r\npsubscribe\r\n$2\r\nn*\r\n:3\r\n"
+        );
+    }
+
+    #[test]
+    fn publish_counts_receivers_and_records_what_it_sent() {
+        let hub = Hub::new(1);
+        let mut sub = resp(&hub, 1);
+        sub.feed(Instant::now(), b"SUBSCRIBE news\r\nPSUBSCRIBE n*\r\n");
+        let mut publisher = resp(&hub, 2);
+        publisher.feed(
+            Instant::now(),
+            b"*3\r\n$7\r\nPUBLISH\r\n$4\r\nnews\r\n$2\r\nhi\r\n",
+        );
+        assert_eq!(publisher.text(), ":2\r\n");
+        let sent = publisher.proto.mailbox().unwrap().sent();
+        let mut framed = Vec::new();
+        for (to, msg) in sent.iter() {
+            assert_eq!(to.key, 1);
+            sub.proto.on_message(Instant::now(), &msg, &mut framed);
+        }
+        assert_eq!(
+            String::from_utf8(framed).unwrap(),
+            "*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$2\r\nhi\r\n\
+             *4\r\n$8\r\npmessage\r\n$2\r\nn*\r\n$4\r\nnews\r\n$2\r\nhi\r\n"
+        );
+    }
+
+    #[test]
+    fn a_publish_split_anywhere_is_answered_once_whole() {
+        let input = b"*3\r\n$7\r\nPUBLISH\r\n$4\r\nnews\r\n$5\r\nhello\r\nPING\r\n";
+        for split in 1..input.len() {
+            let hub = Hub::new(1);
+            let mut publisher = resp(&hub, 1);
+            publisher.feed(Instant::now(), &input[..split]);
+            publisher.feed(Instant::now(), &input[split..]);
+            assert_eq!(publisher.text(), ":0\r\n+PONG\r\n", "split at {split}");
+        }
+    }
+
+    #[test]
+    fn subscribed_mode_allows_ping_and_refuses_other_commands() {
+        let hub = Hub::new(1);
+        let mut sub = resp(&hub, 1);
+        sub.feed(Instant::now(), b"SUBSCRIBE a\r\n");
+        sub.out.clear();
+        sub.feed(Instant::now(), b"PING\r\nPING x\r\nECHO y\r\n");
+        assert_eq!(
+            sub.text(),
+            "*2\r\n$4\r\npong\r\n$0\r\n\r\n*2\r\n$4\r\npong\r\n$1\r\nx\r\n\
+             -ERR Can't execute 'echo': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n"
+        );
+        sub.out.clear();
+        sub.feed(Instant::now(), b"UNSUBSCRIBE\r\nUNSUBSCRIBE\r\nPING\r\n");
+        assert_eq!(
+            sub.text(),
+            "*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:0\r\n\
+             *3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n+PONG\r\n"
+        );
+    }
+
+    #[test]
+    fn a_pubsub_command_longer_than_the_bound_is_a_protocol_error() {
+        let hub = Hub::new(1);
+        let mut publisher = resp(&hub, 1);
+        let big = super::MAX_COMMAND;
+        let head = format!("*3\r\n$7\r\nPUBLISH\r\n$1\r\nc\r\n${big}\r\n");
+        let decision = publisher.feed(Instant::now(), head.as_bytes());
+        assert_eq!(decision, Decision::Reject("pub/sub command too long"));
+    }
 }
