@@ -638,6 +638,7 @@ impl<P: Protocol> Server<P> {
             generation: self.next_generation,
         };
         conn.attach(me, &self.hub);
+        self.collect_sent(key);
         self.stats.accepted += 1;
         self.stats.open += 1;
         log::debug!("conn {key} accepted from {peer}");
@@ -665,6 +666,12 @@ impl<P: Protocol> Server<P> {
             lifetime: now.saturating_duration_since(conn.opened()),
         };
         conn.protocol_mut().on_closed(&info);
+        let mut spare = self.spares.pop().unwrap_or_default();
+        if conn.take_sent(&mut spare) {
+            self.outgoing.push(spare); // its farewells
+        } else {
+            self.spares.push(spare);
+        }
         drop(conn); // closes the socket (which also removes it from epoll); leaves its groups
         log::debug!(
             "conn {key} {} closed: {reason} (in {bytes_in} B, out {bytes_out} B, {:?})",

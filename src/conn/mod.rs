@@ -231,11 +231,13 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         }
     }
 
-    /// Give the protocol its identity and the hub, if it messages.
+    /// Give the protocol its identity and the hub, if it messages, then
+    /// tell it it is open.
     pub fn attach(&mut self, me: ConnId, hub: &Arc<Hub>) {
         if let Some(mailbox) = self.proto.mailbox() {
             mailbox.attach(me, Arc::clone(hub));
         }
+        self.proto.on_open();
     }
 
     /// Move what the protocol sent into `spare` (swapping buffers, so both

@@ -120,6 +120,12 @@ pub trait Protocol {
         None
     }
 
+    /// The connection is open and its mailbox (if any) attached: the place
+    /// to join groups or announce it. Called once, right after
+    /// [`Protocol::on_peer`] (when a PROXY header is expected, before it).
+    /// What it sends is routed at the end of the loop's turn.
+    fn on_open(&mut self) {}
+
     /// A message from another connection (or this one) arrived. Frame it
     /// into `out`, which is written to the peer like any reply; the default
     /// writes the payload as it is. Called only while the connection is
