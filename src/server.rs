@@ -184,6 +184,8 @@ pub struct Server<P: Protocol> {
     inbox: Option<Receiver<Outbox>>,
     /// Outboxes taken from connections this turn, not routed yet.
     outgoing: Vec<Outbox>,
+    /// The list being routed (swapped with `outgoing`).
+    routing: Vec<Outbox>,
     /// Emptied outboxes kept for their memory.
     spares: Vec<Outbox>,
     /// Per loop: the batch being gathered for it this turn.
@@ -280,6 +282,7 @@ impl<P: Protocol> Server<P> {
             loop_id: 0,
             inbox,
             outgoing: Vec::new(),
+            routing: Vec::new(),
             spares: Vec::new(),
             remote: vec![Outbox::default()],
         })
@@ -478,14 +481,17 @@ impl<P: Protocol> Server<P> {
         let mut rounds = 0;
         while !self.outgoing.is_empty() && rounds < MAX_ROUTE_ROUNDS {
             rounds += 1;
-            let outgoing = std::mem::take(&mut self.outgoing);
-            for mut outbox in outgoing {
+            // Swap lists (both keep their memory): deliveries may send more.
+            let mut outgoing = std::mem::take(&mut self.routing);
+            std::mem::swap(&mut outgoing, &mut self.outgoing);
+            for mut outbox in outgoing.drain(..) {
                 if outbox.split_remote(self.loop_id, &mut self.remote) {
                     self.deliver(&outbox, now);
                 }
                 outbox.clear();
                 self.spares.push(outbox);
             }
+            self.routing = outgoing;
             for id in 0..self.remote.len() {
                 if self.remote[id].is_empty() {
                     continue;

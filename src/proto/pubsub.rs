@@ -13,7 +13,10 @@
 //!   uses its hash order), or `*3 unsubscribe <nil> :<left>` if there were
 //!   none. `PSUBSCRIBE` / `PUNSUBSCRIBE` likewise for glob patterns.
 //! * `PUBLISH ch msg` → `:<receivers>`: subscribers of `ch` plus one per
-//!   (subscriber, matching pattern), on every loop, as Redis counts.
+//!   (subscriber, matching pattern), on every loop, as Redis counts. A
+//!   subscriber gets its `message` first, then a `pmessage` per matching
+//!   pattern in the order patterns were first subscribed (redis-server
+//!   walks its pattern dict in hash order).
 //! * Subscribed (any channel or pattern): only the commands above, `PING`
 //!   (→ `*2 pong <arg or "">`), `QUIT` and `RESET`; anything else is
 //!   `-ERR Can't execute '<cmd>': …`.

@@ -11,6 +11,10 @@
 //! * `PING` → `+PONG`; `PING msg` → bulk `msg`.
 //! * `ECHO msg` → bulk `msg`.
 //! * `QUIT` → `+OK`, then close.
+//! * `SUBSCRIBE`, `UNSUBSCRIBE`, `PSUBSCRIBE`, `PUNSUBSCRIBE`, `PUBLISH`,
+//!   `RESET` and the subscribed mode: see [`super::pubsub`]; those commands
+//!   are taken whole, not streamed (at most [`super::pubsub::MAX_COMMAND`]
+//!   bytes).
 //! * anything else → `-ERR unknown command '<name>'`; the connection stays
 //!   usable (`redis-benchmark` starts with `CONFIG GET save`, and copes).
 //!
