@@ -464,15 +464,16 @@ impl<P: Protocol> Server<P> {
 
     /// Take what the connection's protocol sent, to route after the turn.
     fn collect_sent(&mut self, key: usize) {
+        // For a protocol without a mailbox `has_sent` is a constant `false`.
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let mut spare = self.spares.pop().unwrap_or_default();
-        if conn.take_sent(&mut spare) {
-            self.outgoing.push(spare);
-        } else {
-            self.spares.push(spare);
+        if !conn.has_sent() {
+            return;
         }
+        let mut spare = self.spares.pop().unwrap_or_default();
+        conn.take_sent(&mut spare);
+        self.outgoing.push(spare);
     }
 
     /// Route the messages sent this turn: ours straight into their

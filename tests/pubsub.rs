@@ -319,9 +319,14 @@ fn a_subscriber_that_never_reads_is_cut_off_and_the_others_get_every_byte() {
     );
 }
 
+/// On one loop a publish is routed in the turn that answers it, so every
+/// message the publisher saw counted is queued before the drain starts.
+/// (Across loops a batch still in flight when the receiving loop starts
+/// draining can arrive after its subscribers' FIN and is dropped: see
+/// "Drain" in docs/ARCHITECTURE.md.)
 #[test]
-fn a_drain_delivers_what_was_published_before_the_fin_across_loops() {
-    let mut server = ServerProcess::start(&["--protocol", "resp", "--threads", "2"]);
+fn a_drain_delivers_what_was_published_before_the_fin() {
+    let mut server = ServerProcess::start(&["--protocol", "resp"]);
     let port = server.addr.port();
     let mut subs: Vec<TcpStream> = (0..4).map(|_| subscribe(port, b"news")).collect();
     let mut publisher = connect(port);

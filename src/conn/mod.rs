@@ -240,6 +240,13 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         self.proto.on_open();
     }
 
+    /// Whether the protocol sent messages not yet taken by the loop.
+    pub fn has_sent(&mut self) -> bool {
+        self.proto
+            .mailbox()
+            .is_some_and(|mailbox| !mailbox.sent().is_empty())
+    }
+
     /// Move what the protocol sent into `spare` (swapping buffers, so both
     /// keep their memory). `false`, touching nothing, when it sent nothing.
     pub fn take_sent(&mut self, spare: &mut Outbox) -> bool {
