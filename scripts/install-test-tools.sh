@@ -12,6 +12,7 @@ packages=(
   curl              # tests/http.rs: GET/HEAD/POST and connection reuse (`curl -v` twice)
   wrk               # tests/http.rs: keep-alive load, 0 socket errors and 0 non-2xx
   apache2-utils     # tests/http.rs: `ab -k`, 0 failed requests
+  redis-server      # tests/pubsub.rs: pub/sub frames diffed against a real redis-server
   redis-tools       # tests/resp.rs: `redis-cli PING`, `redis-benchmark -t ping`
 )
 

@@ -8,7 +8,8 @@
 //! * [`reactor`]: one loop — [`server`](reactor::server) (poll, dispatch by
 //!   token), [`conn`](reactor::conn) (one connection's state machine and
 //!   byte path), [`listener`](reactor::listener), [`signals`](reactor::signals),
-//!   [`timer`](reactor::timer), [`stats`](reactor::stats).
+//!   [`timer`](reactor::timer), [`stats`](reactor::stats), and the
+//!   [`mailbox`](reactor::mailbox): messages between connections (Go's channels).
 //! * [`process`]: the main goroutine's job — the
 //!   [`supervisor`](process::supervisor) of N loops, zero-downtime
 //!   [`upgrade`](process::upgrade), systemd [`activation`](process::activation)
@@ -39,4 +40,5 @@ pub mod reactor;
 pub use config::Config;
 pub use error::Error;
 pub use proto::Protocol;
+pub use reactor::mailbox::{ConnId, Mailbox, Message};
 pub use reactor::server::{ConnInfo, Outcome, Server, ShutdownHandle};

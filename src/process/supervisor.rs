@@ -38,6 +38,7 @@ use crate::process::notify::{self, Notifier};
 use crate::process::upgrade::{self, Readiness, Upgrade};
 use crate::proto::Protocol;
 use crate::reactor::conn::ForceCause;
+use crate::reactor::mailbox::Hub;
 use crate::reactor::server::{Outcome, Server, ShutdownHandle};
 use crate::reactor::signals::{SignalEvent, SignalSource};
 use crate::reactor::stats::Stats;
@@ -143,6 +144,7 @@ impl Supervisor {
             per_loop.accept_batch = per_loop.accept_batch.min(SHARED_ACCEPT_BATCH);
         }
         let mut joins = Vec::with_capacity(n);
+        let hub = Hub::new(n);
         for id in 0..n {
             let sockets = self
                 .listeners
@@ -150,15 +152,16 @@ impl Supervisor {
                 .map(TcpListener::try_clone)
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(setup("a listener copy"))?;
-            let (tx, waker, make, config) = (
+            let (tx, waker, make, config, hub) = (
                 tx.clone(),
                 Arc::clone(&waker),
                 make_protocol.clone(),
                 per_loop.clone(),
+                Arc::clone(&hub),
             );
             let join = thread::Builder::new()
                 .name(format!("loop-{id}"))
-                .spawn(move || run_loop(id, n, config, sockets, make, tx, waker))
+                .spawn(move || run_loop(id, config, sockets, make, hub, tx, waker))
                 .map_err(setup("a loop thread"))?;
             joins.push(join);
         }
@@ -439,10 +442,10 @@ impl Supervisor {
 /// its handle, run, report the result.
 fn run_loop<P, F>(
     id: usize,
-    loops: usize,
     config: Config,
     sockets: Vec<TcpListener>,
     make: F,
+    hub: Arc<Hub>,
     tx: mpsc::Sender<LoopEvent>,
     waker: Arc<Waker>,
 ) where
@@ -450,7 +453,7 @@ fn run_loop<P, F>(
     F: Fn() -> P + Send + 'static,
 {
     // With several loops, this one's connection log lines carry its id.
-    crate::human::set_loop((loops > 1).then_some(id));
+    crate::human::set_loop((hub.loops() > 1).then_some(id));
     let send = {
         let (tx, waker) = (tx.clone(), Arc::clone(&waker));
         move |event| {
@@ -465,6 +468,7 @@ fn run_loop<P, F>(
     let (stats_send, stop_send) = (send.clone(), send.clone());
     let server = server
         .worker(id)
+        .hub(hub, id)
         .on_stats(move |stats| stats_send(LoopEvent::Stats(stats.clone())))
         .on_stopped_accepting(move || stop_send(LoopEvent::StoppedAccepting));
     send(LoopEvent::Started(id, server.shutdown_handle()));

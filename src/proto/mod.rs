@@ -15,10 +15,14 @@
 
 use std::time::Instant;
 
+use crate::reactor::mailbox::{Mailbox, Message};
+use crate::reactor::server::ConnInfo;
+
 mod echo;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod proxy;
+pub mod pubsub;
 pub mod resp;
 
 pub use echo::Echo;
@@ -101,6 +105,14 @@ pub trait Protocol {
     }
 
     /// The next instant at which [`Protocol::on_timeout`] must be called.
+    ///
+    /// Return an instant the protocol **stored** (say `started + timeout`,
+    /// with `started` the `now` of an earlier call), never one computed
+    /// from the current time: the connection asks again when the timer
+    /// fires and calls `on_timeout` only if the instant it gets then has
+    /// passed, so `Instant::now() + x` moves away each time it is asked and
+    /// the protocol is never woken. (A protocol has no clock anyway: time
+    /// comes in as `now`.)
     fn next_deadline(&self) -> Option<Instant> {
         None
     }
@@ -109,6 +121,39 @@ pub trait Protocol {
     fn on_timeout(&mut self, _now: Instant, _out: &mut Vec<u8>) -> Decision {
         Decision::Continue
     }
+
+    /// The protocol's messaging handle, if it messages other connections
+    /// (see [`crate::reactor::mailbox`]). The loop attaches it when the connection
+    /// opens (so [`Mailbox::me`] is its identity from the first call on),
+    /// and routes what was sent through it after each of the protocol's
+    /// calls. `None` (the default) costs nothing.
+    fn mailbox(&mut self) -> Option<&mut Mailbox> {
+        None
+    }
+
+    /// The connection is open and its mailbox (if any) attached: the place
+    /// to join groups or announce it. Called once, right after
+    /// [`Protocol::on_peer`] (when a PROXY header is expected, before it).
+    /// What it sends is routed at the end of the loop's turn.
+    fn on_open(&mut self) {}
+
+    /// A message from another connection (or this one) arrived. Frame it
+    /// into `out`, which is written to the peer like any reply; the default
+    /// writes the payload as it is. Called only while the connection is
+    /// `Open` or `Draining`; it may send messages in turn, and may end the
+    /// conversation.
+    fn on_message(&mut self, _now: Instant, msg: &Message<'_>, out: &mut Vec<u8>) -> Decision {
+        out.extend_from_slice(msg.payload);
+        Decision::Continue
+    }
+
+    /// The connection has closed (its socket is gone): the last call, made
+    /// just before the server's cleanup hook with the same facts. The
+    /// place to look at what the protocol kept (counters, a session) or to
+    /// hand it on. Anything that must happen even when a protocol is
+    /// dropped without closing (a test, a panic) belongs in `Drop`, which
+    /// runs right after this.
+    fn on_closed(&mut self, _info: &ConnInfo) {}
 }
 
 /// A test harness for any protocol: feeds it bytes the way a connection

@@ -11,6 +11,10 @@
 //! * `PING` → `+PONG`; `PING msg` → bulk `msg`.
 //! * `ECHO msg` → bulk `msg`.
 //! * `QUIT` → `+OK`, then close.
+//! * `SUBSCRIBE`, `UNSUBSCRIBE`, `PSUBSCRIBE`, `PUNSUBSCRIBE`, `PUBLISH`,
+//!   `RESET` and the subscribed mode: see [`super::pubsub`]; those commands
+//!   are taken whole, not streamed (at most [`super::pubsub::MAX_COMMAND`]
+//!   bytes).
 //! * anything else → `-ERR unknown command '<name>'`; the connection stays
 //!   usable (`redis-benchmark` starts with `CONFIG GET save`, and copes).
 //!
@@ -37,7 +41,9 @@
 
 use std::time::Instant;
 
+use super::pubsub::{self, PubSub, Whole};
 use super::{Decision, Protocol, Step};
+use crate::reactor::mailbox::{Mailbox, Message};
 
 /// Longest inline command line (Redis allows 64 KiB; we keep a quarter of
 /// the connection's pending-input bound).
@@ -97,6 +103,8 @@ pub struct Resp {
     state: State,
     /// A graceful drain began: finish the command in flight, then close.
     draining: bool,
+    /// Channels and patterns subscribed to (see [`super::pubsub`]).
+    pubsub: PubSub,
 }
 
 /// A `*N` or `$N` line at the front of the input.
@@ -119,6 +127,7 @@ impl Resp {
             max_len,
             state: State::Ready { partial: false },
             draining: false,
+            pubsub: PubSub::new(),
         }
     }
 
@@ -202,6 +211,14 @@ impl Resp {
         let Some(name) = args.next() else {
             return Ok(Some((nl + 1, Then::Nothing))); // an empty line: no command
         };
+        if let Some(command) = self.pubsub.command(name) {
+            let args: Vec<&[u8]> = args.collect();
+            self.pubsub.run(command, args.into_iter(), out);
+            return Ok(Some((nl + 1, Then::Nothing)));
+        }
+        if self.pubsub.refuse(name, out) {
+            return Ok(Some((nl + 1, Then::Nothing)));
+        }
         let arg1 = args.next();
         let argc = 1 + u64::from(arg1.is_some()) + args.count() as u64;
         let then = match Self::answer(name, true, argc, out) {
@@ -303,7 +320,27 @@ impl Protocol for Resp {
                         return continue_at(pos);
                     }
                     let name = &rest[header..header + preview];
-                    let then = Self::answer(name, preview as u64 == len, argc, out);
+                    let complete = preview as u64 == len;
+                    if let Some(command) = self.pubsub.command(name).filter(|_| complete) {
+                        // Pub/sub commands are taken whole, not streamed.
+                        match pubsub::measure(rest, argc) {
+                            Whole::Partial => return continue_at(pos),
+                            Whole::Invalid(msg) => return self.protocol_error(msg, input, out),
+                            Whole::Done(len, args) => {
+                                self.pubsub.run(command, args, out);
+                                pos += len;
+                                if let Some(step) = self.command_done(input) {
+                                    return step;
+                                }
+                                continue;
+                            }
+                        }
+                    }
+                    let then = if self.pubsub.refuse(name, out) {
+                        Then::Nothing
+                    } else {
+                        Self::answer(name, complete, argc, out)
+                    };
                     pos += header + preview;
                     if then == Then::Close {
                         return self.close(input.len(), Decision::Close);
@@ -384,6 +421,15 @@ impl Protocol for Resp {
 
     fn mid_message(&self) -> bool {
         !matches!(self.state, State::Ready { partial: false } | State::Done)
+    }
+
+    fn mailbox(&mut self) -> Option<&mut Mailbox> {
+        Some(self.pubsub.mailbox())
+    }
+
+    fn on_message(&mut self, _now: Instant, msg: &Message<'_>, out: &mut Vec<u8>) -> Decision {
+        pubsub::frame(msg, out);
+        Decision::Continue
     }
 
     fn on_drain(&mut self, _now: Instant, _out: &mut Vec<u8>) -> Decision {
@@ -756,6 +802,8 @@ mod tests {
     fn an_idle_resp_connection_is_small() {
         let size = std::mem::size_of::<Resp>();
         eprintln!("Resp: {size} B");
-        assert!(size <= 48, "Resp grew to {size} B");
+        // 48 B of parser state, and an unused mailbox for pub/sub.
+        let mailbox = std::mem::size_of::<crate::reactor::mailbox::Mailbox>();
+        assert!(size <= 48 + mailbox, "Resp grew to {size} B");
     }
 }

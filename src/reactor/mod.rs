@@ -8,12 +8,14 @@
 //! | [`signals`] | SIGINT/SIGTERM/SIGQUIT/SIGUSR1/SIGUSR2 as a pollable token | act on them |
 //! | [`timer`] | a heap of `(deadline, key, generation)` wake-ups | know what a deadline means |
 //! | [`stats`] | plain per-loop counters (no atomics: one thread touches them) | lock |
+//! | [`mailbox`] | messages between connections: a protocol records sends, the server routes them (same loop directly, other loops through a bounded queue and their waker) | write to a socket |
 //!
 //! Nothing here knows about processes, threads or the command line: that
 //! is [`crate::process`].
 
 pub mod conn;
 pub mod listener;
+pub mod mailbox;
 pub mod server;
 pub mod signals;
 pub mod stats;

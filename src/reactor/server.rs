@@ -16,6 +16,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,7 @@ use crate::proto::proxy::ProxyMode;
 use crate::proto::Protocol;
 use crate::reactor::conn::{CloseReason, Conn, ForceCause, Progress, Scratch};
 use crate::reactor::listener::{self, Accepted, Listener};
+use crate::reactor::mailbox::{ConnId, Hub, Message, Outbox};
 use crate::reactor::signals::{SignalEvent, SignalSource};
 use crate::reactor::stats::Stats;
 use crate::reactor::timer::{Timers, Wake};
@@ -46,6 +48,10 @@ pub const MAX_LISTENERS: usize = 1024;
 fn listener_index(token: Token) -> Option<usize> {
     (token.0 <= LISTENERS && token.0 > LISTENERS - MAX_LISTENERS).then(|| LISTENERS - token.0)
 }
+
+/// Most rounds of messages begetting messages routed in one turn; the
+/// rest waits for the next turn, so a ping-pong cannot starve the loop.
+const MAX_ROUTE_ROUNDS: usize = 64;
 
 /// Sweep stale timer entries once this many have piled up.
 const STALE_TIMERS_SWEEP: usize = 1024;
@@ -172,6 +178,19 @@ pub struct Server<P: Protocol> {
     phase: Phase,
     next_generation: u64,
     stats: Stats,
+    /// Messaging: the process's hub, our loop's number in it, and the
+    /// receiving end of our queue (see [`crate::reactor::mailbox`]).
+    hub: Arc<Hub>,
+    loop_id: usize,
+    inbox: Option<Receiver<Outbox>>,
+    /// Outboxes taken from connections this turn, not routed yet.
+    outgoing: Vec<Outbox>,
+    /// The list being routed (swapped with `outgoing`).
+    routing: Vec<Outbox>,
+    /// Emptied outboxes kept for their memory.
+    spares: Vec<Outbox>,
+    /// Per loop: the batch being gathered for it this turn.
+    remote: Vec<Outbox>,
 }
 
 impl<P: Protocol> Server<P> {
@@ -233,12 +252,15 @@ impl<P: Protocol> Server<P> {
             }
         }
         config.max_conns = config.max_conns.min(LISTENERS - MAX_LISTENERS);
+        let waker = Arc::new(waker);
+        let hub = Hub::new(1);
+        let inbox = hub.open_door(0, Arc::clone(&waker));
         Ok(Self {
             poll,
             listeners,
             local_addr,
             signals,
-            waker: Arc::new(waker),
+            waker,
             request: Arc::new(AtomicU8::new(0)),
             conns: Slab::with_capacity(config.max_conns.min(1 << 16)),
             timers: Timers::new(),
@@ -257,7 +279,25 @@ impl<P: Protocol> Server<P> {
             phase: Phase::Serving,
             next_generation: 0,
             stats: Stats::default(),
+            hub,
+            loop_id: 0,
+            inbox,
+            outgoing: Vec::new(),
+            routing: Vec::new(),
+            spares: Vec::new(),
+            remote: vec![Outbox::default()],
         })
+    }
+
+    /// Message through `hub` as its loop `loop_id` (the supervisor gives
+    /// every loop of a process the same hub). Without this a server is
+    /// loop 0 of a hub of its own.
+    pub fn hub(mut self, hub: Arc<Hub>, loop_id: usize) -> Self {
+        self.inbox = hub.open_door(loop_id, Arc::clone(&self.waker));
+        self.remote = (0..hub.loops()).map(|_| Outbox::default()).collect();
+        self.hub = hub;
+        self.loop_id = loop_id;
+        self
     }
 
     /// Run as loop `id` of a supervised process: the supervisor owns the
@@ -321,6 +361,7 @@ impl<P: Protocol> Server<P> {
             Some(id) => log::debug!("loop {id} started on {}", self.local_addr),
         }
         let mut events = Events::with_capacity(1024);
+        self.take_inbox(Instant::now()); // sent before we were up
         let outcome = loop {
             let timeout = self.poll_timeout(Instant::now());
             if let Err(e) = self.poll.poll(&mut events, timeout) {
@@ -339,6 +380,7 @@ impl<P: Protocol> Server<P> {
                 self.accept(now);
             }
             self.fire_timers(now);
+            self.route(now);
             if let Some(outcome) = self.check_finished(now) {
                 break outcome;
             }
@@ -351,7 +393,7 @@ impl<P: Protocol> Server<P> {
     }
 
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.ready.is_empty() || self.accept_pending {
+        if !self.ready.is_empty() || self.accept_pending || !self.outgoing.is_empty() {
             return Some(Duration::ZERO);
         }
         self.timers
@@ -408,6 +450,7 @@ impl<P: Protocol> Server<P> {
     }
 
     fn after_drive(&mut self, key: usize, progress: Progress, now: Instant) {
+        self.collect_sent(key);
         match progress {
             Progress::Idle => self.arm(key),
             Progress::Yield => {
@@ -418,6 +461,86 @@ impl<P: Protocol> Server<P> {
             }
             Progress::Closed(reason) => self.close(key, reason, now),
         }
+    }
+
+    /// Take what the connection's protocol sent, to route after the turn.
+    fn collect_sent(&mut self, key: usize) {
+        // For a protocol without a mailbox `has_sent` is a constant `false`.
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if !conn.has_sent() {
+            return;
+        }
+        let mut spare = self.spares.pop().unwrap_or_default();
+        conn.take_sent(&mut spare);
+        self.outgoing.push(spare);
+    }
+
+    /// Route the messages sent this turn: ours straight into their
+    /// receivers, the others' as one batch per loop.
+    fn route(&mut self, now: Instant) {
+        let mut rounds = 0;
+        while !self.outgoing.is_empty() && rounds < MAX_ROUTE_ROUNDS {
+            rounds += 1;
+            // Swap lists (both keep their memory): deliveries may send more.
+            let mut outgoing = std::mem::take(&mut self.routing);
+            std::mem::swap(&mut outgoing, &mut self.outgoing);
+            for mut outbox in outgoing.drain(..) {
+                if outbox.split_remote(self.loop_id, &mut self.remote) {
+                    self.deliver(&outbox, now);
+                }
+                outbox.clear();
+                self.spares.push(outbox);
+            }
+            self.routing = outgoing;
+            for id in 0..self.remote.len() {
+                if self.remote[id].is_empty() {
+                    continue;
+                }
+                let batch = std::mem::take(&mut self.remote[id]);
+                if let Err(batch) = self.hub.post(id, batch) {
+                    log::warn!(
+                        "loop {id}'s message queue is full: {} messages dropped",
+                        batch.len()
+                    );
+                    self.stats.messages_dropped += batch.len() as u64;
+                }
+            }
+        }
+    }
+
+    /// Batches other loops sent us.
+    fn take_inbox(&mut self, now: Instant) {
+        let Some(inbox) = self.inbox.take() else {
+            return;
+        };
+        while let Ok(batch) = inbox.try_recv() {
+            self.deliver(&batch, now);
+        }
+        self.inbox = Some(inbox);
+    }
+
+    /// Hand the messages of `outbox` meant for this loop to their receivers.
+    fn deliver(&mut self, outbox: &Outbox, now: Instant) {
+        for (to, msg) in outbox.local(self.loop_id) {
+            self.deliver_one(to, &msg, now);
+        }
+    }
+
+    fn deliver_one(&mut self, to: ConnId, msg: &Message<'_>, now: Instant) {
+        let Some(conn) = self
+            .conns
+            .get_mut(to.key)
+            .filter(|c| c.generation() == to.generation)
+        else {
+            // Closed; its slot may hold a new connection: not for it.
+            log::trace!("message from {} to {to} dropped: gone", msg.from);
+            self.stats.messages_dropped += 1;
+            return;
+        };
+        let progress = conn.deliver(now, msg, &mut self.scratch, &self.config.limits);
+        self.after_drive(to.key, progress, now);
     }
 
     fn arm(&mut self, key: usize) {
@@ -508,7 +631,7 @@ impl<P: Protocol> Server<P> {
         }
         self.next_generation += 1;
         let proto = (self.make_protocol)();
-        entry.insert(Conn::new(
+        let conn = entry.insert(Conn::new(
             stream,
             peer,
             key,
@@ -517,6 +640,13 @@ impl<P: Protocol> Server<P> {
             now,
             proxy,
         ));
+        let me = ConnId {
+            loop_id: self.loop_id,
+            key,
+            generation: self.next_generation,
+        };
+        conn.attach(me, &self.hub);
+        self.collect_sent(key);
         self.stats.accepted += 1;
         self.stats.open += 1;
         log::debug!("{} accepted from {peer}", ConnName(key));
@@ -526,7 +656,8 @@ impl<P: Protocol> Server<P> {
     /// The one place a connection leaves: close the socket, count, log, run
     /// the cleanup hook.
     fn close(&mut self, key: usize, reason: CloseReason, now: Instant) {
-        let Some(conn) = self.conns.try_remove(key) else {
+        self.collect_sent(key); // its last words still go out
+        let Some(mut conn) = self.conns.try_remove(key) else {
             return;
         };
         if conn.has_armed() {
@@ -542,7 +673,14 @@ impl<P: Protocol> Server<P> {
             bytes_out,
             lifetime: now.saturating_duration_since(conn.opened()),
         };
-        drop(conn); // closes the socket, which also removes it from epoll
+        conn.protocol_mut().on_closed(&info);
+        let mut spare = self.spares.pop().unwrap_or_default();
+        if conn.take_sent(&mut spare) {
+            self.outgoing.push(spare); // its farewells
+        } else {
+            self.spares.push(spare);
+        }
+        drop(conn); // closes the socket (which also removes it from epoll); leaves its groups
         log::debug!(
             "{} {} closed: {reason} (in {bytes_in} B, out {bytes_out} B, {})",
             ConnName(key),
@@ -626,6 +764,8 @@ impl<P: Protocol> Server<P> {
     }
 
     fn on_request(&mut self, now: Instant) {
+        // Messages first: a drain must not overtake what was sent before it.
+        self.take_inbox(now);
         let request = self.request.swap(0, Ordering::SeqCst);
         if request & REQUEST_STATS != 0 {
             let stats = self.live_stats();
@@ -668,6 +808,8 @@ impl<P: Protocol> Server<P> {
     }
 
     fn begin_drain(&mut self, cause: &str, now: Instant) {
+        // Messages sent this turn reach their receivers before they drain.
+        self.route(now);
         // Take what is already queued before letting go: when the last
         // descriptor of a listening socket closes, the kernel resets every
         // connection still waiting in its queue — connects the client (or

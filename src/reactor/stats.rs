@@ -27,6 +27,11 @@ pub struct Stats {
     pub closed_protocol: u64,
     /// Closed by a forced shutdown.
     pub closed_forced: u64,
+    /// Closed as slow consumers (messages piled up unread).
+    pub closed_slow: u64,
+    /// Messages dropped: their receiver had closed (or was closing), or
+    /// the receiving loop's queue was full.
+    pub messages_dropped: u64,
     /// Accept calls that failed (excluding `WouldBlock`).
     pub accept_errors: u64,
     /// Bytes read from peers of closed connections.
@@ -50,6 +55,7 @@ impl Stats {
             CloseReason::IdleTimeout => &mut self.closed_timeout,
             CloseReason::ProtocolError(_) => &mut self.closed_protocol,
             CloseReason::Forced(_) => &mut self.closed_forced,
+            CloseReason::SlowConsumer => &mut self.closed_slow,
         };
         *counter += 1;
     }
@@ -64,6 +70,8 @@ impl Stats {
         self.closed_timeout += other.closed_timeout;
         self.closed_protocol += other.closed_protocol;
         self.closed_forced += other.closed_forced;
+        self.closed_slow += other.closed_slow;
+        self.messages_dropped += other.messages_dropped;
         self.accept_errors += other.accept_errors;
         self.bytes_in += other.bytes_in;
         self.bytes_out += other.bytes_out;
@@ -75,7 +83,7 @@ impl fmt::Display for Stats {
         write!(
             f,
             "open {}, accepted {}, closed ok {} aborted {} reset {} timeout {} protocol {} forced {}, \
-             accept errors {}, bytes in {} out {}",
+             slow {}, accept errors {}, bytes in {} out {}, messages dropped {}",
             self.open,
             self.accepted,
             self.closed_ok,
@@ -84,9 +92,11 @@ impl fmt::Display for Stats {
             self.closed_timeout,
             self.closed_protocol,
             self.closed_forced,
+            self.closed_slow,
             self.accept_errors,
             self.bytes_in,
-            self.bytes_out
+            self.bytes_out,
+            self.messages_dropped
         )
     }
 }

@@ -40,11 +40,13 @@ mod state;
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::human::ConnName;
 use crate::proto::proxy::{self, Parsed, ProxyMode};
 use crate::proto::{Decision, Protocol, OUT_BUDGET};
+use crate::reactor::mailbox::{ConnId, Hub, Message, Outbox};
 use buffer::Buffer;
 pub use state::{CloseReason, Ending, ForceCause, State};
 
@@ -83,6 +85,11 @@ pub struct Limits {
     pub drain_silent_grace: Duration,
     /// How long a connection may take to send its whole PROXY header.
     pub proxy_timeout: Duration,
+    /// Most output a connection may owe after a message from another
+    /// connection was framed into it; past it, it is closed as a
+    /// [`CloseReason::SlowConsumer`] (see [`crate::reactor::mailbox`]). Replies to
+    /// its own input are bounded by the watermarks instead (reading stops).
+    pub slow_consumer_limit: usize,
 }
 
 impl Default for Limits {
@@ -97,6 +104,7 @@ impl Default for Limits {
             read_budget: 256 * 1024,
             drain_silent_grace: Duration::from_secs(1),
             proxy_timeout: Duration::from_secs(5),
+            slow_consumer_limit: 1024 * 1024,
         }
     }
 }
@@ -222,6 +230,78 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
             spoke: false,
             reoffer: false,
         }
+    }
+
+    /// Give the protocol its identity and the hub, if it messages, then
+    /// tell it it is open.
+    pub fn attach(&mut self, me: ConnId, hub: &Arc<Hub>) {
+        if let Some(mailbox) = self.proto.mailbox() {
+            mailbox.attach(me, Arc::clone(hub));
+        }
+        self.proto.on_open();
+    }
+
+    /// Whether the protocol sent messages not yet taken by the loop.
+    pub fn has_sent(&mut self) -> bool {
+        self.proto
+            .mailbox()
+            .is_some_and(|mailbox| !mailbox.sent().is_empty())
+    }
+
+    /// Move what the protocol sent into `spare` (swapping buffers, so both
+    /// keep their memory). `false`, touching nothing, when it sent nothing.
+    pub fn take_sent(&mut self, spare: &mut Outbox) -> bool {
+        match self.proto.mailbox() {
+            Some(mailbox) if !mailbox.sent().is_empty() => {
+                mailbox.take_sent(spare);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The protocol, for its last word once the connection has closed.
+    pub fn protocol_mut(&mut self) -> &mut P {
+        &mut self.proto
+    }
+
+    /// A message from another connection: the protocol frames it into our
+    /// output, which is written at once if the socket takes it. A
+    /// connection past `Open`/`Draining` drops it; one that then owes more
+    /// than [`Limits::slow_consumer_limit`] is closed as a slow consumer.
+    pub fn deliver(
+        &mut self,
+        now: Instant,
+        msg: &Message<'_>,
+        scratch: &mut Scratch,
+        limits: &Limits,
+    ) -> Progress {
+        if !matches!(self.state, State::Open | State::Draining { .. }) {
+            log::trace!(
+                "{} message from {} dropped: closing",
+                ConnName(self.key),
+                msg.from
+            );
+            return Progress::Idle;
+        }
+        scratch.out.clear();
+        let decision = self.proto.on_message(now, msg, &mut scratch.out);
+        if let Err(reason) = self.send_scratch(now, scratch, limits) {
+            return Progress::Closed(reason);
+        }
+        if self.out.len() > limits.slow_consumer_limit {
+            log::debug!(
+                "{} owes {} B after a message: slow consumer",
+                ConnName(self.key),
+                self.out.len()
+            );
+            return Progress::Closed(CloseReason::SlowConsumer);
+        }
+        if decision == Decision::Continue {
+            return Progress::Idle;
+        }
+        self.decide(decision);
+        self.drive(now, scratch, limits)
     }
 
     /// The socket, for (de)registration.

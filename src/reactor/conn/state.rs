@@ -104,6 +104,9 @@ pub enum CloseReason {
     IdleTimeout,
     /// Shutdown could not wait for this connection.
     Forced(ForceCause),
+    /// Messages for it piled up past `Limits::slow_consumer_limit`: it
+    /// does not read as fast as it is sent to.
+    SlowConsumer,
 }
 
 impl CloseReason {
@@ -139,6 +142,7 @@ impl fmt::Display for CloseReason {
             CloseReason::Reset => f.write_str("reset by peer"),
             CloseReason::Io(kind) => write!(f, "I/O error: {kind}"),
             CloseReason::IdleTimeout => f.write_str("idle timeout"),
+            CloseReason::SlowConsumer => f.write_str("slow consumer"),
             CloseReason::Forced(ForceCause::DrainDeadline) => {
                 f.write_str("forced: drain deadline passed")
             }

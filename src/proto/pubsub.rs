@@ -1,0 +1,494 @@
+//! RESP pub/sub: `SUBSCRIBE`, `UNSUBSCRIBE`, `PSUBSCRIBE`, `PUNSUBSCRIBE`,
+//! `PUBLISH`, `RESET` and the subscribed mode, on top of the
+//! [`Mailbox`](crate::reactor::mailbox): a channel is a mailbox group, a pattern a
+//! pattern group, a published message a group message.
+//!
+//! Owns the commands' replies and the `message` / `pmessage` frames, byte
+//! for byte as redis-server 7 sends them in RESP2. It must not parse RESP
+//! framing: [`super::resp`] hands it a command's name and arguments.
+//!
+//! * `SUBSCRIBE ch…` → per channel `*3 subscribe <ch> :<subscriptions>`.
+//! * `UNSUBSCRIBE [ch…]` → per channel `*3 unsubscribe <ch> :<left>`; with
+//!   no argument every channel, in the order they were joined (redis-server
+//!   uses its hash order), or `*3 unsubscribe <nil> :<left>` if there were
+//!   none. `PSUBSCRIBE` / `PUNSUBSCRIBE` likewise for glob patterns.
+//! * `PUBLISH ch msg` → `:<receivers>`: subscribers of `ch` plus one per
+//!   (subscriber, matching pattern), on every loop, as Redis counts. A
+//!   subscriber gets its `message` first, then a `pmessage` per matching
+//!   pattern in the order patterns were first subscribed (redis-server
+//!   walks its pattern dict in hash order).
+//! * Subscribed (any channel or pattern): only the commands above, `PING`
+//!   (→ `*2 pong <arg or "">`), `QUIT` and `RESET`; anything else is
+//!   `-ERR Can't execute '<cmd>': …`.
+//! * `RESET` → leaves every channel and pattern, `+RESET`.
+//!
+//! Pub/sub commands are taken whole (not streamed): one may be at most
+//! [`MAX_COMMAND`] bytes, so it fits the protocol's pending-input bound.
+
+use crate::reactor::mailbox::{Mailbox, Message};
+
+/// Longest pub/sub command (all its framing included). A longer one is a
+/// protocol error: the protocol keeps at most
+/// [`MAX_PENDING`](super::resp::MAX_PENDING) bytes of unconsumed input.
+pub const MAX_COMMAND: usize = super::resp::MAX_PENDING - 64;
+
+/// Which pub/sub command a name is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Command {
+    Subscribe,
+    Unsubscribe,
+    PSubscribe,
+    PUnsubscribe,
+    Publish,
+    Reset,
+    /// `PING` in subscribed mode.
+    Ping,
+}
+
+/// One connection's subscriptions, kept in its mailbox.
+#[derive(Debug, Default)]
+pub struct PubSub {
+    mailbox: Mailbox,
+}
+
+impl PubSub {
+    /// No subscriptions, detached until the connection opens.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The messaging handle (for [`Protocol::mailbox`](super::Protocol::mailbox)).
+    pub fn mailbox(&mut self) -> &mut Mailbox {
+        &mut self.mailbox
+    }
+
+    /// Channels plus patterns: Redis' subscription count.
+    pub fn subscriptions(&self) -> usize {
+        self.mailbox.topics().len() + self.mailbox.patterns().len()
+    }
+
+    /// Whether the connection is in subscribed mode.
+    pub fn subscribed(&self) -> bool {
+        self.subscriptions() > 0
+    }
+
+    /// The pub/sub command `name` is, if it is one this layer takes whole.
+    pub(crate) fn command(&self, name: &[u8]) -> Option<Command> {
+        let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
+        Some(if is(b"SUBSCRIBE") {
+            Command::Subscribe
+        } else if is(b"UNSUBSCRIBE") {
+            Command::Unsubscribe
+        } else if is(b"PSUBSCRIBE") {
+            Command::PSubscribe
+        } else if is(b"PUNSUBSCRIBE") {
+            Command::PUnsubscribe
+        } else if is(b"PUBLISH") && !self.subscribed() {
+            Command::Publish
+        } else if is(b"RESET") {
+            Command::Reset
+        } else if is(b"PING") && self.subscribed() {
+            Command::Ping
+        } else {
+            return None;
+        })
+    }
+
+    /// In subscribed mode, refuse a command that is not allowed there
+    /// (`name` is not one of [`PubSub::command`]'s). `true` if refused.
+    pub fn refuse(&self, name: &[u8], out: &mut Vec<u8>) -> bool {
+        let allowed = [b"QUIT".as_slice(), b"SSUBSCRIBE", b"SUNSUBSCRIBE"];
+        if !self.subscribed() || allowed.iter().any(|a| name.eq_ignore_ascii_case(a)) {
+            return false;
+        }
+        out.extend_from_slice(b"-ERR Can't execute '");
+        for &b in name.iter().take(super::resp::NAME_PREVIEW) {
+            out.push(if b.is_ascii_control() {
+                b' '
+            } else {
+                b.to_ascii_lowercase()
+            });
+        }
+        out.extend_from_slice(
+            b"': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n",
+        );
+        true
+    }
+
+    /// Run `command` with its arguments (the name excluded).
+    pub(crate) fn run<'a>(
+        &mut self,
+        command: Command,
+        mut args: impl ExactSizeIterator<Item = &'a [u8]>,
+        out: &mut Vec<u8>,
+    ) {
+        let n = args.len();
+        match command {
+            Command::Subscribe | Command::PSubscribe if n == 0 => arity(command_name(command), out),
+            Command::Subscribe => {
+                for channel in args {
+                    self.mailbox.join(channel);
+                    self.reply(b"subscribe", Some(channel), out);
+                }
+            }
+            Command::PSubscribe => {
+                for pattern in args {
+                    self.mailbox.join_pattern(pattern);
+                    self.reply(b"psubscribe", Some(pattern), out);
+                }
+            }
+            Command::Unsubscribe if n == 0 => {
+                if self.mailbox.topics().is_empty() {
+                    self.reply(b"unsubscribe", None, out);
+                }
+                while let Some(channel) = self.mailbox.topics().first().cloned() {
+                    self.mailbox.leave(&channel);
+                    self.reply(b"unsubscribe", Some(&channel), out);
+                }
+            }
+            Command::Unsubscribe => {
+                for channel in args {
+                    self.mailbox.leave(channel);
+                    self.reply(b"unsubscribe", Some(channel), out);
+                }
+            }
+            Command::PUnsubscribe if n == 0 => {
+                if self.mailbox.patterns().is_empty() {
+                    self.reply(b"punsubscribe", None, out);
+                }
+                while let Some(pattern) = self.mailbox.patterns().first().cloned() {
+                    self.mailbox.leave_pattern(&pattern);
+                    self.reply(b"punsubscribe", Some(&pattern), out);
+                }
+            }
+            Command::PUnsubscribe => {
+                for pattern in args {
+                    self.mailbox.leave_pattern(pattern);
+                    self.reply(b"punsubscribe", Some(pattern), out);
+                }
+            }
+            Command::Publish => match (n, args.next(), args.next()) {
+                (2, Some(channel), Some(message)) => {
+                    let receivers = self.mailbox.publish(channel, message);
+                    out.push(b':');
+                    push_num(out, receivers);
+                    out.extend_from_slice(b"\r\n");
+                }
+                _ => arity(b"publish", out),
+            },
+            Command::Reset => {
+                self.leave_all();
+                out.extend_from_slice(b"+RESET\r\n");
+            }
+            Command::Ping => match (n, args.next()) {
+                (0, _) => out.extend_from_slice(b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"),
+                (1, Some(arg)) => {
+                    out.extend_from_slice(b"*2\r\n$4\r\npong\r\n");
+                    push_bulk(out, arg);
+                }
+                _ => arity(b"ping", out),
+            },
+        }
+    }
+
+    /// Leave every channel and pattern, silently.
+    pub fn leave_all(&mut self) {
+        while let Some(channel) = self.mailbox.topics().first().cloned() {
+            self.mailbox.leave(&channel);
+        }
+        while let Some(pattern) = self.mailbox.patterns().first().cloned() {
+            self.mailbox.leave_pattern(&pattern);
+        }
+    }
+
+    /// `*3 <kind> <name or nil> :<subscriptions>`.
+    fn reply(&self, kind: &[u8], name: Option<&[u8]>, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"*3\r\n");
+        push_bulk(out, kind);
+        match name {
+            Some(name) => push_bulk(out, name),
+            None => out.extend_from_slice(b"$-1\r\n"),
+        }
+        out.push(b':');
+        push_num(out, self.subscriptions());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Frame a message for a subscriber: `message` (by channel), `pmessage`
+/// (by pattern), or the payload as it is (sent by id).
+pub fn frame(msg: &Message<'_>, out: &mut Vec<u8>) {
+    match (msg.topic, msg.pattern) {
+        (Some(channel), None) => {
+            out.extend_from_slice(b"*3\r\n$7\r\nmessage\r\n");
+            push_bulk(out, channel);
+            push_bulk(out, msg.payload);
+        }
+        (Some(channel), Some(pattern)) => {
+            out.extend_from_slice(b"*4\r\n$8\r\npmessage\r\n");
+            push_bulk(out, pattern);
+            push_bulk(out, channel);
+            push_bulk(out, msg.payload);
+        }
+        (None, _) => out.extend_from_slice(msg.payload),
+    }
+}
+
+fn command_name(command: Command) -> &'static [u8] {
+    match command {
+        Command::Subscribe => b"subscribe",
+        Command::Unsubscribe => b"unsubscribe",
+        Command::PSubscribe => b"psubscribe",
+        Command::PUnsubscribe => b"punsubscribe",
+        Command::Publish => b"publish",
+        Command::Reset => b"reset",
+        Command::Ping => b"ping",
+    }
+}
+
+fn arity(command: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(b"-ERR wrong number of arguments for '");
+    out.extend_from_slice(command);
+    out.extend_from_slice(b"' command\r\n");
+}
+
+fn push_num(out: &mut Vec<u8>, n: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+fn push_bulk(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.push(b'$');
+    push_num(out, bytes.len());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(bytes);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The arguments of a whole multibulk command, after its name: each
+/// `$<len>\r\n<bytes>\r\n`, already checked by [`measure`].
+#[derive(Clone, Debug)]
+pub(crate) struct BulkArgs<'a> {
+    rest: &'a [u8],
+    left: usize,
+}
+
+impl<'a> Iterator for BulkArgs<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.left == 0 {
+            return None;
+        }
+        let (len, header) = bulk_header(self.rest)?;
+        let arg = self.rest.get(header..header + len)?;
+        self.rest = self.rest.get(header + len + 2..)?;
+        self.left -= 1;
+        Some(arg)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl ExactSizeIterator for BulkArgs<'_> {}
+
+/// What [`measure`] found at the front of the input.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Whole<'a> {
+    /// Not all of it yet (and it may still fit).
+    Partial,
+    /// The whole command is `len` bytes; its arguments after the name.
+    Done(usize, BulkArgs<'a>),
+    /// Broken framing, or longer than [`MAX_COMMAND`].
+    Invalid(&'static str),
+}
+
+impl PartialEq for BulkArgs<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.rest == other.rest && self.left == other.left
+    }
+}
+
+impl Eq for BulkArgs<'_> {}
+
+/// Check that `rest` starts with `argc` whole bulk strings (the name
+/// first) within [`MAX_COMMAND`] bytes. The verdict depends only on the
+/// bytes, never on where reads split them: lengths are checked against the
+/// bound as soon as their header is read.
+pub(crate) fn measure(rest: &[u8], argc: u64) -> Whole<'_> {
+    let mut pos = 0;
+    for _ in 0..argc {
+        let Some(&first) = rest.get(pos) else {
+            return Whole::Partial;
+        };
+        if first != b'$' {
+            return Whole::Invalid("expected '$'");
+        }
+        let window = &rest[pos..rest.len().min(pos + 32)];
+        let Some(cr) = window.iter().position(|&b| b == b'\r') else {
+            return if window.len() >= 32 {
+                Whole::Invalid("too big bulk count string")
+            } else {
+                Whole::Partial
+            };
+        };
+        let Some((len, header)) = bulk_header(&rest[pos..]) else {
+            return if rest.len() <= pos + cr + 1 {
+                Whole::Partial
+            } else {
+                Whole::Invalid("invalid bulk length")
+            };
+        };
+        let end = len.saturating_add(pos + header + 2);
+        if end > MAX_COMMAND {
+            return Whole::Invalid("pub/sub command too long");
+        }
+        if rest.len() < end {
+            return Whole::Partial;
+        }
+        if &rest[end - 2..end] != b"\r\n" {
+            return Whole::Invalid("bulk string not followed by CRLF");
+        }
+        pos = end;
+    }
+    let mut args = BulkArgs {
+        rest,
+        left: argc as usize,
+    };
+    args.next(); // the name
+    Whole::Done(pos, args)
+}
+
+/// `$<len>\r\n` at the front of `rest`: `(len, header length)`.
+fn bulk_header(rest: &[u8]) -> Option<(usize, usize)> {
+    let window = &rest[..rest.len().min(32)];
+    let cr = window.iter().position(|&b| b == b'\r')?;
+    if rest.get(cr + 1) != Some(&b'\n') || rest.first() != Some(&b'$') {
+        return None;
+    }
+    let digits = &rest[1..cr];
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let len = digits.iter().fold(0usize, |n, &d| {
+        n.saturating_mul(10).saturating_add(usize::from(d - b'0'))
+    });
+    Some((len, cr + 2))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use super::super::driver::Driver;
+    use super::super::resp::{Resp, MAX_PENDING};
+    use super::super::{Decision, Protocol};
+    use crate::reactor::mailbox::{ConnId, Hub};
+
+    fn resp(hub: &Arc<Hub>, key: usize) -> Driver<Resp> {
+        let mut proto = Resp::new(512 * 1024 * 1024);
+        let me = ConnId {
+            loop_id: 0,
+            key,
+            generation: key as u64,
+        };
+        proto.mailbox().unwrap().attach(me, Arc::clone(hub));
+        Driver::new(proto, MAX_PENDING)
+    }
+
+    #[test]
+    fn subscribe_replies_per_channel_with_the_running_count() {
+        let hub = Hub::new(1);
+        let mut sub = resp(&hub, 1);
+        sub.feed(
+            Instant::now(),
+            b"*3\r\n$9\r\nSUBSCRIBE\r\n$1\r\na\r\n$1\r\nb\r\nPSUBSCRIBE n*\r\n",
+        );
+        assert_eq!(
+            sub.text(),
+            "*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n\
+             *3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n\
+             *3\r\n$10\r\npsubscribe\r\n$2\r\nn*\r\n:3\r\n"
+        );
+    }
+
+    #[test]
+    fn publish_counts_receivers_and_records_what_it_sent() {
+        let hub = Hub::new(1);
+        let mut sub = resp(&hub, 1);
+        sub.feed(Instant::now(), b"SUBSCRIBE news\r\nPSUBSCRIBE n*\r\n");
+        let mut publisher = resp(&hub, 2);
+        publisher.feed(
+            Instant::now(),
+            b"*3\r\n$7\r\nPUBLISH\r\n$4\r\nnews\r\n$2\r\nhi\r\n",
+        );
+        assert_eq!(publisher.text(), ":2\r\n");
+        let sent = publisher.proto.mailbox().unwrap().sent();
+        let mut framed = Vec::new();
+        for (to, msg) in sent.iter() {
+            assert_eq!(to.key, 1);
+            sub.proto.on_message(Instant::now(), &msg, &mut framed);
+        }
+        assert_eq!(
+            String::from_utf8(framed).unwrap(),
+            "*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$2\r\nhi\r\n\
+             *4\r\n$8\r\npmessage\r\n$2\r\nn*\r\n$4\r\nnews\r\n$2\r\nhi\r\n"
+        );
+    }
+
+    #[test]
+    fn a_publish_split_anywhere_is_answered_once_whole() {
+        let input = b"*3\r\n$7\r\nPUBLISH\r\n$4\r\nnews\r\n$5\r\nhello\r\nPING\r\n";
+        for split in 1..input.len() {
+            let hub = Hub::new(1);
+            let mut publisher = resp(&hub, 1);
+            publisher.feed(Instant::now(), &input[..split]);
+            publisher.feed(Instant::now(), &input[split..]);
+            assert_eq!(publisher.text(), ":0\r\n+PONG\r\n", "split at {split}");
+        }
+    }
+
+    #[test]
+    fn subscribed_mode_allows_ping_and_refuses_other_commands() {
+        let hub = Hub::new(1);
+        let mut sub = resp(&hub, 1);
+        sub.feed(Instant::now(), b"SUBSCRIBE a\r\n");
+        sub.out.clear();
+        sub.feed(Instant::now(), b"PING\r\nPING x\r\nECHO y\r\n");
+        assert_eq!(
+            sub.text(),
+            "*2\r\n$4\r\npong\r\n$0\r\n\r\n*2\r\n$4\r\npong\r\n$1\r\nx\r\n\
+             -ERR Can't execute 'echo': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n"
+        );
+        sub.out.clear();
+        sub.feed(Instant::now(), b"UNSUBSCRIBE\r\nUNSUBSCRIBE\r\nPING\r\n");
+        assert_eq!(
+            sub.text(),
+            "*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:0\r\n\
+             *3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n+PONG\r\n"
+        );
+    }
+
+    #[test]
+    fn a_pubsub_command_longer_than_the_bound_is_a_protocol_error() {
+        let hub = Hub::new(1);
+        let mut publisher = resp(&hub, 1);
+        let big = super::MAX_COMMAND;
+        let head = format!("*3\r\n$7\r\nPUBLISH\r\n$1\r\nc\r\n${big}\r\n");
+        let decision = publisher.feed(Instant::now(), head.as_bytes());
+        assert_eq!(decision, Decision::Reject("pub/sub command too long"));
+    }
+}
