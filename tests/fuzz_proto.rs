@@ -13,7 +13,8 @@
 //!   stream is cut into reads (for every stream, valid or not: both parsers
 //!   look at bounded windows, so a verdict never depends on a read's size);
 //! * **bounded output**: one call writes at most 32 bytes per byte it was
-//!   offered, plus 1 KiB;
+//!   offered, plus 1 KiB, and never more than `OUT_BUDGET`; input left
+//!   behind at the budget is offered again, as the connection does;
 //! * **bounded state**: the unconsumed input never exceeds the protocol's
 //!   `MAX_PENDING` (itself under `Limits::max_pending_input`), an HTTP
 //!   header timer is armed only while a partial head is held;
@@ -33,7 +34,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tcp_reactor::conn::Limits;
-use tcp_reactor::proto::{http, resp, Decision, Http, HttpConfig, Protocol, Resp};
+use tcp_reactor::proto::{
+    budget_spent, http, resp, Decision, Http, HttpConfig, Protocol, Resp, OUT_BUDGET,
+};
 use util::clients::Rng;
 
 /// Bytes out per byte offered, at most (plus [`OUT_SLACK`]).
@@ -227,6 +230,14 @@ impl<P: Subject> Driver<P> {
             return;
         }
         self.pending.extend_from_slice(bytes);
+        // Like the connection: input left behind at the output budget is
+        // offered again (the peer reads everything here).
+        while self.call(now, seed) {}
+        self.check(now, seed);
+    }
+
+    /// One `on_input` call; whether the connection would offer the rest again.
+    fn call(&mut self, now: Instant, seed: u64) -> bool {
         let before = self.out.len();
         let step = self.proto.on_input(now, &self.pending, &mut self.out);
         let offered = self.pending.len();
@@ -236,14 +247,15 @@ impl<P: Subject> Driver<P> {
         );
         let wrote = self.out.len() - before;
         assert!(
-            wrote <= OUT_RATIO * offered + OUT_SLACK,
+            wrote <= OUT_RATIO * offered + OUT_SLACK && wrote <= OUT_BUDGET,
             "seed {seed}: {wrote} B out for {offered} B in"
         );
         self.pending.drain(..step.consumed);
         if step.decision != Decision::Continue {
             self.ended = Some(step.decision);
+            return false;
         }
-        self.check(now, seed);
+        !self.pending.is_empty() && budget_spent(wrote)
     }
 
     fn check(&self, now: Instant, seed: u64) {

@@ -47,7 +47,7 @@ use std::cell::Cell;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::{Decision, Protocol, Step, OUT_BUDGET};
+use super::{budget_spent, stream_room, Decision, Protocol, Step};
 
 /// Longest request head (request line, headers, blank line) we read: 8 KiB,
 /// like nginx's `large_client_header_buffers` line limit and Node's default.
@@ -432,7 +432,7 @@ impl Protocol for Http {
                         self.phase = Phase::Idle;
                         return continue_at(pos);
                     }
-                    if self.phase == Phase::Idle && out.len() - out_start >= OUT_BUDGET {
+                    if self.phase == Phase::Idle && budget_spent(out.len() - out_start) {
                         // Pipelined requests can ask for far more than they
                         // weigh: leave the rest until these replies drain.
                         return continue_at(pos);
@@ -475,8 +475,11 @@ impl Protocol for Http {
                         }
                         self.commit(now, &req, remaining, out);
                     }
-                    let take = here.min(remaining) as usize;
+                    let mut take = here.min(remaining) as usize;
                     if req.route == Route::Echo {
+                        // Echoed a budget's worth at a time: the rest is
+                        // offered again once the output has drained.
+                        take = take.min(stream_room(out.len() - out_start));
                         out.extend_from_slice(&rest[..take]);
                     }
                     pos += take;
@@ -731,7 +734,7 @@ mod tests {
         let step = http.on_input(now, &many, &mut out);
         assert!(step.consumed < many.len(), "took every request at once");
         assert!(
-            out.len() >= OUT_BUDGET && out.len() < OUT_BUDGET + 1024,
+            budget_spent(out.len()) && out.len() <= crate::proto::OUT_BUDGET,
             "{}",
             out.len()
         );
