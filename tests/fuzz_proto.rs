@@ -93,9 +93,20 @@ impl Subject for Http {
         if rng.range(0, 9) == 0 {
             out.extend_from_slice(b"\r\n"); // a stray CRLF between requests
         }
-        out.extend_from_slice(
-            format!("{method} {path} HTTP/1.{}\r\n", u8::from(!http10)).as_bytes(),
-        );
+        let version = match rng.range(0, 60) {
+            0 => "1.2", // served as 1.1
+            1 => "2.0", // 505
+            _ if http10 => "1.0",
+            _ => "1.1",
+        };
+        let long;
+        let path = if rng.range(0, 60) == 0 {
+            long = format!("/{}", "t".repeat(rng.range(8000, 9000))); // 414 past 8 KiB
+            &long
+        } else {
+            path
+        };
+        out.extend_from_slice(format!("{method} {path} HTTP/{version}\r\n").as_bytes());
         if !http10 || rng.range(0, 1) == 0 {
             out.extend_from_slice(b"Host: example.test\r\n");
         }
@@ -504,7 +515,9 @@ fn http_parser_survives_random_and_mutated_requests_split_anywhere() {
         "HTTP/1.1 404 ",
         "HTTP/1.1 405 ",
         "HTTP/1.1 413 ",
+        "HTTP/1.1 414 ",
         "HTTP/1.1 431 ",
+        "HTTP/1.1 505 ",
         "HTTP/1.1 501 ",
         "Connection: close",
         "Connection: keep-alive",

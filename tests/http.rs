@@ -316,7 +316,23 @@ fn malformed_and_oversized_requests_get_4xx_and_close() {
         ),
         (
             format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(9000)).into_bytes(),
+            "HTTP/1.1 414 URI Too Long",
+        ),
+        (
+            format!(
+                "GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n",
+                "a".repeat(9000)
+            )
+            .into_bytes(),
             "HTTP/1.1 431 Request Header Fields Too Large",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n".to_vec(),
+            "HTTP/1.1 400 Bad Request",
+        ),
+        (
+            b"GET / HTTP/2.0\r\nHost: x\r\n\r\n".to_vec(),
+            "HTTP/1.1 505 HTTP Version Not Supported",
         ),
         (
             b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 101\r\n\r\n".to_vec(),
@@ -341,6 +357,23 @@ fn malformed_and_oversized_requests_get_4xx_and_close() {
     let mut s = util::connect(server.addr);
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     assert_eq!(read_response(&mut s, &mut Vec::new(), false).body, HELLO);
+}
+
+/// RFC 9110 §2.5: a later minor version is served as the highest we know.
+#[test]
+fn http_1_2_is_served_as_http_1_1() {
+    let server = http_server(&[]);
+    let mut s = util::connect(server.addr);
+    s.write_all(b"GET / HTTP/1.2\r\nHost: x\r\n\r\nPOST /echo HTTP/1.9\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+        .unwrap();
+    let mut buf = Vec::new();
+    let r = read_response(&mut s, &mut buf, false);
+    assert_eq!(r.status, "HTTP/1.1 200 OK");
+    assert_eq!(r.header("connection"), None, "kept alive, as 1.1");
+    assert_eq!(r.body, HELLO);
+    let r = read_response(&mut s, &mut buf, false);
+    assert_eq!(r.status, "HTTP/1.1 200 OK");
+    assert_eq!(r.body, b"abc");
 }
 
 /// Pipelined requests can ask for far more than they weigh. The protocol

@@ -17,9 +17,10 @@
 //! # One request's life
 //! ```text
 //!   Idle ──first byte──► Head { since } ──head parsed──► Body { committed: false }
-//!    ▲                     │ over 8 KiB: 431, malformed: 400,      │ body complete, or
-//!    │                     │ chunked: 501, too big: 413,           │ BODY_HOLD bytes here:
-//!    │                     │ --header-timeout passed: 408          ▼ write the response head
+//!    ▲                     │ line over 8 KiB: 414, head: 431,      │ body complete, or
+//!    │                     │ malformed, bad Host: 400, HTTP/2: 505 │ BODY_HOLD bytes here:
+//!    │                     │ chunked: 501, too big: 413,           │ write the response head
+//!    │                     │ --header-timeout passed: 408          ▼
 //!    │                     ▼                                   Body { committed: true }
 //!    │                   Done (close)                              │ echo or skip body bytes
 //!    └──────────────── keep-alive ◄──── body done ─────────────────┘──► Done (close)
@@ -236,28 +237,71 @@ impl Http {
     /// never changes the verdict).
     fn parse_head(&self, input: &[u8]) -> Parsed {
         let window = &input[..input.len().min(MAX_HEAD + 1)];
+        match self.parse_window(window) {
+            Err(httparse::Error::Version) => self.parse_other_version(window),
+            Err(_) => Parsed::Fatal(MALFORMED),
+            Ok(parsed) => parsed,
+        }
+    }
+
+    /// `httparse` knows HTTP/1.0 and HTTP/1.1 only. A later HTTP/1.x is
+    /// served as HTTP/1.1 (RFC 9110 §2.5: a recipient of a higher minor
+    /// version treats the message as the highest minor version it knows),
+    /// by parsing a copy with the minor digit rewritten; another major
+    /// version gets 505, as nginx answers `HTTP/2.0` over HTTP/1 framing.
+    #[cold]
+    fn parse_other_version(&self, window: &[u8]) -> Parsed {
+        let Some(nl) = window.iter().position(|&b| b == b'\n') else {
+            return if window.len() > MAX_HEAD {
+                Parsed::Fatal(URI_TOO_LONG)
+            } else {
+                Parsed::Partial
+            };
+        };
+        let line = &window[..nl];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let version = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
+        match version {
+            [b'H', b'T', b'T', b'P', b'/', b'1', b'.', minor] if minor.is_ascii_digit() => {
+                let mut copy = [0u8; MAX_HEAD + 1];
+                let copy = &mut copy[..window.len()];
+                copy.copy_from_slice(window);
+                copy[line.len() - 1] = b'1';
+                self.parse_window(copy).unwrap_or(Parsed::Fatal(MALFORMED))
+            }
+            [b'H', b'T', b'T', b'P', b'/', b'2'..=b'9', b'.', minor] if minor.is_ascii_digit() => {
+                Parsed::Fatal(Fatal::new(
+                    "505 HTTP Version Not Supported",
+                    "HTTP major version other than 1",
+                ))
+            }
+            _ => Parsed::Fatal(MALFORMED),
+        }
+    }
+
+    /// Parse a head window (see [`Http::parse_head`]); `httparse`'s errors
+    /// other than too many headers are passed up.
+    fn parse_window(&self, window: &[u8]) -> Result<Parsed, httparse::Error> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut parsed = httparse::Request::new(&mut headers);
         let len = match parsed.parse(window) {
             Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => len,
-            Ok(httparse::Status::Complete(_)) => return Parsed::Fatal(TOO_LARGE),
+            Ok(httparse::Status::Complete(_)) => return Ok(Parsed::Fatal(too_large(window))),
             Ok(httparse::Status::Partial) if window.len() > MAX_HEAD => {
-                return Parsed::Fatal(TOO_LARGE)
+                return Ok(Parsed::Fatal(too_large(window)))
             }
-            Ok(httparse::Status::Partial) => return Parsed::Partial,
-            Err(httparse::Error::TooManyHeaders) => return Parsed::Fatal(TOO_LARGE),
-            Err(_) => {
-                return Parsed::Fatal(Fatal::new("400 Bad Request", "malformed request head"))
-            }
+            Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+            Err(httparse::Error::TooManyHeaders) => return Ok(Parsed::Fatal(TOO_LARGE)),
+            Err(e) => return Err(e),
         };
         let (Some(method), Some(path), Some(version)) =
             (parsed.method, parsed.path, parsed.version)
         else {
-            return Parsed::Fatal(Fatal::new("400 Bad Request", "malformed request head"));
+            return Ok(Parsed::Fatal(MALFORMED));
         };
         let http10 = version == 0;
         let head = method == "HEAD";
-        let fatal = |status, why| Parsed::Fatal(Fatal { status, why, head });
+        let fatal = |status, why| Ok(Parsed::Fatal(Fatal { status, why, head }));
 
         let mut content_length = None;
         let mut chunked = false;
@@ -275,6 +319,9 @@ impl Http {
                 chunked = true;
             } else if name.eq_ignore_ascii_case(b"host") {
                 hosts += 1;
+                if !valid_host(h.value) {
+                    return fatal("400 Bad Request", "Host is not a valid authority");
+                }
             } else if name.eq_ignore_ascii_case(b"connection") {
                 for token in h.value.split(|&b| b == b',') {
                     let token = token.trim_ascii();
@@ -305,7 +352,7 @@ impl Http {
             "POST" => Route::NotFound,
             _ => Route::MethodNotAllowed,
         };
-        Parsed::Request {
+        Ok(Parsed::Request {
             len,
             req: Request {
                 route,
@@ -314,7 +361,7 @@ impl Http {
             },
             body_len,
             expect_continue: expect_continue && !http10 && body_len > 0,
-        }
+        })
     }
 
     /// Whether the connection ends after `req`'s response.
@@ -409,6 +456,70 @@ const TOO_LARGE: Fatal = Fatal::new(
     "431 Request Header Fields Too Large",
     "request head over 8 KiB",
 );
+
+const URI_TOO_LONG: Fatal = Fatal::new("414 URI Too Long", "request line over 8 KiB");
+
+const MALFORMED: Fatal = Fatal::new("400 Bad Request", "malformed request head");
+
+/// A head over [`MAX_HEAD`]: 414 when the request line alone does not fit
+/// (the target is what is long), else 431 (the header fields are).
+fn too_large(window: &[u8]) -> Fatal {
+    let line_fits = window[..window.len().min(MAX_HEAD)].contains(&b'\n');
+    if line_fits {
+        TOO_LARGE
+    } else {
+        URI_TOO_LONG
+    }
+}
+
+/// A `Host` value: an RFC 3986 authority without userinfo, `host [":"
+/// port]`, where host is an IP-literal (`[...]`), an IPv4 address or a
+/// reg-name (unreserved, sub-delims and %-escapes; IPv4 is one of those),
+/// and port is digits. Empty is allowed (RFC 9112 §3.2: a target without
+/// an authority). `Host: a b` is not.
+fn valid_host(value: &[u8]) -> bool {
+    let unreserved_or_sub_delim =
+        |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b);
+    let (host, port) = if let Some(literal) = value.strip_prefix(b"[") {
+        let Some(end) = literal.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let inside = &literal[..end];
+        // IPv6 (hex, colons, dots of an embedded IPv4) or IPvFuture.
+        if inside.is_empty()
+            || !inside
+                .iter()
+                .all(|&b| unreserved_or_sub_delim(b) || b == b':')
+        {
+            return false;
+        }
+        (&[][..], &literal[end + 1..])
+    } else {
+        match value.iter().position(|&b| b == b':') {
+            Some(colon) => (&value[..colon], &value[colon..]),
+            None => (value, &[][..]),
+        }
+    };
+    let port_ok = match port {
+        [] => true,
+        [b':', digits @ ..] => digits.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    let mut i = 0;
+    while i < host.len() {
+        match host[i] {
+            b'%' if host.len() > i + 2
+                && host[i + 1].is_ascii_hexdigit()
+                && host[i + 2].is_ascii_hexdigit() =>
+            {
+                i += 3
+            }
+            b if unreserved_or_sub_delim(b) => i += 1,
+            _ => return false,
+        }
+    }
+    port_ok
+}
 
 impl Protocol for Http {
     fn name(&self) -> &'static str {
@@ -844,10 +955,12 @@ mod tests {
         );
         // A head that never ends is cut off at 8 KiB, not buffered on.
         let endless = vec![b'a'; 3 * MAX_HEAD];
-        let mut endless = [b"GET /".as_slice(), &endless].concat();
+        let endless = [b"GET / HTTP/1.1\r\nX: ".as_slice(), &endless].concat();
         assert_fatal(&endless, "431 Request Header Fields Too Large");
-        endless.truncate(MAX_HEAD + 1);
-        assert_fatal(&endless, "431 Request Header Fields Too Large");
+        assert_fatal(
+            &endless[..MAX_HEAD + 1],
+            "431 Request Header Fields Too Large",
+        );
         // Too many header fields is the same complaint.
         let many = format!(
             "GET / HTTP/1.1\r\nHost: x\r\n{}\r\n",
@@ -857,10 +970,87 @@ mod tests {
     }
 
     #[test]
+    fn a_request_line_over_the_head_limit_is_414_not_431() {
+        let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(MAX_HEAD));
+        assert_fatal(long.as_bytes(), "414 URI Too Long");
+        // A target that never ends is cut off at 8 KiB, not buffered on.
+        let endless = [b"GET /".as_slice(), &vec![b'a'; 3 * MAX_HEAD]].concat();
+        assert_fatal(&endless, "414 URI Too Long");
+        assert_fatal(&endless[..MAX_HEAD + 1], "414 URI Too Long");
+        // A long line that fits, with header fields past the limit: 431.
+        let line = format!("GET /{} HTTP/1.1\r\n", "a".repeat(MAX_HEAD - 100));
+        let over = format!("{line}Host: x\r\nX: {}\r\n\r\n", "b".repeat(200));
+        assert_fatal(over.as_bytes(), "431 Request Header Fields Too Large");
+    }
+
+    #[test]
+    fn a_host_that_is_not_an_authority_is_400() {
+        for bad in [
+            "a b", "a/b", "a@b", "x:y", "x:80:80", "[::1", "[]", "[::1]x", "a%2", "a%zz", "\"q\"",
+        ] {
+            let request = format!("GET / HTTP/1.1\r\nHost: {bad}\r\n\r\n");
+            assert_fatal(request.as_bytes(), "400 Bad Request");
+        }
+        for good in [
+            "example.test",
+            "example.test:8080",
+            "127.0.0.1",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:8080",
+            "[v1.fe80::a+en1]",
+            "a%20b",
+            "x:",
+            "",
+            "xn--bcher-kva.example",
+            "a-b_c~d!$&'()*+,;=",
+        ] {
+            let request = format!("GET / HTTP/1.1\r\nHost: {good}\r\n\r\n");
+            assert_eq!(
+                one(&request),
+                (HELLO_RESPONSE.into(), Decision::Continue),
+                "{good:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn later_http_1_minor_versions_are_served_as_1_1_and_other_majors_get_505() {
+        for version in ["1.2", "1.9"] {
+            let request = format!("GET / HTTP/{version}\r\nHost: x\r\n\r\n");
+            let (text, decision) = run(&[request.as_bytes(), GET.as_bytes()]);
+            assert_eq!(text, HELLO_RESPONSE.repeat(2), "{version}");
+            assert_eq!(decision, Decision::Continue);
+            for i in 0..=request.len() {
+                let b = request.as_bytes();
+                assert_eq!(
+                    run(&[&b[..i], &b[i..]]),
+                    (HELLO_RESPONSE.into(), Decision::Continue)
+                );
+            }
+        }
+        // Served as HTTP/1.1: Host is required, keep-alive is the default.
+        assert_fatal(b"GET / HTTP/1.2\r\n\r\n", "400 Bad Request");
+        let (text, decision) = one(
+            "POST /echo HTTP/1.5\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+        );
+        assert!(text.ends_with("Connection: close\r\n\r\nhi"), "{text}");
+        assert_eq!(decision, Decision::Close);
+        for version in ["2.0", "3.0", "9.9"] {
+            let request = format!("GET / HTTP/{version}\r\nHost: x\r\n\r\n");
+            assert_fatal(request.as_bytes(), "505 HTTP Version Not Supported");
+        }
+        for bad in ["0.9", "1.", "1.1x", "11.1", "A.1"] {
+            let request = format!("GET / HTTP/{bad}\r\nHost: x\r\n\r\n");
+            assert_fatal(request.as_bytes(), "400 Bad Request");
+        }
+    }
+
+    #[test]
     fn malformed_heads_are_400_and_close() {
         for bad in [
             "GET/ HTTP/1.1\r\nHost: x\r\n\r\n",
-            "GET / HTTP/9.9\r\nHost: x\r\n\r\n",
+            "GET / HTTP/1.1x\r\nHost: x\r\n\r\n",
             "G\x01T / HTTP/1.1\r\nHost: x\r\n\r\n",
             "GET / HTTP/1.1\r\nHo st: x\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: x\r\nBad\x7fName: y\r\n\r\n",
