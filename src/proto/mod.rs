@@ -16,6 +16,7 @@
 
 use std::time::Instant;
 
+pub mod chunked;
 mod echo;
 pub mod http;
 pub mod proxy;
