@@ -17,6 +17,12 @@
 //! * **liveness**: with the peer reading everything, a half-closed stream is
 //!   echoed in full and closed.
 //!
+//!
+//! A second property holds for **every** protocol `--protocol` offers:
+//! against a peer that never reads, owed output stays within the high
+//! watermark plus one protocol call's [`OUT_BUDGET`], however cheap the
+//! requests and costly the replies.
+//!
 //! `cargo test --test fuzz_conn` runs a short deterministic pass. The long
 //! pass: `TCP_REACTOR_FUZZ_CASES=1000000 cargo test --release --test fuzz_conn`
 //! (`TCP_REACTOR_FUZZ_SEED` picks another sequence).
@@ -25,10 +31,13 @@ mod util;
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use clap::ValueEnum;
+use tcp_reactor::process::cli::ProtocolName;
 use tcp_reactor::proto::proxy::ProxyMode;
-use tcp_reactor::proto::Echo;
+use tcp_reactor::proto::{Echo, Http, HttpConfig, Protocol, Resp, OUT_BUDGET};
 use tcp_reactor::reactor::conn::{CloseReason, Conn, Limits, Progress, Scratch, State, Transport};
 use util::clients::Rng;
 
@@ -382,6 +391,185 @@ fn random_streams_splits_resets_and_drains_keep_the_connection_invariants() {
             ("PROXY refused", r.proxy_refused),
         ] {
             assert!(n > 0, "no case reached {what}: the harness lost its teeth");
+        }
+    }
+}
+
+/// A peer that never reads: the kernel's send buffer takes `room` bytes,
+/// then every write would block. Its requests arrive as fast as we read.
+struct NonReader {
+    rng: Rng,
+    input: Vec<u8>,
+    arrived: usize,
+    read_pos: usize,
+    room: usize,
+}
+
+impl Read for NonReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let available = self.arrived - self.read_pos;
+        if available == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = available.min(buf.len());
+        buf[..n].copy_from_slice(&self.input[self.read_pos..self.read_pos + n]);
+        self.read_pos += n;
+        Ok(n)
+    }
+}
+
+impl Write for NonReader {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.room == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = buf.len().min(self.room);
+        self.room -= n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Transport for NonReader {
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One case: a pipelined stream of `messages` (whole requests, each one
+/// repeated a random number of times, in random order) to a connection
+/// whose peer never reads. Returns the most output that was ever owed.
+fn non_reader_case<P: Protocol>(
+    seed: u64,
+    make: &impl Fn() -> P,
+    messages: &[Vec<u8>],
+    scratch: &mut Scratch,
+) -> usize {
+    let mut rng = Rng::new(seed);
+    let high = rng.range(1, 256 * 1024);
+    let limits = Limits {
+        write_high_watermark: high,
+        write_low_watermark: rng.range(0, high),
+        read_budget: rng.range(1, 512 * 1024),
+        idle_timeout: None,
+        ..Limits::default()
+    };
+    let mut input = Vec::new();
+    while input.len() < 1 << 20 {
+        let m = &messages[rng.range(0, messages.len() - 1)];
+        for _ in 0..rng.range(1, 2000) {
+            input.extend_from_slice(m);
+        }
+    }
+    let peer = NonReader {
+        rng: Rng::new(seed ^ 0xbeef),
+        input,
+        arrived: 0,
+        read_pos: 0,
+        room: rng.range(0, 300_000),
+    };
+    let now = Instant::now();
+    let peer_addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let mut conn = Conn::new(peer, peer_addr, 0, 1, make(), now, ProxyMode::Off);
+    let bound = limits.write_high_watermark + OUT_BUDGET;
+    let mut most = 0;
+    for _ in 0..rng.range(1, 200) {
+        let p = conn.stream_mut();
+        let piece = p.rng.range(1, 150_000);
+        p.arrived = (p.arrived + piece).min(p.input.len());
+        conn.on_event(true, true, false);
+        let mut progress = conn.drive(now, scratch, &limits);
+        let mut yields = 0;
+        loop {
+            most = most.max(conn.owed());
+            assert!(
+                conn.owed() <= bound,
+                "seed {seed}: owed {} > {bound} (high watermark {high})",
+                conn.owed()
+            );
+            match progress {
+                Progress::Yield => {
+                    yields += 1;
+                    assert!(yields < 10_000, "seed {seed}: yields forever");
+                    progress = conn.drive(now, scratch, &limits);
+                }
+                Progress::Idle => break,
+                Progress::Closed(reason) => panic!("seed {seed}: closed: {reason}"),
+            }
+        }
+    }
+    most
+}
+
+fn non_reader_cases<P: Protocol>(name: ProtocolName, make: impl Fn() -> P, messages: &[&[u8]]) {
+    let messages: Vec<Vec<u8>> = messages.iter().map(|m| m.to_vec()).collect();
+    let cases: u64 = std::env::var("TCP_REACTOR_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(200, |n| n / 100)
+        .max(1);
+    let mut scratch = Scratch::new();
+    let mut most = 0;
+    for case in 0..cases {
+        most = most.max(non_reader_case(
+            0x0b0_2026 + case,
+            &make,
+            &messages,
+            &mut scratch,
+        ));
+    }
+    eprintln!("{name:?}: {cases} cases against a non-reading peer, at most {most} B owed");
+    assert!(
+        most > 0,
+        "{name:?}: the peer never fell behind: the case lost its teeth"
+    );
+}
+
+/// Every protocol `--protocol` offers, each with whole requests whose
+/// replies outweigh them. The match has no catch-all arm: a new protocol
+/// does not compile here until it is listed.
+#[test]
+fn every_protocol_keeps_owed_output_within_high_watermark_plus_out_budget_for_a_non_reader() {
+    let post = [
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 20000\r\n\r\n".as_slice(),
+        &[b'b'; 20000],
+    ]
+    .concat();
+    let echo = [
+        b"*2\r\n$4\r\nECHO\r\n$3000\r\n".as_slice(),
+        &[b'a'; 3000],
+        b"\r\n",
+    ]
+    .concat();
+    let inline_echo = [b"ECHO ".as_slice(), &[b'i'; 16000], b"\n"].concat();
+    for &name in ProtocolName::value_variants() {
+        match name {
+            ProtocolName::Echo => non_reader_cases(name, || Echo, &[b"x", &[b'e'; 3000]]),
+            ProtocolName::Http => non_reader_cases(
+                name,
+                || Http::new(Arc::new(HttpConfig::default())),
+                &[
+                    b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+                    b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n",
+                    b"X / HTTP/1.1\r\nHost: x\r\n\r\n",
+                    &post,
+                ],
+            ),
+            ProtocolName::Resp => non_reader_cases(
+                name,
+                || Resp::new(1 << 20),
+                &[
+                    b"x\n",
+                    b"PING\n",
+                    b"*1\r\n$1\r\nx\r\n",
+                    b"ECHO aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n",
+                    &echo,
+                    &inline_echo,
+                ],
+            ),
         }
     }
 }

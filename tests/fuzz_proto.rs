@@ -13,7 +13,8 @@
 //!   stream is cut into reads (for every stream, valid or not: both parsers
 //!   look at bounded windows, so a verdict never depends on a read's size);
 //! * **bounded output**: one call writes at most 32 bytes per byte it was
-//!   offered, plus 1 KiB;
+//!   offered, plus 1 KiB, and never more than `OUT_BUDGET`; input left
+//!   behind at the budget is offered again, as the connection does;
 //! * **bounded state**: the unconsumed input never exceeds the protocol's
 //!   `MAX_PENDING` (itself under `Limits::max_pending_input`), an HTTP
 //!   header timer is armed only while a partial head is held;
@@ -32,7 +33,9 @@ mod util;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tcp_reactor::proto::{http, resp, Decision, Http, HttpConfig, Protocol, Resp};
+use tcp_reactor::proto::{
+    budget_spent, chunked, http, resp, Decision, Http, HttpConfig, Protocol, Resp, OUT_BUDGET,
+};
 use tcp_reactor::reactor::conn::Limits;
 use util::clients::Rng;
 
@@ -90,9 +93,20 @@ impl Subject for Http {
         if rng.range(0, 9) == 0 {
             out.extend_from_slice(b"\r\n"); // a stray CRLF between requests
         }
-        out.extend_from_slice(
-            format!("{method} {path} HTTP/1.{}\r\n", u8::from(!http10)).as_bytes(),
-        );
+        let version = match rng.range(0, 60) {
+            0 => "1.2", // served as 1.1
+            1 => "2.0", // 505
+            _ if http10 => "1.0",
+            _ => "1.1",
+        };
+        let long;
+        let path = if rng.range(0, 60) == 0 {
+            long = format!("/{}", "t".repeat(rng.range(8000, 9000))); // 414 past 8 KiB
+            &long
+        } else {
+            path
+        };
+        out.extend_from_slice(format!("{method} {path} HTTP/{version}\r\n").as_bytes());
         if !http10 || rng.range(0, 1) == 0 {
             out.extend_from_slice(b"Host: example.test\r\n");
         }
@@ -114,8 +128,20 @@ impl Subject for Http {
                 out.extend_from_slice(b"\r\n");
             }
             1 => {
-                // A chunked body: 501.
-                out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+                // A coding other than chunked: 501.
+                out.extend_from_slice(
+                    b"Transfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+                );
+                return;
+            }
+            2..=5 if !http10 => {
+                // A chunked body.
+                out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+                if rng.range(0, 3) == 0 {
+                    out.extend_from_slice(b"Expect: 100-continue\r\n");
+                }
+                out.extend_from_slice(b"\r\n");
+                chunked_body(rng, out, &mut Vec::new());
                 return;
             }
             _ => {}
@@ -204,6 +230,154 @@ impl Subject for Resp {
     fn check_state(&self, _pending: usize, _now: Instant) {}
 }
 
+/// A valid chunked body (sizes, extensions, trailers at random); appends
+/// to `canonical` what the decoder echoes for it: the same chunks, without
+/// extensions and trailers.
+fn chunked_body(rng: &mut Rng, out: &mut Vec<u8>, canonical: &mut Vec<u8>) {
+    for _ in 0..rng.range(0, 6) {
+        let len = match rng.range(0, 9) {
+            0..=6 => rng.range(1, 200),
+            _ => rng.range(200, 30_000),
+        };
+        let size = if rng.range(0, 3) == 0 {
+            format!("{len:X}")
+        } else {
+            format!("{len:x}")
+        };
+        out.extend_from_slice(size.as_bytes());
+        if rng.range(0, 3) == 0 {
+            out.extend_from_slice(b";ext=\"v\";x");
+        }
+        out.extend_from_slice(b"\r\n");
+        canonical.extend_from_slice(format!("{len:x}\r\n").as_bytes());
+        let data: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+        out.extend_from_slice(&data);
+        canonical.extend_from_slice(&data);
+        out.extend_from_slice(b"\r\n");
+        canonical.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n");
+    for _ in 0..rng.range(0, 2) {
+        out.extend_from_slice(b"X-Trailer: value\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    canonical.extend_from_slice(b"0\r\n\r\n");
+}
+
+/// Decode `pieces` as the HTTP protocol does: a partial line is offered
+/// again with the next piece; echoing stops at `room` bytes per call and
+/// the rest is offered again. The output, final status and bytes used.
+fn decode_pieces(pieces: &[&[u8]], max: u64, room: usize) -> (Vec<u8>, chunked::Status, usize) {
+    let mut d = chunked::Decoder::new();
+    let mut pending = Vec::new();
+    let mut out = Vec::new();
+    let mut used = 0;
+    let mut status = chunked::Status::More;
+    for piece in pieces {
+        pending.extend_from_slice(piece);
+        loop {
+            let stop_at = out.len().saturating_add(room);
+            let r = d.decode(&pending, max, Some((&mut out, stop_at)));
+            assert!(r.consumed <= pending.len());
+            assert!(
+                out.len() <= stop_at.saturating_add(32),
+                "echo ran past its room"
+            );
+            pending.drain(..r.consumed);
+            used += r.consumed;
+            status = r.status;
+            if status != chunked::Status::More || out.len() < stop_at {
+                break;
+            }
+        }
+        assert!(
+            status != chunked::Status::More || pending.len() <= chunked::LINE_MAX + 2,
+            "{} B held",
+            pending.len()
+        );
+        if status != chunked::Status::More {
+            break;
+        }
+    }
+    (out, status, used)
+}
+
+/// One chunked decoder case: a valid body (followed by other bytes), a
+/// mutated one, or random bytes; whole, then split at random with a
+/// random output room: the same output, verdict and bytes used.
+fn chunked_case(seed: u64, reached: &mut [u64; 4]) {
+    let mut rng = Rng::new(seed);
+    let max = [10, 1000, 100_000, 1 << 20][rng.range(0, 3)];
+    let mut body = Vec::new();
+    let mut canonical = Vec::new();
+    chunked_body(&mut rng, &mut body, &mut canonical);
+    let valid_len = body.len();
+    body.extend_from_slice(b"GET / HTTP/1.1\r\n");
+    let kind = rng.range(0, 3);
+    if kind == 1 {
+        let other = body.clone();
+        mutate(
+            &mut rng,
+            &mut body,
+            &other,
+            b"0123456789abcdefABCDEF;=\r\n\t \"xX-:",
+        );
+    } else if kind == 2 {
+        let len = rng.range(0, 6000);
+        body = (0..len)
+            .map(|_| b"0123456789abcdef;\r\n x"[rng.range(0, 20)])
+            .collect();
+    }
+    let whole = decode_pieces(&[&body], max, usize::MAX);
+    if kind == 0 {
+        // Valid: done (or over `max`), never anything else.
+        match whole.1 {
+            chunked::Status::Done => {
+                assert_eq!(whole.0, canonical, "seed {seed}: echo of a valid body");
+                assert_eq!(whole.2, valid_len, "seed {seed}: stops at the body's end");
+            }
+            chunked::Status::TooLarge => {}
+            other => panic!("seed {seed}: valid body decoded as {other:?}"),
+        }
+    }
+    for _ in 0..2 {
+        let room = [1, 7, 100, 5000, usize::MAX][rng.range(0, 4)];
+        let split = decode_pieces(&pieces(&mut rng, &body), max, room);
+        assert!(
+            split == whole,
+            "seed {seed}: chunked decoding depends on split points or room ({:?} vs {:?})",
+            split.1,
+            whole.1
+        );
+    }
+    reached[match whole.1 {
+        chunked::Status::More => 0,
+        chunked::Status::Done => 1,
+        chunked::Status::Invalid(_) => 2,
+        chunked::Status::TooLarge => 3,
+    }] += 1;
+}
+
+#[test]
+fn chunked_decoder_gives_the_same_echo_and_verdict_however_the_body_is_split() {
+    let (cases, base) = cases();
+    let started = Instant::now();
+    let mut reached = [0u64; 4];
+    for case in 0..cases {
+        chunked_case(base.wrapping_add(case), &mut reached);
+    }
+    eprintln!(
+        "fuzz_proto chunked: {cases} cases from seed {base} in {:?}: more/done/invalid/too large {reached:?}",
+        started.elapsed()
+    );
+    if cases >= 1000 {
+        assert!(
+            reached.iter().all(|&n| n > 0),
+            "a verdict never reached: {reached:?}"
+        );
+    }
+}
+
 /// Plays the connection for one protocol object.
 struct Driver<P> {
     proto: P,
@@ -227,6 +401,14 @@ impl<P: Subject> Driver<P> {
             return;
         }
         self.pending.extend_from_slice(bytes);
+        // Like the connection: input left behind at the output budget is
+        // offered again (the peer reads everything here).
+        while self.call(now, seed) {}
+        self.check(now, seed);
+    }
+
+    /// One `on_input` call; whether the connection would offer the rest again.
+    fn call(&mut self, now: Instant, seed: u64) -> bool {
         let before = self.out.len();
         let step = self.proto.on_input(now, &self.pending, &mut self.out);
         let offered = self.pending.len();
@@ -236,14 +418,15 @@ impl<P: Subject> Driver<P> {
         );
         let wrote = self.out.len() - before;
         assert!(
-            wrote <= OUT_RATIO * offered + OUT_SLACK,
+            wrote <= OUT_RATIO * offered + OUT_SLACK && wrote <= OUT_BUDGET,
             "seed {seed}: {wrote} B out for {offered} B in"
         );
         self.pending.drain(..step.consumed);
         if step.decision != Decision::Continue {
             self.ended = Some(step.decision);
+            return false;
         }
-        self.check(now, seed);
+        !self.pending.is_empty() && budget_spent(wrote)
     }
 
     fn check(&self, now: Instant, seed: u64) {
@@ -492,8 +675,12 @@ fn http_parser_survives_random_and_mutated_requests_split_anywhere() {
         "HTTP/1.1 404 ",
         "HTTP/1.1 405 ",
         "HTTP/1.1 413 ",
+        "HTTP/1.1 414 ",
         "HTTP/1.1 431 ",
+        "HTTP/1.1 505 ",
         "HTTP/1.1 501 ",
+        "Transfer-Encoding: chunked",
+        "\r\n0\r\n\r\n",
         "Connection: close",
         "Connection: keep-alive",
     ]);

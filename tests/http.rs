@@ -342,16 +342,52 @@ fn malformed_and_oversized_requests_get_4xx_and_close() {
         ),
         (
             format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(9000)).into_bytes(),
+            "HTTP/1.1 414 URI Too Long",
+        ),
+        (
+            format!(
+                "GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n",
+                "a".repeat(9000)
+            )
+            .into_bytes(),
             "HTTP/1.1 431 Request Header Fields Too Large",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n".to_vec(),
+            "HTTP/1.1 400 Bad Request",
+        ),
+        (
+            b"GET / HTTP/2.0\r\nHost: x\r\n\r\n".to_vec(),
+            "HTTP/1.1 505 HTTP Version Not Supported",
         ),
         (
             b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 101\r\n\r\n".to_vec(),
             "HTTP/1.1 413 Content Too Large",
         ),
         (
-            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"
                 .to_vec(),
             "HTTP/1.1 501 Not Implemented",
+        ),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+                .to_vec(),
+            "HTTP/1.1 400 Bad Request",
+        ),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX"
+                .to_vec(),
+            "HTTP/1.1 400 Bad Request",
+        ),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+                .to_vec(),
+            "HTTP/1.1 400 Bad Request",
+        ),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n65\r\n"
+                .to_vec(),
+            "HTTP/1.1 413 Content Too Large",
         ),
     ] {
         let mut s = util::connect(server.addr);
@@ -367,6 +403,141 @@ fn malformed_and_oversized_requests_get_4xx_and_close() {
     let mut s = util::connect(server.addr);
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     assert_eq!(read_response(&mut s, &mut Vec::new(), false).body, HELLO);
+}
+
+/// Run curl with `stdin` on its standard input; its standard output.
+fn curl_with_stdin(args: &[&str], stdin: &[u8]) -> Vec<u8> {
+    let mut child = Command::new("curl")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run curl");
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    let writer = thread::spawn(move || input.write_all(&stdin));
+    let out = child.wait_with_output().expect("curl output");
+    writer.join().unwrap().expect("curl's stdin");
+    assert!(out.status.success(), "curl {args:?}: {out:?}");
+    out.stdout
+}
+
+/// A body every byte value, 300 KiB: past the 16 KiB hold and the output
+/// budget, so it streams through in many reads and chunks.
+fn binary_body() -> Vec<u8> {
+    (0..300 * 1024)
+        .map(|i: u32| (i * 7 + i / 251) as u8)
+        .collect()
+}
+
+/// RFC 9112 §7.1: curl sends standard input chunked (`-T -`); the echo
+/// comes back byte for byte, itself chunked.
+#[test]
+fn curl_upload_from_stdin_is_sent_chunked_and_echoed_byte_exact() {
+    if !require("curl") {
+        return;
+    }
+    let server = http_server(&[]);
+    let url = format!("http://{}/echo", server.addr);
+    let body = binary_body();
+    let echoed = curl_with_stdin(&["-sS", "-X", "POST", "-T", "-", &url], &body);
+    assert!(
+        echoed == body,
+        "{} B back for {} B",
+        echoed.len(),
+        body.len()
+    );
+    let head = curl_with_stdin(
+        &[
+            "-sS",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "-X",
+            "POST",
+            "-T",
+            "-",
+            &url,
+        ],
+        b"hi",
+    );
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.contains("Transfer-Encoding: chunked\r\n"), "{head}");
+}
+
+/// `--data-binary @file` with a chunked header: the same. Over
+/// `--max-body`: 413 when the excess is announced within the first 16 KiB
+/// of the body (the response head waits that long); later, the response
+/// already went out as 200, so it is cut short (no last chunk) and the
+/// connection closed: curl reports a partial transfer.
+#[test]
+fn curl_data_binary_with_transfer_encoding_chunked_is_echoed_byte_exact() {
+    if !require("curl") {
+        return;
+    }
+    let server = http_server(&["--max-body", "400000"]);
+    let url = format!("http://{}/echo", server.addr);
+    let dir = std::env::temp_dir().join(format!("tcp-reactor-chunked-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("body");
+    let body = binary_body();
+    std::fs::write(&file, &body).unwrap();
+    let data = format!("@{}", file.display());
+    let chunked = |url: &str| {
+        let mut cmd = Command::new("curl");
+        cmd.args([
+            "-sS",
+            "-H",
+            "Transfer-Encoding: chunked",
+            "--data-binary",
+            &data,
+            url,
+        ])
+        .stdin(Stdio::null());
+        cmd.output().expect("run curl")
+    };
+    let out = chunked(&url);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        out.stdout == body,
+        "{} B back for {} B",
+        out.stdout.len(),
+        body.len()
+    );
+
+    std::fs::write(&file, vec![b'z'; 500_000]).unwrap();
+    let out = chunked(&url);
+    assert!(
+        !out.status.success(),
+        "a cut response must not look complete"
+    );
+    assert!(out.stdout.len() < 500_000, "{} B back", out.stdout.len());
+
+    let small = http_server(&["--max-body", "100"]);
+    std::fs::write(&file, vec![b'z'; 101]).unwrap();
+    let out = chunked(&format!("http://{}/echo", small.addr));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Content Too Large\n");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// RFC 9110 §2.5: a later minor version is served as the highest we know.
+#[test]
+fn http_1_2_is_served_as_http_1_1() {
+    let server = http_server(&[]);
+    let mut s = util::connect(server.addr);
+    s.write_all(b"GET / HTTP/1.2\r\nHost: x\r\n\r\nPOST /echo HTTP/1.9\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+        .unwrap();
+    let mut buf = Vec::new();
+    let r = read_response(&mut s, &mut buf, false);
+    assert_eq!(r.status, "HTTP/1.1 200 OK");
+    assert_eq!(r.header("connection"), None, "kept alive, as 1.1");
+    assert_eq!(r.body, HELLO);
+    let r = read_response(&mut s, &mut buf, false);
+    assert_eq!(r.status, "HTTP/1.1 200 OK");
+    assert_eq!(r.body, b"abc");
 }
 
 /// Pipelined requests can ask for far more than they weigh. The protocol

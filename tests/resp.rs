@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::process::{Command, Stdio};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use util::tools::require;
 use util::ServerProcess;
@@ -178,4 +178,45 @@ fn sigterm_mid_command_finishes_it_then_closes() {
     expect_eof(&mut s);
     let status = server.wait_exit(Duration::from_secs(5)).expect("exits");
     assert_eq!(status.code(), Some(0), "log:\n{}", server.log());
+}
+
+/// A client that sends `x\n` (an unknown inline command, 2 bytes in, a
+/// 28-byte error out) over and over and never reads holds the server to
+/// its bound: the write high watermark plus one call's output budget plus
+/// one read of input, per connection. Before the RESP output budget, one
+/// 64 KiB read queued ~832 KiB of errors: ~400 KiB of RSS per connection.
+#[test]
+fn inline_commands_from_clients_that_never_read_cannot_grow_server_memory() {
+    util::raise_fd_limit();
+    let server = resp_server(&[]);
+    let base_kib = util::procfs::rss_kib(server.pid());
+    let chunk: Vec<u8> = b"x\n".iter().copied().cycle().take(64 * 1024).collect();
+    let n = 64;
+    let socks: Vec<TcpStream> = (0..n)
+        .map(|_| {
+            let s = TcpStream::connect(server.addr).unwrap();
+            s.set_nonblocking(true).unwrap();
+            s
+        })
+        .collect();
+    let mut stalled = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while stalled < 30 && Instant::now() < deadline {
+        let mut progressed = false;
+        for mut s in &socks {
+            while let Ok(k) = s.write(&chunk) {
+                progressed |= k > 0;
+            }
+        }
+        stalled = if progressed { 0 } else { stalled + 1 };
+        thread::sleep(Duration::from_millis(10));
+    }
+    let peak_kib = util::procfs::rss_kib(server.pid());
+    let per_conn_kib = 64 + 64 + 64 + 16; // high watermark + output budget + input + slack
+    let bound_kib = base_kib + n as u64 * per_conn_kib + 16 * 1024;
+    eprintln!("inline non-readers: RSS {base_kib} -> {peak_kib} KiB (bound {bound_kib} KiB)");
+    assert!(
+        peak_kib <= bound_kib,
+        "RSS {peak_kib} KiB over {bound_kib} KiB"
+    );
 }

@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use super::{Decision, Protocol, Step};
+use super::{stream_room, Decision, Protocol, Step};
 
 /// The echo protocol. Stateless, so it costs no memory per connection.
 #[derive(Clone, Copy, Debug, Default)]
@@ -22,9 +22,12 @@ impl Protocol for Echo {
     }
 
     fn on_input(&mut self, _now: Instant, input: &[u8], out: &mut Vec<u8>) -> Step {
-        out.extend_from_slice(input);
+        // Input larger than a read (queued behind a PROXY header, say) is
+        // echoed a budget at a time.
+        let take = input.len().min(stream_room(0));
+        out.extend_from_slice(&input[..take]);
         Step {
-            consumed: input.len(),
+            consumed: take,
             decision: Decision::Continue,
         }
     }
@@ -44,6 +47,15 @@ mod tests {
         assert_eq!(step.decision, Decision::Continue);
         echo.on_input(now, b"world", &mut out);
         assert_eq!(out, b"hello world");
+    }
+
+    #[test]
+    fn echoes_at_most_a_budget_per_call() {
+        let input = vec![b'e'; 3 * crate::proto::OUT_BUDGET];
+        let mut out = Vec::new();
+        let step = Echo.on_input(Instant::now(), &input, &mut out);
+        assert!(crate::proto::budget_spent(out.len()));
+        assert_eq!(step.consumed, out.len());
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! partial frame) is kept and handed back, with more bytes behind it, on the
 //! next call. A protocol must therefore consume *whole* frames only and may
 //! rely on seeing the unconsumed tail again. It should consume every whole
-//! frame it can, except that it may stop once its output reaches
+//! frame it can, except that it must stop once its output is
+//! [`budget_spent`], so that one call never writes more than
 //! [`OUT_BUDGET`]; the connection then offers the rest again by itself once
 //! its output has drained, even if no new byte arrives.
 
@@ -18,6 +19,8 @@ use std::time::Instant;
 use crate::reactor::mailbox::{Mailbox, Message};
 use crate::reactor::server::ConnInfo;
 
+#[cfg(feature = "http")]
+pub mod chunked;
 mod echo;
 #[cfg(feature = "http")]
 pub mod http;
@@ -30,13 +33,40 @@ pub use echo::Echo;
 pub use http::{DateAnchor, Http, HttpConfig};
 pub use resp::Resp;
 
-/// How much output one [`Protocol::on_input`] call should produce before it
-/// stops taking new frames. Some requests ask for far more than they weigh
-/// (a pipelined `GET` is 27 bytes, its reply ~150): without a budget, one
-/// 64 KiB read could queue half a megabyte for a client that never reads.
-/// A protocol that stops early leaves the rest unconsumed; the connection
-/// offers it again once its output has drained to the low watermark.
+/// The most output one [`Protocol::on_input`] call may write. Some requests
+/// ask for far more than they weigh (RESP's inline `x\n` is 2 bytes, its
+/// error reply 28): without a budget, one 64 KiB read could queue most of a
+/// megabyte for a client that never reads. With it, a connection owes at
+/// most its high watermark plus `OUT_BUDGET` (the property
+/// `every_protocol_keeps_owed_output_within_high_watermark_plus_out_budget_for_a_non_reader`
+/// in `tests/fuzz_conn.rs` checks every protocol against that).
 pub const OUT_BUDGET: usize = 64 * 1024;
+
+/// The most a protocol writes for one frame without looking at the budget
+/// again: fixed replies (a response head, an error, RESP's inline `ECHO`
+/// answer of up to 16 KiB). Streamed bytes (an echoed body) are not
+/// counted here: they are cut at [`stream_room`].
+pub const REPLY_MAX: usize = 20 * 1024;
+
+/// Output at which a call stops taking new frames.
+const FRAME_STOP: usize = OUT_BUDGET - REPLY_MAX;
+
+/// Whether a call that has written `written` bytes must stop taking new
+/// frames (and stop streaming). It then leaves the rest of its input
+/// unconsumed; the connection offers it again, by itself, once its output
+/// has drained to the low watermark: a protocol that stops with
+/// `budget_spent` true may rely on that, even if no new byte arrives.
+pub const fn budget_spent(written: usize) -> bool {
+    written >= FRAME_STOP
+}
+
+/// How many streamed bytes (an echoed body) a call that has written
+/// `written` bytes may still write. Streaming never takes the output past
+/// the point where [`budget_spent`] holds, so the fixed replies that may
+/// follow it in the same frame still fit in [`OUT_BUDGET`].
+pub const fn stream_room(written: usize) -> usize {
+    FRAME_STOP.saturating_sub(written)
+}
 
 /// What the connection should do after a protocol call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,7 +193,7 @@ pub trait Protocol {
 pub(crate) mod driver {
     use std::time::Instant;
 
-    use super::{Decision, Protocol};
+    use super::{budget_spent, Decision, Protocol, OUT_BUDGET};
 
     pub(crate) struct Driver<P> {
         pub proto: P,
@@ -171,6 +201,7 @@ pub(crate) mod driver {
         pub out: Vec<u8>,
         pub ended: Option<Decision>,
         max_pending: usize,
+        reoffer: bool,
     }
 
     impl<P: Protocol> Driver<P> {
@@ -181,21 +212,37 @@ pub(crate) mod driver {
                 out: Vec::new(),
                 ended: None,
                 max_pending,
+                reoffer: false,
             }
         }
 
-        /// Hand `bytes` (behind what is pending) to the protocol at `now`.
+        /// Hand `bytes` (behind what is pending) to the protocol at `now`,
+        /// and offer what it left again while it stopped at its budget.
         pub fn feed(&mut self, now: Instant, bytes: &[u8]) -> Decision {
             assert!(self.ended.is_none(), "fed after {:?}", self.ended);
             self.pending.extend_from_slice(bytes);
+            loop {
+                let decision = self.call(now);
+                if decision != Decision::Continue || !self.reoffer {
+                    assert!(
+                        self.pending.len() <= self.max_pending,
+                        "{} pending",
+                        self.pending.len()
+                    );
+                    return decision;
+                }
+            }
+        }
+
+        /// One `on_input` call, as the connection makes it.
+        fn call(&mut self, now: Instant) -> Decision {
+            let before = self.out.len();
             let step = self.proto.on_input(now, &self.pending, &mut self.out);
+            let wrote = self.out.len() - before;
+            assert!(wrote <= OUT_BUDGET, "{wrote} B out in one call");
             assert!(step.consumed <= self.pending.len());
             self.pending.drain(..step.consumed);
-            assert!(
-                self.pending.len() <= self.max_pending,
-                "{} pending",
-                self.pending.len()
-            );
+            self.reoffer = !self.pending.is_empty() && budget_spent(wrote);
             if step.decision != Decision::Continue {
                 self.ended = Some(step.decision);
             }

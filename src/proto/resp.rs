@@ -42,7 +42,7 @@
 use std::time::Instant;
 
 use super::pubsub::{self, PubSub, Whole};
-use super::{Decision, Protocol, Step};
+use super::{budget_spent, stream_room, Decision, Protocol, Step, REPLY_MAX};
 use crate::reactor::mailbox::{Mailbox, Message};
 
 /// Longest inline command line (Redis allows 64 KiB; we keep a quarter of
@@ -54,6 +54,10 @@ const LINE_MAX: usize = 32;
 
 /// Bytes of a command name kept for matching and for the error message.
 pub const NAME_PREVIEW: usize = 128;
+
+// The largest fixed reply, an inline `ECHO`'s bulk string (plus an error
+// that may follow in the same call), fits the protocols' reply bound.
+const _: () = assert!(INLINE_MAX + 1024 <= REPLY_MAX);
 
 /// The most unconsumed input this protocol ever leaves with the connection.
 pub const MAX_PENDING: usize = if INLINE_MAX > LINE_MAX + NAME_PREVIEW {
@@ -246,6 +250,7 @@ impl Protocol for Resp {
 
     fn on_input(&mut self, _now: Instant, input: &[u8], out: &mut Vec<u8>) -> Step {
         let mut pos = 0;
+        let out_start = out.len();
         loop {
             let rest = &input[pos..];
             match self.state {
@@ -255,6 +260,13 @@ impl Protocol for Resp {
                         self.state = State::Ready { partial: false };
                         return continue_at(pos);
                     };
+                    if budget_spent(out.len() - out_start) {
+                        // A 2-byte `x\n` costs a 28-byte error: leave the
+                        // rest until these replies drain (the connection
+                        // offers it again).
+                        self.state = State::Ready { partial: false };
+                        return continue_at(pos);
+                    }
                     if first != b'*' {
                         match self.inline(rest, out) {
                             Err(()) => {
@@ -383,8 +395,10 @@ impl Protocol for Resp {
                     echo,
                     echo_next,
                 } => {
-                    let take = remaining.min(rest.len() as u64) as usize;
+                    let mut take = remaining.min(rest.len() as u64) as usize;
                     if echo {
+                        // A budget's worth at a time, like whole commands.
+                        take = take.min(stream_room(out.len() - out_start));
                         out.extend_from_slice(&rest[..take]);
                     }
                     pos += take;
@@ -650,6 +664,36 @@ mod tests {
         assert_eq!(d.feed(Instant::now(), input.as_bytes()), Decision::Continue);
         assert_eq!(d.text(), "+PONG\r\n".repeat(200));
         assert_eq!(d.pending, b"$4\r\nPI", "the partial last command waits");
+    }
+
+    #[test]
+    fn cheap_commands_stop_at_the_output_budget_and_resume() {
+        // `x\n`: 2 bytes in, a 28-byte error out.
+        let many = b"x\n".repeat(32 * 1024);
+        let mut resp = Resp::new(MAX);
+        let mut out = Vec::new();
+        let step = resp.on_input(Instant::now(), &many, &mut out);
+        assert!(step.consumed < many.len(), "took every command at once");
+        assert!(budget_spent(out.len()), "{}", out.len());
+        assert!(out.len() <= crate::proto::OUT_BUDGET, "{}", out.len());
+        assert_eq!(step.consumed % 2, 0, "stops between commands");
+        // A streamed ECHO argument is cut at the budget too.
+        let big = vec![b'a'; 200 * 1024];
+        let mut out = Vec::new();
+        let mut resp = Resp::new(MAX);
+        let head = format!("*2\r\n$4\r\necho\r\n${}\r\n", big.len());
+        let input = [head.as_bytes(), &big].concat();
+        let step = resp.on_input(Instant::now(), &input, &mut out);
+        assert!(out.len() <= crate::proto::OUT_BUDGET, "{}", out.len());
+        assert!(step.consumed < input.len());
+        // Offered the rest again (as the connection does), it all comes out.
+        let mut d = driver();
+        assert_eq!(d.feed(Instant::now(), &many), Decision::Continue);
+        assert_eq!(
+            d.out.len(),
+            32 * 1024 * "-ERR unknown command 'x'\r\n".len()
+        );
+        assert!(d.pending.is_empty());
     }
 
     fn mixed_stream() -> Vec<u8> {

@@ -64,7 +64,7 @@ impl ServerProcess {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn tcp-reactor");
+        let mut child = spawn_retrying_busy_text(&mut cmd);
         let stderr = child.stderr.take().expect("stderr piped");
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&lines);
@@ -241,4 +241,20 @@ pub mod procfs {
         let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &lim, std::ptr::null_mut()) };
         assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
     }
+}
+
+/// Spawn `cmd`, retrying while exec says `ETXTBSY`. A test that has just
+/// written the executable (a copy of the binary, an upgrade script) can
+/// race another test thread's fork: the child holds the write descriptor
+/// until its own exec closes it, and exec'ing a file open for writing fails.
+fn spawn_retrying_busy_text(cmd: &mut Command) -> Child {
+    for _ in 0..100 {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                thread::sleep(Duration::from_millis(10))
+            }
+            result => return result.expect("spawn tcp-reactor"),
+        }
+    }
+    panic!("spawn tcp-reactor: text file busy for 1 s");
 }

@@ -27,7 +27,10 @@
 //! # Backpressure
 //! Output the kernel did not take waits in `out`. Once it reaches the high
 //! watermark the connection stops reading; it reads again when `out` drains
-//! to the low watermark. So `out` never exceeds *high + one read*.
+//! to the low watermark. One read is answered by one protocol call, whose
+//! output is at most [`OUT_BUDGET`] (a protocol stops taking frames at its
+//! budget and the connection offers the rest again later), so `out` never
+//! exceeds *high + `OUT_BUDGET`*, for every protocol.
 //!
 //! # Ownership of the hot path
 //! Reads land in the loop's shared [`Scratch`] buffer, the protocol answers
@@ -45,7 +48,7 @@ use std::time::{Duration, Instant};
 
 use crate::human::ConnName;
 use crate::proto::proxy::{self, Parsed, ProxyMode};
-use crate::proto::{Decision, Protocol, OUT_BUDGET};
+use crate::proto::{budget_spent, Decision, Protocol, OUT_BUDGET};
 use crate::reactor::mailbox::{ConnId, Hub, Message, Outbox};
 use buffer::Buffer;
 pub use state::{CloseReason, Ending, ForceCause, State};
@@ -128,6 +131,10 @@ impl Scratch {
         }
     }
 }
+
+// Echo's reply is written straight from one read: it must fit a call's
+// output budget like any protocol's reply.
+const _: () = assert!(Scratch::READ_SIZE <= OUT_BUDGET);
 
 impl Default for Scratch {
     fn default() -> Self {
@@ -393,7 +400,9 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         match self.pump(now, scratch, limits) {
             Err(reason) => return Progress::Closed(reason),
             Ok(_) if self.state != State::Open => {} // ended while reading
-            Ok(_) if !self.spoke => self.set_state(State::Draining { since: now }),
+            // Not spoken yet, or input left at the output budget that the
+            // protocol has yet to see: it is asked once it has seen it all.
+            Ok(_) if !self.spoke || self.reoffer => self.set_state(State::Draining { since: now }),
             Ok(_) => {
                 if let Err(reason) = self.ask_drain(now, scratch, limits) {
                     return Progress::Closed(reason);
@@ -575,6 +584,11 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
                         self.reoffer = false;
                         self.answer(now, scratch, limits, 0)?;
                         budget = budget.saturating_sub(OUT_BUDGET);
+                        if !self.reoffer && matches!(self.state, State::Draining { .. }) {
+                            // Every byte read has been offered: now the
+                            // protocol can say whether the drain ends it.
+                            self.ask_drain(now, scratch, limits)?;
+                        }
                         continue;
                     }
                     if !self.readable || !self.wants_read() {
@@ -585,7 +599,11 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
                     }
                     let n = self.read_and_answer(now, scratch, limits)?;
                     budget = budget.saturating_sub(n);
-                    if n > 0 && self.spoke && matches!(self.state, State::Draining { .. }) {
+                    if n > 0
+                        && self.spoke
+                        && !self.reoffer
+                        && matches!(self.state, State::Draining { .. })
+                    {
                         self.ask_drain(now, scratch, limits)?;
                     }
                 }
@@ -770,9 +788,12 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
             self.input.consume(step.consumed);
             step
         };
-        self.reoffer = !self.input.is_empty() && scratch.out.len() >= OUT_BUDGET;
+        debug_assert!(scratch.out.len() <= OUT_BUDGET, "protocol over its budget");
+        self.reoffer = !self.input.is_empty() && budget_spent(scratch.out.len());
         self.send_scratch(now, scratch, limits)?;
-        if self.input.len() > limits.max_pending_input {
+        // Left for the budget, the input is whole frames that are offered
+        // again before anything more is read; only a partial frame counts.
+        if !self.reoffer && self.input.len() > limits.max_pending_input {
             return Err(CloseReason::ProtocolError("unconsumed input over limit"));
         }
         self.decide(step.decision);
