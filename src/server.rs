@@ -214,10 +214,11 @@ impl<P: Protocol> Server<P> {
             .map_or(config.listen, Listener::local_addr);
         let waker = Waker::new(poll.registry(), WAKER).map_err(setup("the waker"))?;
         let signals = if config.handle_signals {
-            Some(
-                SignalSource::register(poll.registry(), SIGNALS)
-                    .map_err(setup("signal handlers"))?,
-            )
+            let mut signals = SignalSource::install().map_err(setup("signal handlers"))?;
+            signals
+                .register(poll.registry(), SIGNALS)
+                .map_err(setup("signal handlers"))?;
+            Some(signals)
         } else {
             None
         };

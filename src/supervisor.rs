@@ -80,6 +80,7 @@ pub struct Supervisor {
     exe: Option<PathBuf>,
     args: Vec<OsString>,
     upgrade_timeout: Duration,
+    signals: Option<SignalSource>,
 }
 
 impl Supervisor {
@@ -101,6 +102,7 @@ impl Supervisor {
             exe: std::env::current_exe().ok(),
             args: std::env::args_os().skip(1).collect(),
             upgrade_timeout: Duration::from_secs(30),
+            signals: None,
         }
     }
 
@@ -118,6 +120,14 @@ impl Supervisor {
         self
     }
 
+    /// Use signal handlers installed earlier (the binary installs them
+    /// first thing, so a quit signal during start-up is queued, not fatal).
+    /// Without this, [`run`](Self::run) installs them itself.
+    pub fn signals(mut self, signals: SignalSource) -> Self {
+        self.signals = Some(signals);
+        self
+    }
+
     /// Run the loops until they have all drained; returns the worst outcome.
     pub fn run<P, F>(mut self, make_protocol: F) -> Result<Outcome, Error>
     where
@@ -126,8 +136,13 @@ impl Supervisor {
     {
         let setup = |what| move |source| Error::Setup { what, source };
         let mut poll = Poll::new().map_err(setup("the supervisor's poller"))?;
-        let mut signals =
-            SignalSource::register(poll.registry(), SIGNALS).map_err(setup("signal handlers"))?;
+        let mut signals = match self.signals.take() {
+            Some(signals) => signals,
+            None => SignalSource::install().map_err(setup("signal handlers"))?,
+        };
+        signals
+            .register(poll.registry(), SIGNALS)
+            .map_err(setup("signal handlers"))?;
         let waker = Arc::new(Waker::new(poll.registry(), EVENTS).map_err(setup("the waker"))?);
         let (tx, rx) = mpsc::channel();
         let n = self.threads;
