@@ -78,7 +78,8 @@ pub struct ConnInfo {
 pub enum Outcome {
     /// Every connection finished its drain.
     Clean,
-    /// Shutdown was forced; `remaining` connections were cut off.
+    /// Shutdown was forced and `remaining` (at least one) connections were
+    /// cut off.
     Forced {
         /// Why the drain was cut short.
         cause: ForceCause,
@@ -678,19 +679,19 @@ impl<P: Protocol> Server<P> {
         }
         self.accept_pending = false;
         self.phase = Phase::Draining { started: now };
-        self.timers
-            .schedule(now + self.config.drain_timeout, Wake::DrainDeadline);
+        if let Some(timeout) = self.config.drain_timeout {
+            self.timers.schedule(now + timeout, Wake::DrainDeadline);
+        }
+        let deadline = crate::config::describe_timeout(self.config.drain_timeout);
         match self.worker {
             None => log::info!(
-                "recv quit signal ({cause}): stopped accepting on {}, draining {} connections (deadline {:?})",
+                "recv quit signal ({cause}): stopped accepting on {}, draining {} connections (deadline {deadline})",
                 self.local_addr,
                 self.conns.len(),
-                self.config.drain_timeout
             ),
             Some(id) => log::info!(
-                "loop {id}: draining {} connections (deadline {:?})",
+                "loop {id}: draining {} connections (deadline {deadline})",
                 self.conns.len(),
-                self.config.drain_timeout
             ),
         }
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
@@ -702,8 +703,19 @@ impl<P: Protocol> Server<P> {
         }
     }
 
+    /// Cut off every connection still open. Only a connection actually cut
+    /// off makes the outcome `Forced` (exit 3): with none left, it is clean.
     fn force(&mut self, cause: ForceCause, now: Instant) {
         let remaining = self.conns.len();
+        if remaining == 0 {
+            log::debug!(
+                "{}: no connection left to cut off",
+                CloseReason::Forced(cause)
+            );
+            self.listeners.clear();
+            self.phase = Phase::Done(Outcome::Clean);
+            return;
+        }
         log::warn!(
             "{}: force-closing {remaining} connections",
             CloseReason::Forced(cause)

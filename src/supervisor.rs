@@ -238,7 +238,7 @@ impl Supervisor {
             .map(|d| d / 2);
         let mut next_watchdog = watchdog.map(|d| Instant::now() + d);
         let mut next_extend: Option<Instant> = None;
-        let mut drain_deadline = Instant::now();
+        let mut drain_deadline: Option<Instant> = None;
         let mut phase = Phase::Serving;
         let mut upgrading: Option<(Upgrade, Instant)> = None;
         let mut stats_sum: Option<(usize, Stats)> = None;
@@ -284,10 +284,12 @@ impl Supervisor {
                                         let _ = up.child.kill();
                                     }
                                     phase = Phase::Draining;
-                                    drain_deadline = now + self.config.drain_timeout;
+                                    drain_deadline = self.config.drain_timeout.map(|d| now + d);
                                     if let Some(nt) = &notifier {
                                         nt.send("STOPPING=1\nSTATUS=draining");
-                                        next_extend = Some(now);
+                                        // No deadline of ours: systemd's own
+                                        // TimeoutStopSec decides, unextended.
+                                        next_extend = drain_deadline.map(|_| now);
                                     }
                                 }
                                 SignalEvent::Quit(name) => {
@@ -378,10 +380,10 @@ impl Supervisor {
                     next_watchdog = Some(now + every);
                 }
             }
-            if let Some(at) = next_extend {
+            if let (Some(at), Some(deadline)) = (next_extend, drain_deadline) {
                 if now >= at && phase == Phase::Draining {
                     if let Some(nt) = &notifier {
-                        let left = drain_deadline.saturating_duration_since(now) + EXTEND_EVERY;
+                        let left = deadline.saturating_duration_since(now) + EXTEND_EVERY;
                         nt.send(&format!("EXTEND_TIMEOUT_USEC={}", left.as_micros()));
                     }
                     next_extend = Some(now + EXTEND_EVERY);
@@ -479,7 +481,9 @@ fn run_loop<P, F>(
 }
 
 /// The worst of the loops' outcomes: an error, else a forced drain (with
-/// the counts added up), else clean.
+/// the counts added up), else clean. A loop reports `Forced` only when it
+/// cut a connection off, and one with nothing counted is clean anyway: exit
+/// code 3 means a client lost its connection.
 fn combine(results: impl Iterator<Item = Result<Outcome, Error>>) -> Result<Outcome, Error> {
     let mut outcome = Outcome::Clean;
     for result in results {
@@ -505,7 +509,10 @@ fn combine(results: impl Iterator<Item = Result<Outcome, Error>>) -> Result<Outc
             }
         }
     }
-    Ok(outcome)
+    Ok(match outcome {
+        Outcome::Forced { remaining: 0, .. } => Outcome::Clean,
+        outcome => outcome,
+    })
 }
 
 /// The exit status of a child that closed its pipe, if it exits soon.

@@ -47,6 +47,31 @@ fn a_bad_value_is_a_one_line_error_naming_the_flag_and_exit_2() {
 }
 
 #[test]
+fn upgrade_timeout_0_is_refused_with_a_one_line_reason_and_exit_2() {
+    // Bounded: a binary that took 0 would serve until killed.
+    let mut child = Command::new(BINARY)
+        .args(["--listen", "127.0.0.1:0", "--upgrade-timeout", "0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run tcp-reactor");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while child.try_wait().expect("try_wait").is_none() {
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("--upgrade-timeout 0 was accepted: still serving after 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().expect("collect output");
+    let (code, stderr) = (out.status.code(), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--upgrade-timeout"), "{stderr}");
+}
+
+#[test]
 fn a_port_in_use_is_a_one_line_error_with_address_and_reason_and_exit_1() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();

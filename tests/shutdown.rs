@@ -339,3 +339,51 @@ fn a_quit_signal_during_startup_is_handled_not_fatal() {
         assert!(log.contains("All done."), "{name}: log:\n{log}");
     }
 }
+
+/// `--drain-timeout 0` is no limit: with nothing open the drain is over at
+/// once and clean (exit 0, not 3: nothing was cut off), on one loop or two.
+#[test]
+fn drain_timeout_0_with_nothing_open_exits_0() {
+    for threads in ["1", "2"] {
+        let mut server = ServerProcess::start(&["--drain-timeout", "0", "--threads", threads]);
+        server.signal(libc::SIGTERM);
+        let status = server.wait_exit(Duration::from_secs(10)).expect("exits");
+        let log = server.log();
+        assert_eq!(status.code(), Some(0), "threads {threads}: log:\n{log}");
+        assert!(
+            !log.contains("force-closing"),
+            "threads {threads}: log:\n{log}"
+        );
+        assert!(log.contains("All done."), "threads {threads}: log:\n{log}");
+    }
+}
+
+/// `--drain-timeout 0` is no limit: a client that never reads holds the
+/// drain open (no deadline cuts it) until a second signal forces it: exit 3.
+#[test]
+fn drain_timeout_0_waits_for_a_stuck_client_until_a_second_signal() {
+    let mut server = ServerProcess::start(&["--drain-timeout", "0"]);
+    let _stuck = stuck_client(&server);
+    server.signal(libc::SIGTERM);
+    assert!(
+        server
+            .wait_for_log(
+                "draining 1 connections (deadline off)",
+                Duration::from_secs(5)
+            )
+            .is_some(),
+        "log:\n{}",
+        server.log()
+    );
+    let early = server.wait_exit(Duration::from_secs(1));
+    assert!(
+        early.is_none(),
+        "exited ({early:?}) with a connection still draining; log:\n{}",
+        server.log()
+    );
+    server.signal(libc::SIGINT);
+    let status = server.wait_exit(Duration::from_secs(10)).expect("exits");
+    let log = server.log();
+    assert_eq!(status.code(), Some(3), "log:\n{log}");
+    assert!(log.contains("force-closing 1 connections"), "log:\n{log}");
+}
