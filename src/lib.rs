@@ -24,6 +24,7 @@ pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod error;
+pub mod limit;
 pub mod listener;
 pub mod notify;
 pub mod proto;

@@ -26,6 +26,7 @@ use slab::Slab;
 use crate::config::Config;
 use crate::conn::{CloseReason, Conn, ForceCause, Progress, Scratch};
 use crate::error::Error;
+use crate::limit::{self, ConnLimit};
 use crate::listener::{self, Accepted, Listener};
 use crate::proto::proxy::ProxyMode;
 use crate::proto::Protocol;
@@ -53,6 +54,8 @@ const STALE_TIMERS_SWEEP: usize = 1024;
 const REQUEST_SHUTDOWN: u8 = 1;
 const REQUEST_FORCE: u8 = 2;
 const REQUEST_STATS: u8 = 4;
+/// A slot freed somewhere in the process (see [`crate::limit`]).
+const REQUEST_ACCEPT: u8 = 8;
 
 /// What a connection looked like when it ended: handed to the cleanup hook.
 #[derive(Clone, Debug)]
@@ -123,6 +126,16 @@ impl ShutdownHandle {
         self.ask(REQUEST_STATS);
     }
 
+    /// A connection slot was freed (by any loop): try to accept again.
+    pub(crate) fn accept_again(&self) {
+        self.ask(REQUEST_ACCEPT);
+    }
+
+    /// Both handles reach the same loop.
+    pub(crate) fn same_loop(&self, other: &ShutdownHandle) -> bool {
+        Arc::ptr_eq(&self.request, &other.request)
+    }
+
     fn ask(&self, bit: u8) {
         self.request.fetch_or(bit, Ordering::SeqCst);
         let _ = self.waker.wake();
@@ -158,8 +171,9 @@ pub struct Server<P: Protocol> {
     accept_pending: bool,
     /// Accepting stopped at `max_conns`.
     at_limit: bool,
-    /// A client was kept waiting by the limit and we said so (once).
-    limit_warned: bool,
+    /// Open connections in the whole process (shared by a supervisor's
+    /// loops): one slot per slab entry, taken at accept, freed at close.
+    limit: Arc<ConnLimit>,
     scratch: Scratch,
     config: Config,
     make_protocol: Box<dyn FnMut() -> P + Send>,
@@ -224,16 +238,7 @@ impl<P: Protocol> Server<P> {
             None
         };
         let mut config = config;
-        if let Some(allowed) = crate::rlimit::max_conns_allowed() {
-            if config.max_conns > allowed {
-                log::warn!(
-                    "max-conns {} is above what RLIMIT_NOFILE allows; using {allowed}",
-                    config.max_conns
-                );
-                config.max_conns = allowed;
-            }
-        }
-        config.max_conns = config.max_conns.min(LISTENERS - MAX_LISTENERS);
+        config.max_conns = limit::effective_max_conns(config.max_conns);
         Ok(Self {
             poll,
             listeners,
@@ -247,7 +252,7 @@ impl<P: Protocol> Server<P> {
             ready: Vec::new(),
             accept_pending: false,
             at_limit: false,
-            limit_warned: false,
+            limit: Arc::new(ConnLimit::new(config.max_conns)),
             scratch: Scratch::new(),
             config,
             make_protocol: Box::new(make_protocol),
@@ -266,6 +271,15 @@ impl<P: Protocol> Server<P> {
     /// signal`, `All done.`); this loop logs its own at debug.
     pub fn worker(mut self, id: usize) -> Self {
         self.worker = Some(id);
+        self
+    }
+
+    /// Count connections against `limit`, shared with other loops, instead
+    /// of a limit of this loop's own: `--max-conns` for the whole process.
+    /// Call before [`run`](Self::run).
+    pub fn shared_limit(mut self, limit: Arc<ConnLimit>) -> Self {
+        self.config.max_conns = limit.max();
+        self.limit = limit;
         self
     }
 
@@ -448,11 +462,10 @@ impl<P: Protocol> Server<P> {
                 self.accept_pending = true;
                 return;
             }
-            if self.conns.len() >= self.config.max_conns {
+            if !self.reserve_slot() {
                 self.at_limit = true;
                 // Filling the last slot is not news; a client left waiting is.
-                if accepted == 0 && !self.limit_warned {
-                    self.limit_warned = true;
+                if accepted == 0 && self.limit.start_warning() {
                     log::warn!(
                         "connection limit {} reached: new connections wait in the backlog",
                         self.config.max_conns
@@ -460,17 +473,23 @@ impl<P: Protocol> Server<P> {
                 }
                 return;
             }
+            // A slot is ours: it goes to the connection, or back at once.
             match self.listeners[i].accept(now, &mut self.stats.accept_errors) {
                 Accepted::Conn(stream, peer) => {
                     accepted += 1;
                     self.open(stream, peer, now);
                 }
-                Accepted::Empty => i += 1,
+                Accepted::Empty => {
+                    self.limit.release();
+                    i += 1;
+                }
                 Accepted::PausedUntil(until) => {
+                    self.limit.release();
                     self.timers.schedule(until, Wake::AcceptResume);
                     i += 1;
                 }
                 Accepted::Closed => {
+                    self.limit.release();
                     // Shut down under us (the supervisor stopping the
                     // process): nothing more will come from it.
                     let mut gone = self.listeners.remove(i);
@@ -480,6 +499,31 @@ impl<P: Protocol> Server<P> {
         }
     }
 
+    /// Take a process-wide connection slot; if there is none, park this
+    /// loop to be woken when one frees, and look once more (see
+    /// [`crate::limit`] for why the second look is needed).
+    fn reserve_slot(&mut self) -> bool {
+        if self.limit.try_reserve() {
+            return true;
+        }
+        self.limit.park(self.shutdown_handle());
+        self.limit.try_reserve()
+    }
+
+    /// A slot may be free again (ours closed one, or another loop woke us):
+    /// accept what waits in the backlog, on purpose, as it raises no new edge.
+    fn resume_accepting(&mut self) {
+        if self.at_limit && self.phase == Phase::Serving {
+            self.at_limit = false;
+            if self.limit.end_warning() {
+                log::info!("below the connection limit again: accepting");
+            }
+            self.accept_pending = true;
+        }
+    }
+
+    /// Set up an accepted connection; it holds a slot reserved by the caller
+    /// (given back here if it is not kept).
     fn open(&mut self, mut stream: mio::net::TcpStream, peer: SocketAddr, now: Instant) {
         let proxy = self.config.proxy;
         if proxy != ProxyMode::Off && !self.config.proxy_from.iter().any(|c| c.contains(peer.ip()))
@@ -492,6 +536,7 @@ impl<P: Protocol> Server<P> {
             self.stats.open += 1;
             self.stats
                 .record_close(CloseReason::ProtocolError("untrusted PROXY source"), 0, 0);
+            self.limit.release();
             return;
         }
         // Replies go out at once; the protocol already batches per read.
@@ -505,6 +550,7 @@ impl<P: Protocol> Server<P> {
             .register(&mut stream, Token(key), interest)
         {
             log::warn!("conn from {peer}: cannot register: {e}; closing it");
+            self.limit.release();
             return;
         }
         self.next_generation += 1;
@@ -544,6 +590,7 @@ impl<P: Protocol> Server<P> {
             lifetime: now.saturating_duration_since(conn.opened()),
         };
         drop(conn); // closes the socket, which also removes it from epoll
+        self.limit.release();
         log::debug!(
             "conn {key} {} closed: {reason} (in {bytes_in} B, out {bytes_out} B, {:?})",
             info.peer,
@@ -554,14 +601,7 @@ impl<P: Protocol> Server<P> {
             hook(&info);
         }
         log::debug!("conn {key} {} handler done.", info.peer);
-        if self.at_limit && self.phase == Phase::Serving {
-            self.at_limit = false;
-            if std::mem::take(&mut self.limit_warned) {
-                log::info!("below the connection limit again: accepting");
-            }
-            // Queued connections raise no new edge: accept them on purpose.
-            self.accept_pending = true;
-        }
+        self.resume_accepting();
     }
 
     fn fire_timers(&mut self, now: Instant) {
@@ -629,6 +669,9 @@ impl<P: Protocol> Server<P> {
             if let Some(hook) = self.on_stats.as_mut() {
                 hook(&stats);
             }
+        }
+        if request & REQUEST_ACCEPT != 0 {
+            self.resume_accepting();
         }
         if request & REQUEST_FORCE != 0 {
             self.force(ForceCause::SecondSignal, now);

@@ -21,6 +21,9 @@
 //! drain, the upgrade deadline. It logs the process-wide lines once
 //! (`listening on`, `recv quit signal`, `All done.`), and exits with the
 //! worst outcome of its loops.
+//!
+//! Besides the socket, the loops share one count of open connections
+//! ([`crate::limit`]), so `--max-conns` holds for the process, not per loop.
 
 use std::ffi::OsString;
 use std::net::TcpListener;
@@ -35,6 +38,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::config::Config;
 use crate::conn::ForceCause;
 use crate::error::Error;
+use crate::limit::{self, ConnLimit};
 use crate::notify::{self, Notifier};
 use crate::proto::Protocol;
 use crate::server::{Outcome, Server, ShutdownHandle};
@@ -147,9 +151,12 @@ impl Supervisor {
         let (tx, rx) = mpsc::channel();
         let n = self.threads;
 
+        // One limit for the process, computed (and printed) once; every
+        // loop counts against it (see crate::limit).
+        self.config.max_conns = limit::effective_max_conns(self.config.max_conns);
+        let limit = Arc::new(ConnLimit::new(self.config.max_conns));
         let mut per_loop = self.config.clone();
         per_loop.handle_signals = false;
-        per_loop.max_conns = self.config.max_conns.div_ceil(n);
         if n > 1 {
             per_loop.accept_batch = per_loop.accept_batch.min(SHARED_ACCEPT_BATCH);
         }
@@ -161,15 +168,16 @@ impl Supervisor {
                 .map(TcpListener::try_clone)
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(setup("a listener copy"))?;
-            let (tx, waker, make, config) = (
+            let (tx, waker, make, config, limit) = (
                 tx.clone(),
                 Arc::clone(&waker),
                 make_protocol.clone(),
                 per_loop.clone(),
+                Arc::clone(&limit),
             );
             let join = thread::Builder::new()
                 .name(format!("loop-{id}"))
-                .spawn(move || run_loop(id, config, sockets, make, tx, waker))
+                .spawn(move || run_loop(id, config, limit, sockets, make, tx, waker))
                 .map_err(setup("a loop thread"))?;
             joins.push(join);
         }
@@ -451,6 +459,7 @@ impl Supervisor {
 fn run_loop<P, F>(
     id: usize,
     config: Config,
+    limit: Arc<ConnLimit>,
     sockets: Vec<TcpListener>,
     make: F,
     tx: mpsc::Sender<LoopEvent>,
@@ -473,6 +482,7 @@ fn run_loop<P, F>(
     let (stats_send, stop_send) = (send.clone(), send.clone());
     let server = server
         .worker(id)
+        .shared_limit(limit)
         .on_stats(move |stats| stats_send(LoopEvent::Stats(stats.clone())))
         .on_stopped_accepting(move || stop_send(LoopEvent::StoppedAccepting));
     send(LoopEvent::Started(id, server.shutdown_handle()));

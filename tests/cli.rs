@@ -131,3 +131,40 @@ fn port_0_logs_the_real_port_and_ipv6_works() {
         assert_eq!(&b, b"six");
     }
 }
+
+/// The start-up line shows the `--max-conns` in force, not the one asked
+/// for: with `RLIMIT_NOFILE` at 1000 that is 1000 less the 32 reserved.
+#[test]
+fn the_startup_line_shows_the_connection_limit_in_force() {
+    use std::os::unix::process::CommandExt;
+    for threads in ["1", "2"] {
+        let mut cmd = Command::new(BINARY);
+        cmd.args(["--max-conns", "99999999", "--threads", threads]);
+        // SAFETY: setrlimit is async-signal-safe and only reads `lim`.
+        unsafe {
+            cmd.pre_exec(|| {
+                let lim = libc::rlimit {
+                    rlim_cur: 1000,
+                    rlim_max: 1000,
+                };
+                match libc::setrlimit(libc::RLIMIT_NOFILE, &lim) {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                }
+            });
+        }
+        cmd.args(["--listen", "127.0.0.1:0"]);
+        let server = ServerProcess::launch(cmd);
+        let line = server.log_lines_with("listening on").remove(0);
+        assert!(line.contains("max-conns 968,"), "threads {threads}: {line}");
+        assert!(!line.contains("99999999"), "threads {threads}: {line}");
+        assert_eq!(
+            server
+                .log_lines_with("above what RLIMIT_NOFILE allows")
+                .len(),
+            1,
+            "threads {threads}: said once:\n{}",
+            server.log()
+        );
+    }
+}
