@@ -14,8 +14,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Length of the kernel's queue of connections not yet accepted.
     pub backlog: i32,
-    /// How long a graceful shutdown may take before connections are forced.
-    pub drain_timeout: Duration,
+    /// How long a graceful shutdown may take before connections are forced
+    /// (`None`: no deadline; a second quit signal still forces).
+    pub drain_timeout: Option<Duration>,
     /// Most connections served at once; beyond it new ones wait in the backlog.
     pub max_conns: usize,
     /// Per-connection bounds and timeouts.
@@ -49,14 +50,19 @@ impl Config {
             }
         };
         format!(
-            "protocol {protocol}{proxy}, max-conns {}, drain-timeout {:?}, idle-timeout {}",
+            "protocol {protocol}{proxy}, max-conns {}, drain-timeout {}, idle-timeout {}",
             self.max_conns,
-            self.drain_timeout,
-            match self.limits.idle_timeout {
-                Some(d) => format!("{d:?}"),
-                None => "off".into(),
-            },
+            describe_timeout(self.drain_timeout),
+            describe_timeout(self.limits.idle_timeout),
         )
+    }
+}
+
+/// A timeout for the log: `10s`, or `off` for no limit.
+pub fn describe_timeout(timeout: Option<Duration>) -> String {
+    match timeout {
+        Some(d) => crate::human::Dur(d).to_string(),
+        None => "off".into(),
     }
 }
 
@@ -65,7 +71,7 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
             backlog: 1024,
-            drain_timeout: Duration::from_secs(10),
+            drain_timeout: Some(Duration::from_secs(10)),
             max_conns: 10_000,
             limits: Limits::default(),
             handle_signals: true,

@@ -49,7 +49,7 @@ impl fmt::Display for Count {
 }
 
 /// A duration at a precision a person reads: `0 s`, `250 µs`, `1.2 ms`,
-/// `3.5 s`, `2 min 5 s`. Never `0ns` or `1.234567891s`.
+/// `3.5 s`, `5 min`, `2 min 5 s`. Never `0ns` or `1.234567891s`.
 #[derive(Clone, Copy, Debug)]
 pub struct Dur(pub Duration);
 
@@ -67,6 +67,8 @@ impl fmt::Display for Dur {
             write!(f, "{} ms", one_decimal(us / 1e3))
         } else if d.as_secs() < 120 {
             write!(f, "{} s", one_decimal(d.as_secs_f64()))
+        } else if d.as_secs() % 60 == 0 {
+            write!(f, "{} min", d.as_secs() / 60)
         } else {
             write!(f, "{} min {} s", d.as_secs() / 60, d.as_secs() % 60)
         }
@@ -97,6 +99,7 @@ mod tests {
             (Duration::from_millis(3_500), "3.5 s"),
             (Duration::from_secs(10), "10 s"),
             (Duration::from_secs(125), "2 min 5 s"),
+            (Duration::from_secs(300), "5 min"),
         ];
         for (d, text) in cases {
             assert_eq!(Dur(d).to_string(), text, "{d:?}");

@@ -1,6 +1,6 @@
-//! The `tcp-reactor` binary: parse flags, take inherited sockets or bind,
-//! start logging, run the supervisor, turn the outcome into an exit code.
-//! Everything else is in the library.
+//! The `tcp-reactor` binary: take over the quit signals, parse flags, take
+//! inherited sockets or bind, start logging, run the supervisor, turn the
+//! outcome into an exit code. Everything else is in the library.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -10,8 +10,22 @@ use tcp_reactor::process::cli::{self, ProtocolName, EXIT_USAGE};
 use tcp_reactor::process::supervisor::Supervisor;
 use tcp_reactor::proto::{DateAnchor, Echo, Http, HttpConfig, Resp};
 use tcp_reactor::reactor::listener;
+use tcp_reactor::reactor::signals::{self, SignalSource};
 
 fn main() -> ExitCode {
+    // First of all: from here a quit signal is queued for the supervisor,
+    // never the default action, whatever start-up is doing when it comes.
+    let signals = match SignalSource::install() {
+        Ok(signals) => signals,
+        Err(e) => {
+            eprintln!("tcp-reactor: error: cannot install signal handlers: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Err(e) = signals::unblock() {
+        eprintln!("tcp-reactor: error: cannot unblock the quit signals: {e}");
+        return ExitCode::from(1);
+    }
     let invocation = match cli::parse(std::env::args_os()) {
         Ok(invocation) => invocation,
         Err(exit) => {
@@ -56,7 +70,8 @@ fn main() -> ExitCode {
             Err(e) => return fail(&e),
         },
     }
-    .upgrade_timeout(invocation.upgrade_timeout);
+    .upgrade_timeout(invocation.upgrade_timeout)
+    .signals(signals);
 
     let run = match invocation.protocol {
         ProtocolName::Echo => supervisor.run(|| Echo),

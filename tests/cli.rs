@@ -47,6 +47,31 @@ fn a_bad_value_is_a_one_line_error_naming_the_flag_and_exit_2() {
 }
 
 #[test]
+fn upgrade_timeout_0_is_refused_with_a_one_line_reason_and_exit_2() {
+    // Bounded: a binary that took 0 would serve until killed.
+    let mut child = Command::new(BINARY)
+        .args(["--listen", "127.0.0.1:0", "--upgrade-timeout", "0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run tcp-reactor");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while child.try_wait().expect("try_wait").is_none() {
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("--upgrade-timeout 0 was accepted: still serving after 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().expect("collect output");
+    let (code, stderr) = (out.status.code(), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--upgrade-timeout"), "{stderr}");
+}
+
+#[test]
 fn a_port_in_use_is_a_one_line_error_with_address_and_reason_and_exit_1() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
@@ -104,5 +129,42 @@ fn port_0_logs_the_real_port_and_ipv6_works() {
         let mut b = [0; 3];
         s.read_exact(&mut b).unwrap();
         assert_eq!(&b, b"six");
+    }
+}
+
+/// The start-up line shows the `--max-conns` in force, not the one asked
+/// for: with `RLIMIT_NOFILE` at 1000 that is 1000 less the 32 reserved.
+#[test]
+fn the_startup_line_shows_the_connection_limit_in_force() {
+    use std::os::unix::process::CommandExt;
+    for threads in ["1", "2"] {
+        let mut cmd = Command::new(BINARY);
+        cmd.args(["--max-conns", "99999999", "--threads", threads]);
+        // SAFETY: setrlimit is async-signal-safe and only reads `lim`.
+        unsafe {
+            cmd.pre_exec(|| {
+                let lim = libc::rlimit {
+                    rlim_cur: 1000,
+                    rlim_max: 1000,
+                };
+                match libc::setrlimit(libc::RLIMIT_NOFILE, &lim) {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                }
+            });
+        }
+        cmd.args(["--listen", "127.0.0.1:0"]);
+        let server = ServerProcess::launch(cmd);
+        let line = server.log_lines_with("listening on").remove(0);
+        assert!(line.contains("max-conns 968,"), "threads {threads}: {line}");
+        assert!(!line.contains("99999999"), "threads {threads}: {line}");
+        assert_eq!(
+            server
+                .log_lines_with("above what RLIMIT_NOFILE allows")
+                .len(),
+            1,
+            "threads {threads}: said once:\n{}",
+            server.log()
+        );
     }
 }

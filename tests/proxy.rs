@@ -132,6 +132,33 @@ fn a_header_that_never_completes_times_out() {
     assert!(closed.is_some(), "{}", server.log());
 }
 
+/// `--proxy-timeout 0` is no limit (like every `*-timeout` flag's 0): a
+/// header that is slow to come is waited for, then served.
+#[test]
+fn proxy_timeout_0_waits_for_the_header_however_long_it_takes() {
+    let server = ServerProcess::start(&["--proxy-protocol", "v1", "--proxy-timeout", "0"]);
+    let mut slow = TcpStream::connect(server.addr).unwrap();
+    slow.write_all(&V1[..10]).unwrap();
+    slow.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut b = [0; 7];
+    let early = slow.read(&mut b);
+    assert!(
+        matches!(&early, Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)),
+        "closed or answered while the header was incomplete: {early:?}; log:\n{}",
+        server.log()
+    );
+    slow.write_all(&[&V1[10..], b"payload"].concat()).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    slow.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"payload");
+    assert!(
+        server.log_lines_with("no complete PROXY header").is_empty(),
+        "{}",
+        server.log()
+    );
+}
+
 #[test]
 fn peers_outside_proxy_from_are_closed_at_once() {
     let server = ServerProcess::start(&[

@@ -226,3 +226,197 @@ fn reads_as_a_duration(text: &str) -> bool {
         None => false,
     }
 }
+
+/// Start the binary with `signal` blocked and send it at once: the signal
+/// is pending from the first instruction of the new program on, i.e. it
+/// arrives at the earliest moment there is. (Unblocked, a signal sent
+/// within ~1 ms of exec lands in the dynamic loader, before any code of
+/// ours runs, and nothing can catch it there.)
+fn quit_at_exec(signal: i32) -> ServerProcess {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(util::BINARY);
+    cmd.args(["--listen", "127.0.0.1:0"]);
+    // SAFETY: the closure runs between fork and exec and only calls
+    // async-signal-safe functions on a local sigset_t.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, signal);
+            match libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) {
+                0 => Ok(()),
+                errno => Err(std::io::Error::from_raw_os_error(errno)),
+            }
+        });
+    }
+    let server = ServerProcess::spawn(cmd);
+    server.signal(signal);
+    server
+}
+
+#[test]
+fn a_quit_signal_at_exec_ends_the_process_cleanly_every_time() {
+    for (signal, name) in [
+        (libc::SIGTERM, "SIGTERM"),
+        (libc::SIGINT, "SIGINT"),
+        (libc::SIGQUIT, "SIGQUIT"),
+    ] {
+        for attempt in 0..10 {
+            let mut server = quit_at_exec(signal);
+            let status = server.wait_exit(Duration::from_secs(10));
+            let log = server.log();
+            let status = status.unwrap_or_else(|| {
+                panic!("{name} #{attempt}: still running 10 s after the signal; log:\n{log}")
+            });
+            assert_eq!(
+                status.code(),
+                Some(0),
+                "{name} #{attempt}: {status} (not a clean exit); log:\n{log}"
+            );
+            assert_eq!(
+                server
+                    .log_lines_with(&format!("recv quit signal ({name})"))
+                    .len(),
+                1,
+                "{name} #{attempt}: log:\n{log}"
+            );
+            assert!(log.contains("All done."), "{name} #{attempt}: log:\n{log}");
+        }
+    }
+}
+
+/// A pipe whose buffer is already full: (read end, write end).
+fn full_pipe() -> (std::fs::File, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two fresh descriptors into `fds`, which we own.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    let (read, write) = unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    };
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&write);
+    // SAFETY: fcntl on a descriptor we own; the flags are restored below.
+    let flags = unsafe { libc::fcntl(raw, libc::F_GETFL) };
+    unsafe { libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) };
+    let chunk = [b'#'; 4096];
+    let mut file = std::fs::File::from(write);
+    while file.write(&chunk).is_ok() {}
+    unsafe { libc::fcntl(raw, libc::F_SETFL, flags) };
+    (read, file.into())
+}
+
+/// Start the binary with its stderr a full pipe, so start-up stops at its
+/// first log line (before it binds or starts a thread); send `signal`
+/// while it is stuck there, then let it go on.
+fn quit_during_startup(signal: i32) -> (std::process::ExitStatus, String) {
+    let (mut read, write) = full_pipe();
+    let mut cmd = std::process::Command::new(util::BINARY);
+    cmd.args(["--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "debug")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(write));
+    let mut child = cmd.spawn().expect("spawn tcp-reactor");
+    drop(cmd); // our copy of the write end
+    let wchan = format!("/proc/{}/wchan", child.id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&wchan).is_ok_and(|w| w.contains("pipe_write")) {
+        assert!(
+            Instant::now() < deadline,
+            "never blocked writing its log ({wchan})"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // SAFETY: kill(2) on our own child with a valid signal number.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+    let reader = std::thread::spawn(move || {
+        let mut log = Vec::new();
+        let _ = read.read_to_end(&mut log); // EOF when the child exits
+        String::from_utf8_lossy(&log)
+            .trim_start_matches('#')
+            .to_owned()
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("still running 10 s after the signal");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    (status, reader.join().expect("log reader"))
+}
+
+#[test]
+fn a_quit_signal_during_startup_is_handled_not_fatal() {
+    for (signal, name) in [
+        (libc::SIGTERM, "SIGTERM"),
+        (libc::SIGINT, "SIGINT"),
+        (libc::SIGQUIT, "SIGQUIT"),
+    ] {
+        let (status, log) = quit_during_startup(signal);
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "{name} during start-up: {status}; log:\n{log}"
+        );
+        let quit = format!("recv quit signal ({name})");
+        assert_eq!(log.matches(&quit).count(), 1, "{name}: log:\n{log}");
+        assert!(log.contains("All done."), "{name}: log:\n{log}");
+    }
+}
+
+/// `--drain-timeout 0` is no limit: with nothing open the drain is over at
+/// once and clean (exit 0, not 3: nothing was cut off), on one loop or two.
+#[test]
+fn drain_timeout_0_with_nothing_open_exits_0() {
+    for threads in ["1", "2"] {
+        let mut server = ServerProcess::start(&["--drain-timeout", "0", "--threads", threads]);
+        server.signal(libc::SIGTERM);
+        let status = server.wait_exit(Duration::from_secs(10)).expect("exits");
+        let log = server.log();
+        assert_eq!(status.code(), Some(0), "threads {threads}: log:\n{log}");
+        assert!(
+            !log.contains("force-closing"),
+            "threads {threads}: log:\n{log}"
+        );
+        assert!(log.contains("All done."), "threads {threads}: log:\n{log}");
+    }
+}
+
+/// `--drain-timeout 0` is no limit: a client that never reads holds the
+/// drain open (no deadline cuts it) until a second signal forces it: exit 3.
+#[test]
+fn drain_timeout_0_waits_for_a_stuck_client_until_a_second_signal() {
+    let mut server = ServerProcess::start(&["--drain-timeout", "0"]);
+    let _stuck = stuck_client(&server);
+    server.signal(libc::SIGTERM);
+    assert!(
+        server
+            .wait_for_log(
+                "draining 1 connection (deadline off)",
+                Duration::from_secs(5)
+            )
+            .is_some(),
+        "log:\n{}",
+        server.log()
+    );
+    let early = server.wait_exit(Duration::from_secs(1));
+    assert!(
+        early.is_none(),
+        "exited ({early:?}) with a connection still draining; log:\n{}",
+        server.log()
+    );
+    server.signal(libc::SIGINT);
+    let status = server.wait_exit(Duration::from_secs(10)).expect("exits");
+    let log = server.log();
+    assert_eq!(status.code(), Some(3), "log:\n{log}");
+    assert!(log.contains("force-closing 1 connection"), "log:\n{log}");
+}

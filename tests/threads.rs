@@ -3,10 +3,12 @@
 
 mod util;
 
-use std::time::Duration;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::{Duration, Instant};
 
 use util::clients::{total_received, Clients, Plan};
-use util::ServerProcess;
+use util::{echo_once, ServerProcess};
 
 /// `loop N: drained in …: open 0, accepted A, …` → (N, A).
 fn accepted_per_loop(log: &str) -> Vec<(usize, u64)> {
@@ -107,4 +109,112 @@ fn sigusr1_adds_up_the_counters_of_every_loop() {
         1,
         "one line for the process"
     );
+}
+
+/// Read what `stream` has for us for up to `wait`, adding it to `got`;
+/// true once `got` holds all of `msg` (which must be what it holds so far).
+fn echoed_within(stream: &mut TcpStream, msg: &[u8], got: &mut Vec<u8>, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    let mut buf = [0; 64];
+    while got.len() < msg.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) => panic!("closed by the server after {got:?}"),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    assert_eq!(got[..], msg[..got.len()], "echo mismatch");
+    got.len() == msg.len()
+}
+
+/// A client that connected and sent its message, and what came back so far.
+struct Waiting {
+    stream: TcpStream,
+    msg: Vec<u8>,
+    got: Vec<u8>,
+}
+
+/// `--threads N --max-conns MAX`: exactly MAX clients are served at once
+/// in the whole process; the next MAX wait in the backlog, and each time a
+/// served client leaves, exactly one waiting client is served.
+fn max_conns_holds_for_the_whole_process(threads: usize, max: usize) {
+    let server = ServerProcess::start(&[
+        "--threads",
+        &threads.to_string(),
+        "--max-conns",
+        &max.to_string(),
+    ]);
+    let mut served: Vec<TcpStream> = (0..max)
+        .map(|i| {
+            let mut s = TcpStream::connect(server.addr).unwrap();
+            echo_once(&mut s, format!("served {i}").as_bytes());
+            s
+        })
+        .collect();
+    let mut waiting: Vec<Waiting> = (0..max)
+        .map(|i| {
+            let mut stream = TcpStream::connect(server.addr).unwrap();
+            let msg = format!("waiting {i}").into_bytes();
+            stream.write_all(&msg).unwrap();
+            Waiting {
+                stream,
+                msg,
+                got: Vec::new(),
+            }
+        })
+        .collect();
+    let none_served =
+        |waiting: &mut Vec<Waiting>, open: usize| {
+            for w in waiting.iter_mut() {
+                assert!(
+                !echoed_within(&mut w.stream, &w.msg, &mut w.got, Duration::from_millis(300)),
+                "{} served while {open} were open (max-conns {max}, threads {threads}); log:\n{}",
+                String::from_utf8_lossy(&w.msg),
+                server.log()
+            );
+            }
+        };
+    none_served(&mut waiting, max);
+
+    while !waiting.is_empty() {
+        let leaving = served.remove(0);
+        leaving.shutdown(Shutdown::Both).unwrap();
+        drop(leaving);
+        // Exactly one waiting client gets in (polled, bounded).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let next = 'found: loop {
+            for (i, w) in waiting.iter_mut().enumerate() {
+                if echoed_within(&mut w.stream, &w.msg, &mut w.got, Duration::from_millis(20)) {
+                    break 'found i;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "a slot freed but no waiting client was served; log:\n{}",
+                server.log()
+            );
+        };
+        served.push(waiting.remove(next).stream);
+        none_served(&mut waiting, max);
+    }
+    // The last ones still work.
+    for (i, s) in served.iter_mut().enumerate() {
+        echo_once(s, format!("again {i}").as_bytes());
+    }
+}
+
+#[test]
+fn max_conns_is_for_the_whole_process_with_two_loops() {
+    max_conns_holds_for_the_whole_process(2, 3);
+}
+
+#[test]
+fn max_conns_is_for_the_whole_process_with_three_loops() {
+    max_conns_holds_for_the_whole_process(3, 4);
 }

@@ -36,7 +36,9 @@ pub struct Args {
     pub threads: usize,
 
     /// Seconds a new process started by SIGUSR2 may take to become ready
-    /// before the upgrade is abandoned.
+    /// before the upgrade is abandoned (and it is killed). Must be above 0:
+    /// a hung new process would otherwise keep the listening sockets open
+    /// for good.
     #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = secs, allow_negative_numbers = true)]
     pub upgrade_timeout: f64,
 
@@ -50,7 +52,8 @@ pub struct Args {
     #[arg(long, value_name = "CIDR,...", value_delimiter = ',')]
     pub proxy_from: Vec<Cidr>,
 
-    /// Seconds a connection may take to send its whole PROXY header.
+    /// Seconds a connection may take to send its whole PROXY header
+    /// (0 = no limit; the idle timeout still applies).
     #[arg(long, value_name = "SECS", default_value_t = 5.0, value_parser = secs, allow_negative_numbers = true)]
     pub proxy_timeout: f64,
 
@@ -58,11 +61,12 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = ProtocolName::Echo)]
     pub protocol: ProtocolName,
 
-    /// Seconds a graceful shutdown may take before connections are force-closed.
+    /// Seconds a graceful shutdown may take before connections are
+    /// force-closed (0 = no limit; a second quit signal still forces).
     #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = secs, allow_negative_numbers = true)]
     pub drain_timeout: f64,
 
-    /// Seconds without traffic either way before a connection is closed (0 = off).
+    /// Seconds without traffic either way before a connection is closed (0 = no limit).
     #[arg(long, value_name = "SECS", default_value_t = 300.0, value_parser = secs, allow_negative_numbers = true)]
     pub idle_timeout: f64,
 
@@ -136,6 +140,12 @@ fn secs(s: &str) -> Result<f64, String> {
     Ok(v)
 }
 
+/// A `*-timeout` flag's seconds: 0 means no limit, for every such flag
+/// (`--upgrade-timeout` refuses 0 instead, see [`Args::to_config`]).
+fn limit(secs: f64) -> Option<Duration> {
+    (secs > 0.0).then(|| Duration::from_secs_f64(secs))
+}
+
 /// What the process should do instead of serving.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Exit {
@@ -159,22 +169,28 @@ impl Args {
         if self.write_high_watermark == 0 {
             return Err("--write-high-watermark must be at least 1".into());
         }
+        if self.upgrade_timeout == 0.0 {
+            return Err(
+                "--upgrade-timeout must be above 0: without a deadline a new process \
+                 that hangs is never stopped and keeps the listening sockets open"
+                    .into(),
+            );
+        }
         let mut config = Config {
             listen: self.listen.unwrap_or(Config::default().listen),
             backlog: self.backlog,
-            drain_timeout: Duration::from_secs_f64(self.drain_timeout),
+            drain_timeout: limit(self.drain_timeout),
             max_conns: usize::try_from(self.max_conns).unwrap_or(usize::MAX),
             ..Config::default()
         };
-        config.limits.idle_timeout =
-            (self.idle_timeout > 0.0).then(|| Duration::from_secs_f64(self.idle_timeout));
+        config.limits.idle_timeout = limit(self.idle_timeout);
         config.limits.write_high_watermark = self.write_high_watermark;
         config.limits.write_low_watermark = self.write_low_watermark;
         config.proxy = self.proxy_protocol.into();
         if !self.proxy_from.is_empty() {
             config.proxy_from = self.proxy_from.clone();
         }
-        config.limits.proxy_timeout = Duration::from_secs_f64(self.proxy_timeout);
+        config.limits.proxy_timeout = limit(self.proxy_timeout);
         Ok(config)
     }
 }
@@ -228,8 +244,7 @@ where
         upgrade_timeout: Duration::from_secs_f64(args.upgrade_timeout),
         config,
         max_body: args.max_body,
-        header_timeout: (args.header_timeout > 0.0)
-            .then(|| Duration::from_secs_f64(args.header_timeout)),
+        header_timeout: limit(args.header_timeout),
     })
 }
 
@@ -256,7 +271,7 @@ mod tests {
         let inv = parse_ok(&[]);
         assert_eq!(inv.protocol, ProtocolName::Echo);
         assert_eq!(inv.config.listen, "127.0.0.1:8000".parse().unwrap());
-        assert_eq!(inv.config.drain_timeout, Duration::from_secs(10));
+        assert_eq!(inv.config.drain_timeout, Some(Duration::from_secs(10)));
         assert_eq!(
             inv.config.limits.idle_timeout,
             Some(Duration::from_secs(300))
@@ -276,7 +291,7 @@ mod tests {
             "10",
         ]);
         assert_eq!(inv.config.listen, "[::1]:0".parse().unwrap());
-        assert_eq!(inv.config.drain_timeout, Duration::from_millis(1500));
+        assert_eq!(inv.config.drain_timeout, Some(Duration::from_millis(1500)));
         assert_eq!(inv.config.limits.idle_timeout, None);
         assert_eq!(inv.config.max_conns, 10);
     }
@@ -353,6 +368,45 @@ mod tests {
             assert!(exit.message.contains(args[0]), "{args:?}: {}", exit.message);
             assert_eq!(exit.message.lines().count(), 1, "{}", exit.message);
         }
+    }
+
+    #[test]
+    fn zero_means_no_limit_for_every_timeout_flag_but_upgrade() {
+        let inv = parse_ok(&[
+            "--drain-timeout",
+            "0",
+            "--idle-timeout",
+            "0",
+            "--header-timeout",
+            "0",
+            "--proxy-timeout",
+            "0",
+        ]);
+        assert_eq!(inv.config.drain_timeout, None);
+        assert_eq!(inv.config.limits.idle_timeout, None);
+        assert_eq!(inv.header_timeout, None);
+        assert_eq!(inv.config.limits.proxy_timeout, None);
+        let inv = parse_ok(&["--proxy-timeout", "0.25"]);
+        assert_eq!(
+            inv.config.limits.proxy_timeout,
+            Some(Duration::from_millis(250))
+        );
+    }
+
+    #[test]
+    fn upgrade_timeout_0_is_refused_in_one_line_with_code_2() {
+        for zero in ["0", "0.0"] {
+            let exit = parse_err(&["--upgrade-timeout", zero]);
+            assert_eq!(exit.code, 2);
+            assert!(
+                exit.message.contains("--upgrade-timeout"),
+                "{}",
+                exit.message
+            );
+            assert_eq!(exit.message.lines().count(), 1, "{}", exit.message);
+        }
+        let inv = parse_ok(&["--upgrade-timeout", "0.5"]);
+        assert_eq!(inv.upgrade_timeout, Duration::from_millis(500));
     }
 
     #[test]

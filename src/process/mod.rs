@@ -7,6 +7,7 @@
 //! | [`activation`] | sockets inherited from systemd (`LISTEN_FDS`) or from the previous process |
 //! | [`notify`] | `sd_notify`: `READY=1`, `STOPPING=1`, the watchdog |
 //! | [`rlimit`] | the file-descriptor limit behind `--max-conns` |
+//! | [`limit`] | `--max-conns` for the whole process: one count all loops share, touched only at accept and close |
 //! | [`cli`] | the command line (the `cli` feature) |
 //! | [`logging`] | the binary's log format (`init`: the `cli` feature), and when lines carry the pid |
 //!
@@ -15,6 +16,7 @@
 pub mod activation;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod limit;
 pub mod logging;
 pub mod notify;
 pub mod rlimit;

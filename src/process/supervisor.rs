@@ -21,6 +21,9 @@
 //! drain, the upgrade deadline. It logs the process-wide lines once
 //! (`listening on`, `recv quit signal`, `All done.`), and exits with the
 //! worst outcome of its loops.
+//!
+//! Besides the socket, the loops share one count of open connections
+//! ([`crate::process::limit`]), so `--max-conns` holds for the process, not per loop.
 
 use std::ffi::OsString;
 use std::net::TcpListener;
@@ -34,6 +37,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::process::limit::{self, ConnLimit};
 use crate::process::notify::{self, Notifier};
 use crate::process::upgrade::{self, Readiness, Upgrade};
 use crate::proto::Protocol;
@@ -81,6 +85,7 @@ pub struct Supervisor {
     exe: Option<PathBuf>,
     args: Vec<OsString>,
     upgrade_timeout: Duration,
+    signals: Option<SignalSource>,
 }
 
 impl Supervisor {
@@ -102,6 +107,7 @@ impl Supervisor {
             exe: std::env::current_exe().ok(),
             args: std::env::args_os().skip(1).collect(),
             upgrade_timeout: Duration::from_secs(30),
+            signals: None,
         }
     }
 
@@ -123,6 +129,14 @@ impl Supervisor {
         self
     }
 
+    /// Use signal handlers installed earlier (the binary installs them
+    /// first thing, so a quit signal during start-up is queued, not fatal).
+    /// Without this, [`run`](Self::run) installs them itself.
+    pub fn signals(mut self, signals: SignalSource) -> Self {
+        self.signals = Some(signals);
+        self
+    }
+
     /// Run the loops until they have all drained; returns the worst outcome.
     pub fn run<P, F>(mut self, make_protocol: F) -> Result<Outcome, Error>
     where
@@ -131,15 +145,23 @@ impl Supervisor {
     {
         let setup = |what| move |source| Error::Setup { what, source };
         let mut poll = Poll::new().map_err(setup("the supervisor's poller"))?;
-        let mut signals =
-            SignalSource::register(poll.registry(), SIGNALS).map_err(setup("signal handlers"))?;
+        let mut signals = match self.signals.take() {
+            Some(signals) => signals,
+            None => SignalSource::install().map_err(setup("signal handlers"))?,
+        };
+        signals
+            .register(poll.registry(), SIGNALS)
+            .map_err(setup("signal handlers"))?;
         let waker = Arc::new(Waker::new(poll.registry(), EVENTS).map_err(setup("the waker"))?);
         let (tx, rx) = mpsc::channel();
         let n = self.threads;
 
+        // One limit for the process, computed (and printed) once; every
+        // loop counts against it (see crate::process::limit).
+        self.config.max_conns = limit::effective_max_conns(self.config.max_conns);
+        let limit = Arc::new(ConnLimit::new(self.config.max_conns));
         let mut per_loop = self.config.clone();
         per_loop.handle_signals = false;
-        per_loop.max_conns = self.config.max_conns.div_ceil(n);
         if n > 1 {
             per_loop.accept_batch = per_loop.accept_batch.min(SHARED_ACCEPT_BATCH);
         }
@@ -152,16 +174,17 @@ impl Supervisor {
                 .map(TcpListener::try_clone)
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(setup("a listener copy"))?;
-            let (tx, waker, make, config, hub) = (
+            let (tx, waker, make, config, hub, limit) = (
                 tx.clone(),
                 Arc::clone(&waker),
                 make_protocol.clone(),
                 per_loop.clone(),
                 Arc::clone(&hub),
+                Arc::clone(&limit),
             );
             let join = thread::Builder::new()
                 .name(format!("loop-{id}"))
-                .spawn(move || run_loop(id, config, sockets, make, hub, tx, waker))
+                .spawn(move || run_loop(id, config, limit, sockets, make, hub, tx, waker))
                 .map_err(setup("a loop thread"))?;
             joins.push(join);
         }
@@ -230,7 +253,7 @@ impl Supervisor {
             .map(|d| d / 2);
         let mut next_watchdog = watchdog.map(|d| Instant::now() + d);
         let mut next_extend: Option<Instant> = None;
-        let mut drain_deadline = Instant::now();
+        let mut drain_deadline: Option<Instant> = None;
         let mut phase = Phase::Serving;
         let mut upgrading: Option<(Upgrade, Instant)> = None;
         let mut stats_sum: Option<(usize, Stats)> = None;
@@ -276,10 +299,12 @@ impl Supervisor {
                                         let _ = up.child.kill();
                                     }
                                     phase = Phase::Draining;
-                                    drain_deadline = now + self.config.drain_timeout;
+                                    drain_deadline = self.config.drain_timeout.map(|d| now + d);
                                     if let Some(nt) = &notifier {
                                         nt.send("STOPPING=1\nSTATUS=draining");
-                                        next_extend = Some(now);
+                                        // No deadline of ours: systemd's own
+                                        // TimeoutStopSec decides, unextended.
+                                        next_extend = drain_deadline.map(|_| now);
                                     }
                                 }
                                 SignalEvent::Quit(name) => {
@@ -370,10 +395,10 @@ impl Supervisor {
                     next_watchdog = Some(now + every);
                 }
             }
-            if let Some(at) = next_extend {
+            if let (Some(at), Some(deadline)) = (next_extend, drain_deadline) {
                 if now >= at && phase == Phase::Draining {
                     if let Some(nt) = &notifier {
-                        let left = drain_deadline.saturating_duration_since(now) + EXTEND_EVERY;
+                        let left = deadline.saturating_duration_since(now) + EXTEND_EVERY;
                         nt.send(&format!("EXTEND_TIMEOUT_USEC={}", left.as_micros()));
                     }
                     next_extend = Some(now + EXTEND_EVERY);
@@ -440,9 +465,11 @@ impl Supervisor {
 
 /// One loop thread: build the server on its copies of the sockets, report
 /// its handle, run, report the result.
+#[allow(clippy::too_many_arguments)] // what one loop is given: each is distinct
 fn run_loop<P, F>(
     id: usize,
     config: Config,
+    limit: Arc<ConnLimit>,
     sockets: Vec<TcpListener>,
     make: F,
     hub: Arc<Hub>,
@@ -469,6 +496,7 @@ fn run_loop<P, F>(
     let server = server
         .worker(id)
         .hub(hub, id)
+        .shared_limit(limit)
         .on_stats(move |stats| stats_send(LoopEvent::Stats(stats.clone())))
         .on_stopped_accepting(move || stop_send(LoopEvent::StoppedAccepting));
     send(LoopEvent::Started(id, server.shutdown_handle()));
@@ -477,7 +505,9 @@ fn run_loop<P, F>(
 }
 
 /// The worst of the loops' outcomes: an error, else a forced drain (with
-/// the counts added up), else clean.
+/// the counts added up), else clean. A loop reports `Forced` only when it
+/// cut a connection off, and one with nothing counted is clean anyway: exit
+/// code 3 means a client lost its connection.
 fn combine(results: impl Iterator<Item = Result<Outcome, Error>>) -> Result<Outcome, Error> {
     let mut outcome = Outcome::Clean;
     for result in results {
@@ -503,7 +533,10 @@ fn combine(results: impl Iterator<Item = Result<Outcome, Error>>) -> Result<Outc
             }
         }
     }
-    Ok(outcome)
+    Ok(match outcome {
+        Outcome::Forced { remaining: 0, .. } => Outcome::Clean,
+        outcome => outcome,
+    })
 }
 
 /// The exit status of a child that closed its pipe, if it exits soon.

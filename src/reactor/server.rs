@@ -27,6 +27,7 @@ use slab::Slab;
 use crate::config::Config;
 use crate::error::Error;
 use crate::human::{ConnName, Count, Dur};
+use crate::process::limit::{self, ConnLimit};
 use crate::proto::proxy::ProxyMode;
 use crate::proto::Protocol;
 use crate::reactor::conn::{CloseReason, Conn, ForceCause, Progress, Scratch};
@@ -60,6 +61,8 @@ const STALE_TIMERS_SWEEP: usize = 1024;
 const REQUEST_SHUTDOWN: u8 = 1;
 const REQUEST_FORCE: u8 = 2;
 const REQUEST_STATS: u8 = 4;
+/// A slot freed somewhere in the process (see [`crate::process::limit`]).
+const REQUEST_ACCEPT: u8 = 8;
 
 /// What a connection looked like when it ended: handed to the cleanup hook.
 #[derive(Clone, Debug)]
@@ -85,7 +88,8 @@ pub struct ConnInfo {
 pub enum Outcome {
     /// Every connection finished its drain.
     Clean,
-    /// Shutdown was forced; `remaining` connections were cut off.
+    /// Shutdown was forced and `remaining` (at least one) connections were
+    /// cut off.
     Forced {
         /// Why the drain was cut short.
         cause: ForceCause,
@@ -129,6 +133,16 @@ impl ShutdownHandle {
         self.ask(REQUEST_STATS);
     }
 
+    /// A connection slot was freed (by any loop): try to accept again.
+    pub(crate) fn accept_again(&self) {
+        self.ask(REQUEST_ACCEPT);
+    }
+
+    /// Both handles reach the same loop.
+    pub(crate) fn same_loop(&self, other: &ShutdownHandle) -> bool {
+        Arc::ptr_eq(&self.request, &other.request)
+    }
+
     fn ask(&self, bit: u8) {
         self.request.fetch_or(bit, Ordering::SeqCst);
         let _ = self.waker.wake();
@@ -164,8 +178,9 @@ pub struct Server<P: Protocol> {
     accept_pending: bool,
     /// Accepting stopped at `max_conns`.
     at_limit: bool,
-    /// A client was kept waiting by the limit and we said so (once).
-    limit_warned: bool,
+    /// Open connections in the whole process (shared by a supervisor's
+    /// loops): one slot per slab entry, taken at accept, freed at close.
+    limit: Arc<ConnLimit>,
     scratch: Scratch,
     config: Config,
     make_protocol: Box<dyn FnMut() -> P + Send>,
@@ -234,24 +249,16 @@ impl<P: Protocol> Server<P> {
             .map_or(config.listen, Listener::local_addr);
         let waker = Waker::new(poll.registry(), WAKER).map_err(setup("the waker"))?;
         let signals = if config.handle_signals {
-            Some(
-                SignalSource::register(poll.registry(), SIGNALS)
-                    .map_err(setup("signal handlers"))?,
-            )
+            let mut signals = SignalSource::install().map_err(setup("signal handlers"))?;
+            signals
+                .register(poll.registry(), SIGNALS)
+                .map_err(setup("signal handlers"))?;
+            Some(signals)
         } else {
             None
         };
         let mut config = config;
-        if let Some(allowed) = crate::process::rlimit::max_conns_allowed() {
-            if config.max_conns > allowed {
-                log::warn!(
-                    "max-conns {} is above what RLIMIT_NOFILE allows; using {allowed}",
-                    config.max_conns
-                );
-                config.max_conns = allowed;
-            }
-        }
-        config.max_conns = config.max_conns.min(LISTENERS - MAX_LISTENERS);
+        config.max_conns = limit::effective_max_conns(config.max_conns);
         let waker = Arc::new(waker);
         let hub = Hub::new(1);
         let inbox = hub.open_door(0, Arc::clone(&waker));
@@ -268,7 +275,7 @@ impl<P: Protocol> Server<P> {
             ready: Vec::new(),
             accept_pending: false,
             at_limit: false,
-            limit_warned: false,
+            limit: Arc::new(ConnLimit::new(config.max_conns)),
             scratch: Scratch::new(),
             config,
             make_protocol: Box::new(make_protocol),
@@ -305,6 +312,15 @@ impl<P: Protocol> Server<P> {
     /// signal`, `All done.`); this loop logs its own at debug.
     pub fn worker(mut self, id: usize) -> Self {
         self.worker = Some(id);
+        self
+    }
+
+    /// Count connections against `limit`, shared with other loops, instead
+    /// of a limit of this loop's own: `--max-conns` for the whole process.
+    /// Call before [`run`](Self::run).
+    pub fn shared_limit(mut self, limit: Arc<ConnLimit>) -> Self {
+        self.config.max_conns = limit.max();
+        self.limit = limit;
         self
     }
 
@@ -377,7 +393,7 @@ impl<P: Protocol> Server<P> {
             self.revisit_ready(now);
             if self.accept_pending {
                 self.accept_pending = false;
-                self.accept(now);
+                self.accept(now, false);
             }
             self.fire_timers(now);
             self.route(now);
@@ -408,7 +424,7 @@ impl<P: Protocol> Server<P> {
             token => match listener_index(token) {
                 Some(i) => {
                     log::trace!("listener {i} event: readable");
-                    self.accept(now);
+                    self.accept(now, true);
                 }
                 None => self.on_conn_event(token.0, event, now),
             },
@@ -554,12 +570,14 @@ impl<P: Protocol> Server<P> {
 
     /// Accept from every listener until each is empty, paused, or the batch
     /// or the connection limit runs out.
-    fn accept(&mut self, now: Instant) {
-        self.accept_up_to(self.config.accept_batch.max(1), now);
+    /// `arrived`: the listener's readiness said a client is queued (not a
+    /// retry after a slot freed, which may find the queue empty).
+    fn accept(&mut self, now: Instant, arrived: bool) {
+        self.accept_up_to(self.config.accept_batch.max(1), now, arrived);
     }
 
     /// Accept at most `batch` connections now (see [`Server::accept`]).
-    fn accept_up_to(&mut self, batch: usize, now: Instant) {
+    fn accept_up_to(&mut self, batch: usize, now: Instant, arrived: bool) {
         if self.phase != Phase::Serving {
             return;
         }
@@ -570,11 +588,12 @@ impl<P: Protocol> Server<P> {
                 self.accept_pending = true;
                 return;
             }
-            if self.conns.len() >= self.config.max_conns {
+            if !self.reserve_slot() {
                 self.at_limit = true;
-                // Filling the last slot is not news; a client left waiting is.
-                if accepted == 0 && !self.limit_warned {
-                    self.limit_warned = true;
+                // Filling the last slot is not news; a client left waiting
+                // is. A retry after a slot freed (another loop may have
+                // taken it) proves no client waits: only an arrival does.
+                if accepted == 0 && arrived && self.limit.start_warning() {
                     log::warn!(
                         "connection limit {} reached: new connections wait in the backlog",
                         self.config.max_conns
@@ -582,17 +601,23 @@ impl<P: Protocol> Server<P> {
                 }
                 return;
             }
+            // A slot is ours: it goes to the connection, or back at once.
             match self.listeners[i].accept(now, &mut self.stats.accept_errors) {
                 Accepted::Conn(stream, peer) => {
                     accepted += 1;
                     self.open(stream, peer, now);
                 }
-                Accepted::Empty => i += 1,
+                Accepted::Empty => {
+                    self.limit.release();
+                    i += 1;
+                }
                 Accepted::PausedUntil(until) => {
+                    self.limit.release();
                     self.timers.schedule(until, Wake::AcceptResume);
                     i += 1;
                 }
                 Accepted::Closed => {
+                    self.limit.release();
                     // Shut down under us (the supervisor stopping the
                     // process): nothing more will come from it.
                     let mut gone = self.listeners.remove(i);
@@ -602,6 +627,31 @@ impl<P: Protocol> Server<P> {
         }
     }
 
+    /// Take a process-wide connection slot; if there is none, park this
+    /// loop to be woken when one frees, and look once more (see
+    /// [`crate::process::limit`] for why the second look is needed).
+    fn reserve_slot(&mut self) -> bool {
+        if self.limit.try_reserve() {
+            return true;
+        }
+        self.limit.park(self.shutdown_handle());
+        self.limit.try_reserve()
+    }
+
+    /// A slot may be free again (ours closed one, or another loop woke us):
+    /// accept what waits in the backlog, on purpose, as it raises no new edge.
+    fn resume_accepting(&mut self) {
+        if self.at_limit && self.phase == Phase::Serving {
+            self.at_limit = false;
+            if self.limit.end_warning() {
+                log::info!("below the connection limit again: accepting");
+            }
+            self.accept_pending = true;
+        }
+    }
+
+    /// Set up an accepted connection; it holds a slot reserved by the caller
+    /// (given back here if it is not kept).
     fn open(&mut self, mut stream: mio::net::TcpStream, peer: SocketAddr, now: Instant) {
         let proxy = self.config.proxy;
         if proxy != ProxyMode::Off && !self.config.proxy_from.iter().any(|c| c.contains(peer.ip()))
@@ -614,6 +664,7 @@ impl<P: Protocol> Server<P> {
             self.stats.open += 1;
             self.stats
                 .record_close(CloseReason::ProtocolError("untrusted PROXY source"), 0, 0);
+            self.limit.release();
             return;
         }
         // Replies go out at once; the protocol already batches per read.
@@ -627,6 +678,7 @@ impl<P: Protocol> Server<P> {
             .register(&mut stream, Token(key), interest)
         {
             log::warn!("conn from {peer}: cannot register: {e}; closing it");
+            self.limit.release();
             return;
         }
         self.next_generation += 1;
@@ -681,6 +733,7 @@ impl<P: Protocol> Server<P> {
             self.spares.push(spare);
         }
         drop(conn); // closes the socket (which also removes it from epoll); leaves its groups
+        self.limit.release();
         log::debug!(
             "{} {} closed: {reason} (in {bytes_in} B, out {bytes_out} B, {})",
             ConnName(key),
@@ -692,14 +745,7 @@ impl<P: Protocol> Server<P> {
             hook(&info);
         }
         log::debug!("{} {} handler done.", ConnName(key), info.peer);
-        if self.at_limit && self.phase == Phase::Serving {
-            self.at_limit = false;
-            if std::mem::take(&mut self.limit_warned) {
-                log::info!("below the connection limit again: accepting");
-            }
-            // Queued connections raise no new edge: accept them on purpose.
-            self.accept_pending = true;
-        }
+        self.resume_accepting();
     }
 
     fn fire_timers(&mut self, now: Instant) {
@@ -773,6 +819,9 @@ impl<P: Protocol> Server<P> {
                 hook(&stats);
             }
         }
+        if request & REQUEST_ACCEPT != 0 {
+            self.resume_accepting();
+        }
         if request & REQUEST_FORCE != 0 {
             self.force(ForceCause::SecondSignal, now);
         } else if request & REQUEST_SHUTDOWN != 0 {
@@ -815,7 +864,7 @@ impl<P: Protocol> Server<P> {
         // connection still waiting in its queue — connects the client (or
         // its load balancer) believes complete. Taken now, they are drained
         // like the rest (a silent one gets its grace to speak).
-        self.accept_up_to(usize::MAX, now);
+        self.accept_up_to(usize::MAX, now, false);
         for mut listener in self.listeners.drain(..) {
             let _ = self.poll.registry().deregister(listener.socket_mut());
         } // dropped: our descriptor is closed; if it was the last, connects are refused
@@ -824,19 +873,19 @@ impl<P: Protocol> Server<P> {
         }
         self.accept_pending = false;
         self.phase = Phase::Draining { started: now };
-        self.timers
-            .schedule(now + self.config.drain_timeout, Wake::DrainDeadline);
+        if let Some(timeout) = self.config.drain_timeout {
+            self.timers.schedule(now + timeout, Wake::DrainDeadline);
+        }
+        let deadline = crate::config::describe_timeout(self.config.drain_timeout);
         match self.worker {
             None => log::info!(
-                "recv quit signal ({cause}): stopped accepting on {}, draining {} (deadline {})",
+                "recv quit signal ({cause}): stopped accepting on {}, draining {} (deadline {deadline})",
                 self.local_addr,
                 Count(self.conns.len() as u64, "connection"),
-                Dur(self.config.drain_timeout)
             ),
             Some(id) => log::info!(
-                "loop {id}: draining {} (deadline {})",
+                "loop {id}: draining {} (deadline {deadline})",
                 Count(self.conns.len() as u64, "connection"),
-                Dur(self.config.drain_timeout)
             ),
         }
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
@@ -848,8 +897,19 @@ impl<P: Protocol> Server<P> {
         }
     }
 
+    /// Cut off every connection still open. Only a connection actually cut
+    /// off makes the outcome `Forced` (exit 3): with none left, it is clean.
     fn force(&mut self, cause: ForceCause, now: Instant) {
         let remaining = self.conns.len();
+        if remaining == 0 {
+            log::debug!(
+                "{}: no connection left to cut off",
+                CloseReason::Forced(cause)
+            );
+            self.listeners.clear();
+            self.phase = Phase::Done(Outcome::Clean);
+            return;
+        }
         log::warn!(
             "{}: force-closing {}",
             CloseReason::Forced(cause),

@@ -10,6 +10,14 @@
 //! * `SIGUSR1`: log one line of live counters.
 //! * `SIGUSR2`: start a zero-downtime binary upgrade (see [`crate::process::upgrade`]).
 //!
+//! The binary takes the signals over as the first thing `main` does
+//! ([`SignalSource::install`] then [`unblock`]): from then on a quit signal
+//! is a byte in the pipe, whatever the process is doing — parsing flags,
+//! binding, starting threads — and the supervisor reads it on its first
+//! poll. Before that (the dynamic loader, Rust's runtime start-up) nothing
+//! can catch a signal; a parent that must signal that early should start us
+//! with the signals blocked: we unblock them once they are ours.
+//!
 //! `SIGPIPE` needs no handler: Rust binaries start with it ignored, and
 //! `std`'s `send` on Linux passes `MSG_NOSIGNAL`, so writing to a closed peer
 //! is an `EPIPE` error on that connection, never a dead process.
@@ -31,17 +39,28 @@ pub enum SignalEvent {
     Upgrade,
 }
 
-/// The registered signal source.
+/// The signals we handle.
+const HANDLED: [i32; 5] = [SIGINT, SIGTERM, SIGQUIT, SIGUSR1, SIGUSR2];
+
+/// The installed signal source: handlers in place, signals queued in the
+/// self-pipe until a loop registers it and reads them.
 pub struct SignalSource {
     signals: Signals,
 }
 
 impl SignalSource {
-    /// Install the handlers and register the self-pipe under `token`.
-    pub fn register(registry: &Registry, token: Token) -> io::Result<Self> {
-        let mut signals = Signals::new([SIGINT, SIGTERM, SIGQUIT, SIGUSR1, SIGUSR2])?;
-        registry.register(&mut signals, token, Interest::READABLE)?;
-        Ok(Self { signals })
+    /// Install the handlers. From here on these signals never take the
+    /// default action (death); each one waits in the pipe.
+    pub fn install() -> io::Result<Self> {
+        Ok(Self {
+            signals: Signals::new(HANDLED)?,
+        })
+    }
+
+    /// Register the self-pipe with a poller under `token`. Signals that
+    /// arrived since [`install`](Self::install) make it readable at once.
+    pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        registry.register(&mut self.signals, token, Interest::READABLE)
     }
 
     /// Every signal delivered since the last call, oldest first.
@@ -49,6 +68,29 @@ impl SignalSource {
     /// Reads the self-pipe until it is empty (edge-triggered rule).
     pub fn pending(&mut self) -> impl Iterator<Item = SignalEvent> + '_ {
         self.signals.pending().filter_map(meaning)
+    }
+}
+
+/// Unblock the handled signals for the calling thread (and the threads it
+/// starts later). A parent may start us with them blocked — a shell's or a
+/// supervisor's inherited mask, or on purpose to queue a signal sent before
+/// our handlers exist — and a blocked quit signal would wait forever.
+/// Call it after [`SignalSource::install`], so a signal that was pending
+/// goes to our handler, not to the default action.
+pub fn unblock() -> io::Result<()> {
+    // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it,
+    // and pthread_sigmask only reads it (no old mask asked for).
+    let rc = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for signal in HANDLED {
+            libc::sigaddset(&mut set, signal);
+        }
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut())
+    };
+    match rc {
+        0 => Ok(()),
+        errno => Err(io::Error::from_raw_os_error(errno)),
     }
 }
 

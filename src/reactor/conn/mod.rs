@@ -86,8 +86,9 @@ pub struct Limits {
     /// When a drain starts, how long a connection that has not sent payload
     /// yet may take to send its first input (which is then answered).
     pub drain_silent_grace: Duration,
-    /// How long a connection may take to send its whole PROXY header.
-    pub proxy_timeout: Duration,
+    /// How long a connection may take to send its whole PROXY header
+    /// (`None`: no limit of its own; the idle timeout still applies).
+    pub proxy_timeout: Option<Duration>,
     /// Most output a connection may owe after a message from another
     /// connection was framed into it; past it, it is closed as a
     /// [`CloseReason::SlowConsumer`] (see [`crate::reactor::mailbox`]). Replies to
@@ -106,7 +107,7 @@ impl Default for Limits {
             linger_max: Duration::from_secs(30),
             read_budget: 256 * 1024,
             drain_silent_grace: Duration::from_secs(1),
-            proxy_timeout: Duration::from_secs(5),
+            proxy_timeout: Some(Duration::from_secs(5)),
             slow_consumer_limit: 1024 * 1024,
         }
     }
@@ -449,7 +450,8 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
 
     /// A PROXY header still expected: it must be complete by then.
     fn proxy_deadline(&self, limits: &Limits) -> Option<Instant> {
-        (self.proxy != ProxyMode::Off).then(|| self.opened + limits.proxy_timeout)
+        let timeout = limits.proxy_timeout?;
+        (self.proxy != ProxyMode::Off).then(|| self.opened + timeout)
     }
 
     /// Draining a connection that has not spoken: its grace ends then.

@@ -1,0 +1,152 @@
+//! `--max-conns`: one count of open connections for the whole process,
+//! however many loops serve it.
+//!
+//! A [`ConnLimit`] is shared (behind an `Arc`) by every loop. A loop
+//! reserves a slot *before* each accept and gives it back when that
+//! connection closes, or at once when the accept found nothing. Only accept
+//! and close touch it: the per-message path never does.
+//!
+//! A loop that cannot reserve a slot stops accepting, so the clients wait in
+//! the kernel's backlog (not accepted and dropped). It must start again when
+//! *any* loop frees a slot, and the shared listening socket raises no new
+//! edge for connections already queued, so the loop *parks*: it leaves its
+//! [`ShutdownHandle`] here. Whoever frees a slot wakes every parked loop
+//! through that handle (its waker, with the "accept again" request bit); each
+//! tries to reserve again, the winner accepts, the others park again. No
+//! loop spins (a parked loop sleeps in `epoll_wait` until woken) and no
+//! queued client is stranded: a loop parks *before* it looks at the count a
+//! second time, and a releaser frees the slot *before* it looks for parked
+//! loops (both sequentially consistent), so at least one of the two sees
+//! the other.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use crate::reactor::server::ShutdownHandle;
+
+/// The process-wide connection count and its limit.
+#[derive(Debug)]
+pub struct ConnLimit {
+    max: usize,
+    open: AtomicUsize,
+    /// Set while `parked` may hold a loop: lets `release` skip the lock.
+    any_parked: AtomicBool,
+    parked: Mutex<Vec<ShutdownHandle>>,
+    /// The "limit reached" warning was logged and not yet answered by
+    /// "below the limit again": one pair per episode for the process.
+    warned: AtomicBool,
+}
+
+impl ConnLimit {
+    /// A limit of `max` connections open at once (at least 1).
+    pub fn new(max: usize) -> Self {
+        Self {
+            max: max.max(1),
+            open: AtomicUsize::new(0),
+            any_parked: AtomicBool::new(false),
+            parked: Mutex::new(Vec::new()),
+            warned: AtomicBool::new(false),
+        }
+    }
+
+    /// The limit.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Connections open (and slots reserved for accepts under way) now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    /// Take a slot if one is free.
+    pub fn try_reserve(&self) -> bool {
+        self.open
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Give a slot back and wake every parked loop.
+    pub fn release(&self) {
+        let before = self.open.fetch_sub(1, Ordering::SeqCst);
+        debug_assert!(before > 0, "released more slots than were reserved");
+        if self.any_parked.load(Ordering::SeqCst) {
+            let parked = {
+                let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+                self.any_parked.store(false, Ordering::SeqCst);
+                std::mem::take(&mut *parked)
+            };
+            for handle in parked {
+                handle.accept_again();
+            }
+        }
+    }
+
+    /// A loop found no slot: wake it through `handle` at the next release.
+    /// The caller must try [`try_reserve`](Self::try_reserve) once more
+    /// after this, or a slot freed just before could be missed.
+    pub(crate) fn park(&self, handle: ShutdownHandle) {
+        let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        if !parked.iter().any(|h| h.same_loop(&handle)) {
+            parked.push(handle);
+        }
+        self.any_parked.store(true, Ordering::SeqCst);
+    }
+
+    /// Record that a client is left waiting; true the first time in an
+    /// episode (the caller warns).
+    pub(crate) fn start_warning(&self) -> bool {
+        !self.warned.swap(true, Ordering::SeqCst)
+    }
+
+    /// Accepting again after a warning; true once per episode (the caller
+    /// says so).
+    pub(crate) fn end_warning(&self) -> bool {
+        self.warned.swap(false, Ordering::SeqCst)
+    }
+}
+
+/// The `--max-conns` in force: what was asked, lowered to what
+/// `RLIMIT_NOFILE` allows (logged at warn when it is) and to the most
+/// tokens a loop can give out. Computed once per process, before any loop
+/// starts, and printed in the start-up line.
+pub fn effective_max_conns(requested: usize) -> usize {
+    let mut max = requested.max(1);
+    if let Some(allowed) = crate::process::rlimit::max_conns_allowed() {
+        if max > allowed {
+            log::warn!("max-conns {max} is above what RLIMIT_NOFILE allows; using {allowed}");
+            max = allowed;
+        }
+    }
+    max.min(crate::reactor::server::LISTENERS - crate::reactor::server::MAX_LISTENERS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_reserved_up_to_the_limit_and_given_back() {
+        let limit = ConnLimit::new(2);
+        assert!(limit.try_reserve());
+        assert!(limit.try_reserve());
+        assert!(!limit.try_reserve(), "a third slot past max 2");
+        assert_eq!(limit.open(), 2);
+        limit.release();
+        assert_eq!(limit.open(), 1);
+        assert!(limit.try_reserve());
+        assert!(!limit.try_reserve());
+    }
+
+    #[test]
+    fn the_limit_warning_is_once_per_episode() {
+        let limit = ConnLimit::new(1);
+        assert!(limit.start_warning());
+        assert!(!limit.start_warning());
+        assert!(limit.end_warning());
+        assert!(!limit.end_warning());
+        assert!(limit.start_warning());
+    }
+}
