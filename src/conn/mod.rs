@@ -386,8 +386,19 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
     /// If `wanted` is earlier than what is armed, remember it as armed and
     /// return it so the loop pushes one timer entry. Later deadlines cost
     /// nothing now: the armed entry fires first and re-arms.
+    ///
+    /// The fast path, taken once per message: while `Open` with no PROXY
+    /// header expected, the only deadlines are the idle one and the
+    /// protocol's. The idle deadline only ever moves later (traffic pushes
+    /// `last_active` forward), so once an entry is armed it is no later
+    /// than the idle deadline: only the protocol's needs a look.
     pub fn arm(&mut self, limits: &Limits) -> Option<Instant> {
-        let wanted = self.deadline(limits)?;
+        let wanted =
+            if self.armed.is_some() && self.state == State::Open && self.proxy == ProxyMode::Off {
+                self.proto.next_deadline()?
+            } else {
+                self.deadline(limits)?
+            };
         match self.armed {
             Some(armed) if armed <= wanted => None,
             _ => {
