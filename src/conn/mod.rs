@@ -33,7 +33,10 @@
 //! Reads land in the loop's shared [`Scratch`] buffer, the protocol answers
 //! into the shared output scratch, and the answer is written straight from
 //! there; only what the kernel refused is copied into `out`. An idle
-//! connection owns no heap memory.
+//! connection owns no heap memory. The functions a message passes through
+//! (`on_event`, `drive`, `read`, `answer`, `send`, `write`, `arm`) are
+//! `#[inline(always)]`: one echoed message is then one call into `pump`
+//! instead of a dozen prologues and epilogues.
 
 pub mod buffer;
 mod state;
@@ -271,6 +274,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
 
     /// Record a readiness event. Flags are only ever *set* here; the socket
     /// clears them by returning `WouldBlock` (or a short read).
+    #[inline(always)]
     pub fn on_event(&mut self, readable: bool, writable: bool, read_closed: bool) {
         log::trace!(
             "{} event:{}{}{}",
@@ -285,6 +289,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
     }
 
     /// Do all the I/O the current readiness and state allow.
+    #[inline(always)]
     pub fn drive(&mut self, now: Instant, scratch: &mut Scratch, limits: &Limits) -> Progress {
         match self.pump(now, scratch, limits) {
             Ok(progress) => progress,
@@ -392,6 +397,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
     /// protocol's. The idle deadline only ever moves later (traffic pushes
     /// `last_active` forward), so once an entry is armed it is no later
     /// than the idle deadline: only the protocol's needs a look.
+    #[inline(always)]
     pub fn arm(&mut self, limits: &Limits) -> Option<Instant> {
         let wanted =
             if self.armed.is_some() && self.state == State::Open && self.proxy == ProxyMode::Off {
@@ -552,6 +558,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
     }
 
     /// One read into the shared read scratch.
+    #[inline(always)]
     fn read(&mut self, now: Instant, scratch: &mut Scratch) -> io::Result<ReadOutcome> {
         loop {
             match self.stream.read(&mut scratch.read) {
@@ -590,6 +597,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
     }
 
     /// Read once and hand the bytes to the protocol; returns bytes read.
+    #[inline(always)]
     fn read_and_answer(
         &mut self,
         now: Instant,
@@ -672,6 +680,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
 
     /// Hand input to the protocol and send its answer: the first `fresh`
     /// bytes of the read scratch, behind whatever the input queue holds.
+    #[inline(always)]
     fn answer(
         &mut self,
         now: Instant,
@@ -718,6 +727,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
 
     /// Send `bytes`: straight to the socket when nothing is queued, keeping
     /// only what the kernel refused.
+    #[inline(always)]
     fn send(&mut self, now: Instant, bytes: &[u8], limits: &Limits) -> Io<()> {
         if bytes.is_empty() {
             return Ok(());
@@ -742,6 +752,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         Ok(())
     }
 
+    #[inline(always)]
     fn write(&mut self, now: Instant, bytes: &[u8]) -> Io<usize> {
         let mut done = 0;
         while done < bytes.len() {
@@ -773,6 +784,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         Ok(done)
     }
 
+    #[inline(always)]
     fn update_backpressure(&mut self, limits: &Limits) {
         let owed = self.out.len();
         if owed >= limits.write_high_watermark {
