@@ -734,6 +734,9 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         }
         if self.out.is_empty() && self.writable {
             let written = self.write(now, bytes)?;
+            if written == bytes.len() && !self.read_paused {
+                return Ok(()); // all taken: nothing owed, nothing to resume
+            }
             self.out.extend(&bytes[written..]);
         } else {
             self.out.extend(bytes);
