@@ -55,11 +55,71 @@ pub use state::{CloseReason, Ending, ForceCause, State};
 pub trait Transport: Read + Write {
     /// Send our FIN: shut down the write half only.
     fn shutdown_write(&mut self) -> io::Result<()>;
+
+    /// One read, as [`Read::read`]; the hot path calls this one.
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read(buf)
+    }
+
+    /// One write, as [`Write::write`]; the hot path calls this one.
+    fn send(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write(buf)
+    }
 }
 
 impl Transport for mio::net::TcpStream {
     fn shutdown_write(&mut self) -> io::Result<()> {
         self.shutdown(Shutdown::Write)
+    }
+
+    /// `recvfrom(fd, buf, len, 0)` as a plain system call. libc's `recv`
+    /// is a thread-cancellation point: in a process with more than one
+    /// thread (the supervisor's) it brackets every call with
+    /// `__pthread_enable/disable_asynccancel`, about 60 instructions a
+    /// call that Rust, which never cancels threads, does not need.
+    #[cfg(target_os = "linux")]
+    #[inline]
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the
+        // whole call, and the descriptor is this socket's; the kernel
+        // writes at most `buf.len()` bytes and keeps no pointer.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_recvfrom,
+                libc::c_long::from(self.as_raw_fd()),
+                buf.as_mut_ptr(),
+                buf.len(),
+                0 as libc::c_long,
+                std::ptr::null_mut::<libc::sockaddr>(),
+                std::ptr::null_mut::<libc::socklen_t>(),
+            )
+        };
+        usize::try_from(n).map_err(|_| io::Error::last_os_error())
+    }
+
+    /// `sendto(fd, buf, len, MSG_NOSIGNAL)` as a plain system call (see
+    /// `recv`). `MSG_NOSIGNAL`, as std uses: a write to a reset peer is
+    /// `EPIPE`, not a `SIGPIPE`.
+    #[cfg(target_os = "linux")]
+    #[inline]
+    fn send(&mut self, buf: &[u8]) -> io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the
+        // whole call, and the descriptor is this socket's; the kernel
+        // keeps no pointer.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_sendto,
+                libc::c_long::from(self.as_raw_fd()),
+                buf.as_ptr(),
+                buf.len(),
+                libc::c_long::from(libc::MSG_NOSIGNAL),
+                std::ptr::null::<libc::sockaddr>(),
+                0 as libc::c_long,
+            )
+        };
+        usize::try_from(n).map_err(|_| io::Error::last_os_error())
     }
 }
 
@@ -561,7 +621,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
     #[inline(always)]
     fn read(&mut self, now: Instant, scratch: &mut Scratch) -> io::Result<ReadOutcome> {
         loop {
-            match self.stream.read(&mut scratch.read) {
+            match self.stream.recv(&mut scratch.read) {
                 Ok(0) => {
                     log::trace!("{} read EOF", ConnName(self.key));
                     self.readable = false;
@@ -759,7 +819,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
     fn write(&mut self, now: Instant, bytes: &[u8]) -> Io<usize> {
         let mut done = 0;
         while done < bytes.len() {
-            match self.stream.write(&bytes[done..]) {
+            match self.stream.send(&bytes[done..]) {
                 Ok(0) => return Err(CloseReason::Io(io::ErrorKind::WriteZero)),
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
