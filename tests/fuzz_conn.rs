@@ -15,7 +15,10 @@
 //! * **no lost data**: an orderly close (peer closed, drained) has written
 //!   every byte it read before its FIN;
 //! * **liveness**: with the peer reading everything, a half-closed stream is
-//!   echoed in full and closed.
+//!   echoed in full and closed;
+//! * **no missed deadline**: timers fire only through the entries
+//!   `Conn::arm` asked for, and the earliest pending one is never later than
+//!   the connection's earliest deadline.
 //!
 //!
 //! A second property holds for **every** protocol `--protocol` offers:
@@ -165,6 +168,37 @@ struct Reached {
     proxy_refused: u64,
 }
 
+/// What the loop does after driving a connection: push the entry `arm`
+/// asks for. Then check that the earliest pending entry is no later than
+/// the connection's earliest deadline, so no deadline is ever missed.
+fn arm(
+    conn: &mut Conn<Echo, Peer>,
+    progress: Progress,
+    timers: &mut Vec<Instant>,
+    limits: &Limits,
+    seed: u64,
+) {
+    if let Progress::Closed(_) = progress {
+        return;
+    }
+    if let Some(at) = conn.arm(limits) {
+        timers.push(at);
+    }
+    if let Some(deadline) = conn.deadline(limits) {
+        let first = timers.iter().min();
+        assert!(
+            first.is_some_and(|at| *at <= deadline),
+            "seed {seed}: deadline {deadline:?} but the first timer is {first:?}"
+        );
+    }
+}
+
+/// Take the earliest timer entry if it is due.
+fn pop_due(timers: &mut Vec<Instant>, now: Instant) -> Option<Instant> {
+    let (i, at) = timers.iter().enumerate().min_by_key(|(_, at)| **at)?;
+    (*at <= now).then(|| timers.swap_remove(i))
+}
+
 /// Run one random case; panics (with the seed) when an invariant breaks.
 fn run_case(seed: u64, scratch: &mut Scratch, reached: &mut Reached) {
     let mut rng = Rng::new(seed);
@@ -218,6 +252,9 @@ fn run_case(seed: u64, scratch: &mut Scratch, reached: &mut Reached) {
     let mut now = Instant::now();
     let mut conn = Conn::new(peer, peer_addr, 0, 1, Echo, now, proxy);
     let mut state = conn.state();
+    // The loop's timer entries for this connection, as `arm` asked for them.
+    let mut timers: Vec<Instant> = Vec::new();
+    arm(&mut conn, Progress::Idle, &mut timers, &limits, seed);
     let bound = limits.write_high_watermark + Scratch::READ_SIZE;
 
     let mut closed = None;
@@ -262,9 +299,11 @@ fn run_case(seed: u64, scratch: &mut Scratch, reached: &mut Reached) {
         } else {
             conn.drive(now, scratch, &limits)
         };
-        if let (Progress::Idle, Some(deadline)) = (progress, conn.deadline(&limits)) {
-            if now >= deadline {
-                progress = conn.on_timer(deadline, now, scratch, &limits);
+        arm(&mut conn, progress, &mut timers, &limits, seed);
+        if progress == Progress::Idle {
+            if let Some(at) = pop_due(&mut timers, now) {
+                progress = conn.on_timer(at, now, scratch, &limits);
+                arm(&mut conn, progress, &mut timers, &limits, seed);
             }
         }
         let mut yields = 0;
@@ -272,6 +311,7 @@ fn run_case(seed: u64, scratch: &mut Scratch, reached: &mut Reached) {
             yields += 1;
             assert!(yields < 10_000, "seed {seed}: yields forever");
             progress = conn.drive(now, scratch, &limits);
+            arm(&mut conn, progress, &mut timers, &limits, seed);
         }
 
         // Invariants.

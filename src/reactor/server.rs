@@ -444,6 +444,14 @@ impl<P: Protocol> Server<P> {
             event.is_read_closed(),
         );
         let progress = conn.drive(now, &mut self.scratch, &self.config.limits);
+        if progress == Progress::Idle {
+            // The common case, done with the connection at hand: arm.
+            if let Some(at) = conn.arm(&self.config.limits) {
+                let generation = conn.generation();
+                self.timers.schedule(at, Wake::Conn { key, generation });
+            }
+            return;
+        }
         self.after_drive(key, progress, now);
     }
 

@@ -36,7 +36,10 @@
 //! Reads land in the loop's shared [`Scratch`] buffer, the protocol answers
 //! into the shared output scratch, and the answer is written straight from
 //! there; only what the kernel refused is copied into `out`. An idle
-//! connection owns no heap memory.
+//! connection owns no heap memory. The functions a message passes through
+//! (`on_event`, `drive`, `read`, `answer`, `send`, `write`, `arm`) are
+//! `#[inline(always)]`, `pump` included: one echoed message then runs in
+//! the loop's own frame instead of a dozen prologues and epilogues.
 
 pub mod buffer;
 mod state;
@@ -57,11 +60,71 @@ pub use state::{CloseReason, Ending, ForceCause, State};
 pub trait Transport: Read + Write {
     /// Send our FIN: shut down the write half only.
     fn shutdown_write(&mut self) -> io::Result<()>;
+
+    /// One read, as [`Read::read`]; the hot path calls this one.
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read(buf)
+    }
+
+    /// One write, as [`Write::write`]; the hot path calls this one.
+    fn send(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write(buf)
+    }
 }
 
 impl Transport for mio::net::TcpStream {
     fn shutdown_write(&mut self) -> io::Result<()> {
         self.shutdown(Shutdown::Write)
+    }
+
+    /// `recvfrom(fd, buf, len, 0)` as a plain system call. libc's `recv`
+    /// is a thread-cancellation point: in a process with more than one
+    /// thread (the supervisor's) it brackets every call with
+    /// `__pthread_enable/disable_asynccancel`, about 60 instructions a
+    /// call that Rust, which never cancels threads, does not need.
+    #[cfg(target_os = "linux")]
+    #[inline]
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the
+        // whole call, and the descriptor is this socket's; the kernel
+        // writes at most `buf.len()` bytes and keeps no pointer.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_recvfrom,
+                libc::c_long::from(self.as_raw_fd()),
+                buf.as_mut_ptr(),
+                buf.len(),
+                0 as libc::c_long,
+                std::ptr::null_mut::<libc::sockaddr>(),
+                std::ptr::null_mut::<libc::socklen_t>(),
+            )
+        };
+        usize::try_from(n).map_err(|_| io::Error::last_os_error())
+    }
+
+    /// `sendto(fd, buf, len, MSG_NOSIGNAL)` as a plain system call (see
+    /// `recv`). `MSG_NOSIGNAL`, as std uses: a write to a reset peer is
+    /// `EPIPE`, not a `SIGPIPE`.
+    #[cfg(target_os = "linux")]
+    #[inline]
+    fn send(&mut self, buf: &[u8]) -> io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the
+        // whole call, and the descriptor is this socket's; the kernel
+        // keeps no pointer.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_sendto,
+                libc::c_long::from(self.as_raw_fd()),
+                buf.as_ptr(),
+                buf.len(),
+                libc::c_long::from(libc::MSG_NOSIGNAL),
+                std::ptr::null::<libc::sockaddr>(),
+                0 as libc::c_long,
+            )
+        };
+        usize::try_from(n).map_err(|_| io::Error::last_os_error())
     }
 }
 
@@ -359,6 +422,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
 
     /// Record a readiness event. Flags are only ever *set* here; the socket
     /// clears them by returning `WouldBlock` (or a short read).
+    #[inline(always)]
     pub fn on_event(&mut self, readable: bool, writable: bool, read_closed: bool) {
         log::trace!(
             "{} event:{}{}{}",
@@ -373,6 +437,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
     }
 
     /// Do all the I/O the current readiness and state allow.
+    #[inline(always)]
     pub fn drive(&mut self, now: Instant, scratch: &mut Scratch, limits: &Limits) -> Progress {
         match self.pump(now, scratch, limits) {
             Ok(progress) => progress,
@@ -477,8 +542,20 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
     /// If `wanted` is earlier than what is armed, remember it as armed and
     /// return it so the loop pushes one timer entry. Later deadlines cost
     /// nothing now: the armed entry fires first and re-arms.
+    ///
+    /// The fast path, taken once per message: while `Open` with no PROXY
+    /// header expected, the only deadlines are the idle one and the
+    /// protocol's. The idle deadline only ever moves later (traffic pushes
+    /// `last_active` forward), so once an entry is armed it is no later
+    /// than the idle deadline: only the protocol's needs a look.
+    #[inline(always)]
     pub fn arm(&mut self, limits: &Limits) -> Option<Instant> {
-        let wanted = self.deadline(limits)?;
+        let wanted =
+            if self.armed.is_some() && self.state == State::Open && self.proxy == ProxyMode::Off {
+                self.proto.next_deadline()?
+            } else {
+                self.deadline(limits)?
+            };
         match self.armed {
             Some(armed) if armed <= wanted => None,
             _ => {
@@ -571,6 +648,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         }
     }
 
+    #[inline(always)]
     fn pump(&mut self, now: Instant, scratch: &mut Scratch, limits: &Limits) -> Io<Progress> {
         let mut budget = limits.read_budget;
         loop {
@@ -641,9 +719,10 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
     }
 
     /// One read into the shared read scratch.
+    #[inline(always)]
     fn read(&mut self, now: Instant, scratch: &mut Scratch) -> io::Result<ReadOutcome> {
         loop {
-            match self.stream.read(&mut scratch.read) {
+            match self.stream.recv(&mut scratch.read) {
                 Ok(0) => {
                     log::trace!("{} read EOF", ConnName(self.key));
                     self.readable = false;
@@ -679,6 +758,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
     }
 
     /// Read once and hand the bytes to the protocol; returns bytes read.
+    #[inline(always)]
     fn read_and_answer(
         &mut self,
         now: Instant,
@@ -761,6 +841,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
 
     /// Hand input to the protocol and send its answer: the first `fresh`
     /// bytes of the read scratch, behind whatever the input queue holds.
+    #[inline(always)]
     fn answer(
         &mut self,
         now: Instant,
@@ -810,12 +891,16 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
 
     /// Send `bytes`: straight to the socket when nothing is queued, keeping
     /// only what the kernel refused.
+    #[inline(always)]
     fn send(&mut self, now: Instant, bytes: &[u8], limits: &Limits) -> Io<()> {
         if bytes.is_empty() {
             return Ok(());
         }
         if self.out.is_empty() && self.writable {
             let written = self.write(now, bytes)?;
+            if written == bytes.len() && !self.read_paused {
+                return Ok(()); // all taken: nothing owed, nothing to resume
+            }
             self.out.extend(&bytes[written..]);
         } else {
             self.out.extend(bytes);
@@ -834,10 +919,11 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         Ok(())
     }
 
+    #[inline(always)]
     fn write(&mut self, now: Instant, bytes: &[u8]) -> Io<usize> {
         let mut done = 0;
         while done < bytes.len() {
-            match self.stream.write(&bytes[done..]) {
+            match self.stream.send(&bytes[done..]) {
                 Ok(0) => return Err(CloseReason::Io(io::ErrorKind::WriteZero)),
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -865,6 +951,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         Ok(done)
     }
 
+    #[inline(always)]
     fn update_backpressure(&mut self, limits: &Limits) {
         let owed = self.out.len();
         if owed >= limits.write_high_watermark {
