@@ -444,8 +444,10 @@ impl<P: Protocol> Server<P> {
             event.is_read_closed(),
         );
         let progress = conn.drive(now, &mut self.scratch, &self.config.limits);
-        if progress == Progress::Idle {
-            // The common case, done with the connection at hand: arm.
+        // The common case, done with the connection at hand: arm. (A
+        // protocol that sent messages takes the general path, which
+        // collects them; for one without a mailbox `has_sent` is `false`.)
+        if progress == Progress::Idle && !conn.has_sent() {
             if let Some(at) = conn.arm(&self.config.limits) {
                 let generation = conn.generation();
                 self.timers.schedule(at, Wake::Conn { key, generation });
