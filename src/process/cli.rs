@@ -265,8 +265,13 @@ where
 
 /// clap's errors carry usage and a hint on later lines; keep the first.
 fn one_line(message: &str) -> String {
-    let first = message.lines().next().unwrap_or("error: bad command line");
-    format!("{first} (try --help)")
+    let mut lines = message.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("error: bad command line");
+    // "… required arguments were not provided:" names them on the next line.
+    match lines.next() {
+        Some(next) if first.ends_with(':') => format!("{first} {next} (try --help)"),
+        _ => format!("{first} (try --help)"),
+    }
 }
 
 #[cfg(test)]

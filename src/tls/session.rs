@@ -314,14 +314,14 @@ impl<S: Transport> Read for TlsStream<S> {
                             _ => break,
                         }
                     }
-                    if filled == buf.len() {
+                    if filled > 0 {
                         return Ok(filled);
                     }
-                    return if filled > 0 {
-                        Ok(filled)
-                    } else {
-                        Err(io::ErrorKind::WouldBlock.into())
-                    };
+                    // Nothing decrypted (a record or handshake flight still
+                    // partial): ask the socket once more rather than trust
+                    // the short read, since the peer's FIN may already
+                    // have been announced and no edge would report it again.
+                    // Costs a syscall only when no plaintext came of a read.
                 }
                 Ok(Pulled::Eof) => {
                     if filled > 0 {
