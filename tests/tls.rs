@@ -489,3 +489,131 @@ fn tls_flags_misused_exit_2_and_unusable_files_exit_1_naming_the_file() {
     );
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }
+
+/// SIGUSR2 re-execs with the same arguments: the new process loads the
+/// same files and serves TLS on the same socket; a connection on the old
+/// one is drained with close_notify.
+#[test]
+fn tls_survives_a_sigusr2_upgrade() {
+    let certs = Certs::new();
+    let mut server = tls_server(&certs, &[]);
+    let mut live = tls::connect(server.addr, certs.client()).expect("handshake");
+    tls::echo(&mut live, b"old process");
+    server.signal(libc::SIGUSR2);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let line = loop {
+        let ready = server.log_lines_with("upgrade: new process ");
+        if let Some(line) = ready.into_iter().find(|l| l.contains("is ready")) {
+            break line;
+        }
+        assert!(Instant::now() < deadline, "never ready:\n{}", server.log());
+        thread::sleep(Duration::from_millis(10));
+    };
+    let next: i32 = line
+        .split("upgrade: new process ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {line:?}"));
+    // The old process drains: its connection ends with close_notify.
+    let mut rest = Vec::new();
+    assert!(live.read_to_end(&mut rest).is_ok(), "not a clean TLS close");
+    assert_eq!(
+        server
+            .wait_exit(Duration::from_secs(15))
+            .and_then(|s| s.code()),
+        Some(0)
+    );
+    let mut fresh = tls::connect(server.addr, certs.client()).expect("new process handshake");
+    tls::echo(&mut fresh, b"new process");
+    drop(fresh);
+    // SAFETY: signalling the process our server started.
+    assert_eq!(unsafe { libc::kill(next, libc::SIGTERM) }, 0);
+}
+
+/// Under systemd socket activation (LISTEN_FDS) TLS is the same.
+#[test]
+fn tls_serves_on_a_socket_from_systemd_activation() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let certs = Certs::new();
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    let fd = socket.as_raw_fd();
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", "LISTEN_PID=$$ exec \"$0\" \"$@\"", util::BINARY])
+        .args(certs.args())
+        .env("LISTEN_FDS", "1");
+    // SAFETY: dup2 and fcntl are async-signal-safe; `fd` stays open in the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            let rc = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut server = ServerProcess::launch(cmd);
+    assert_eq!(server.addr, addr);
+    drop(socket);
+    let mut client = tls::connect(addr, certs.client()).expect("handshake");
+    tls::echo(&mut client, b"activated");
+    server.signal(libc::SIGTERM);
+    let mut rest = Vec::new();
+    assert!(
+        client.read_to_end(&mut rest).is_ok(),
+        "not a clean TLS close"
+    );
+    assert_eq!(
+        server
+            .wait_exit(Duration::from_secs(10))
+            .and_then(|s| s.code()),
+        Some(0)
+    );
+}
+
+/// TLS 1.2 renegotiation (openssl s_client's `R`) is refused by rustls;
+/// the connection goes on or is closed with a reason, never a panic, and
+/// the loop serves on.
+#[test]
+fn a_renegotiation_attempt_is_refused_and_the_loop_serves_on() {
+    if !require("openssl") {
+        return;
+    }
+    let certs = Certs::new();
+    let server = tls_server(&certs, &[]);
+    let mut s_client = Command::new("openssl")
+        .args(["s_client", "-tls1_2", "-connect", &server.addr.to_string()])
+        .args(["-servername", "localhost"])
+        .arg("-CAfile")
+        .arg(&certs.cert)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = s_client.stdin.take().unwrap();
+    wait_log(&server, "TLS handshake done: Some(TLSv1_2)");
+    stdin.write_all(b"R\n").unwrap();
+    stdin.flush().unwrap();
+    thread::sleep(Duration::from_millis(300));
+    drop(stdin);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s_client.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = s_client.kill();
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let _ = s_client.wait();
+    wait_log(&server, "closed: ");
+    let mut client = tls::connect(server.addr, certs.client()).expect("handshake");
+    tls::echo(&mut client, b"after renegotiation");
+    assert!(!server.log().contains("panicked"), "{}", server.log());
+}
