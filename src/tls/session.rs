@@ -152,6 +152,11 @@ impl<S: Transport> TlsStream<S> {
         &self.sock
     }
 
+    /// The socket under the stage, mutably (tests drive a scripted one).
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.sock
+    }
+
     /// The rustls session (negotiated version, ALPN, SNI, …).
     pub fn session(&self) -> &ServerConnection {
         &self.tls
