@@ -13,7 +13,9 @@ packages=(
   wrk               # tests/http.rs: keep-alive load, 0 socket errors and 0 non-2xx
   apache2-utils     # tests/http.rs: `ab -k`, 0 failed requests
   redis-server      # tests/pubsub.rs: pub/sub frames diffed against a real redis-server
-  redis-tools       # tests/resp.rs: `redis-cli PING`, `redis-benchmark -t ping`
+  redis-tools       # tests/resp.rs: `redis-cli PING`, `redis-benchmark -t ping`; tests/tls.rs: `redis-cli --tls`
+  openssl           # tests/tls.rs: `openssl s_client` echo round trip and clean close
+  python3           # tests/tls.rs: Python's ssl reads close_notify (suppress_ragged_eofs=False)
 )
 
 missing=()

@@ -34,11 +34,34 @@ pub struct Config {
     pub proxy: ProxyMode,
     /// Peers allowed to send PROXY headers; others are closed on accept.
     pub proxy_from: Vec<Cidr>,
+    /// Terminate TLS on every connection with this certificate and key
+    /// (`None`: plain TCP).
+    #[cfg(feature = "tls")]
+    pub tls: Option<std::sync::Arc<crate::tls::TlsConfig>>,
 }
 
 impl Config {
     /// Default listen address: loopback, so a first `cargo run` exposes nothing.
     pub const DEFAULT_LISTEN: &'static str = "127.0.0.1:8000";
+
+    /// Re-read what can change while serving (the TLS certificate and key),
+    /// logging the outcome. A bad new pair is logged and the old one kept:
+    /// the server never stops serving over a reload. Connections accepted
+    /// after this use the new pair; live ones carry on with theirs.
+    pub fn reload(&self, cause: &str) {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            match tls.reload() {
+                Ok(()) => log::info!(
+                    "{cause}: reloaded TLS certificate {}: new handshakes use it",
+                    tls.cert_path().display()
+                ),
+                Err(e) => log::error!("{cause}: TLS reload failed, keeping the old pair: {e}"),
+            }
+            return;
+        }
+        log::info!("{cause}: nothing to reload (no TLS)");
+    }
 
     /// One line for the start-up log: protocol and limits.
     pub fn describe(&self, protocol: &str) -> String {
@@ -48,6 +71,11 @@ impl Config {
                 let from: Vec<String> = self.proxy_from.iter().map(Cidr::to_string).collect();
                 format!(", proxy-protocol {mode:?} from {}", from.join(","))
             }
+        };
+        #[cfg(feature = "tls")]
+        let proxy = match &self.tls {
+            Some(tls) => format!("{proxy}, TLS {}", tls.cert_path().display()),
+            None => proxy,
         };
         format!(
             "protocol {protocol}{proxy}, max-conns {}, drain-timeout {}, idle-timeout {}",
@@ -78,6 +106,8 @@ impl Default for Config {
             accept_batch: 256,
             proxy: ProxyMode::Off,
             proxy_from: Cidr::loopback(),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }

@@ -36,6 +36,8 @@ pub mod human;
 pub mod process;
 pub mod proto;
 pub mod reactor;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use config::Config;
 pub use error::Error;

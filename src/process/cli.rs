@@ -5,6 +5,7 @@
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::error::ErrorKind;
@@ -13,9 +14,12 @@ use clap::{Parser, ValueEnum};
 use crate::config::Config;
 use crate::proto::proxy::{Cidr, ProxyMode};
 use crate::proto::HttpConfig;
+use crate::tls::TlsConfig;
 
 /// Exit code for a bad flag or value.
 pub const EXIT_USAGE: u8 = 2;
+/// Exit code when the process cannot start (a TLS file it cannot use, say).
+pub const EXIT_START: u8 = 1;
 
 /// Serve a TCP protocol on one single-threaded mio event loop, with graceful drain.
 ///
@@ -56,6 +60,19 @@ pub struct Args {
     /// (0 = no limit; the idle timeout still applies).
     #[arg(long, value_name = "SECS", default_value_t = 5.0, value_parser = secs, allow_negative_numbers = true)]
     pub proxy_timeout: f64,
+
+    /// Serve TLS on every connection with this PEM certificate chain (leaf
+    /// first). Needs --tls-key.
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key for --tls-cert (PEM: PKCS#8, SEC1 EC or PKCS#1 RSA).
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Seconds a TLS handshake may take from accept before the connection is closed.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = secs, allow_negative_numbers = true)]
+    pub tls_handshake_timeout: f64,
 
     /// Protocol to serve.
     #[arg(long, value_enum, default_value_t = ProtocolName::Echo)]
@@ -232,11 +249,24 @@ where
             stdout: false,
         },
     })?;
-    let config = args.to_config().map_err(|msg| Exit {
+    let mut config = args.to_config().map_err(|msg| Exit {
         code: EXIT_USAGE,
         message: format!("error: {msg}"),
         stdout: false,
     })?;
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        // HTTP says so in ALPN; echo and RESP have no registered name.
+        let alpn: &[&[u8]] = match args.protocol {
+            ProtocolName::Http => &[b"http/1.1"],
+            ProtocolName::Echo | ProtocolName::Resp => &[],
+        };
+        let timeout = limit(args.tls_handshake_timeout);
+        config.tls = Some(TlsConfig::load(cert, key, alpn, timeout).map_err(|e| Exit {
+            code: EXIT_START,
+            message: format!("error: {e}"),
+            stdout: false,
+        })?);
+    }
     Ok(Invocation {
         protocol: args.protocol,
         listen_given: args.listen.is_some(),
@@ -250,8 +280,13 @@ where
 
 /// clap's errors carry usage and a hint on later lines; keep the first.
 fn one_line(message: &str) -> String {
-    let first = message.lines().next().unwrap_or("error: bad command line");
-    format!("{first} (try --help)")
+    let mut lines = message.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("error: bad command line");
+    // "… required arguments were not provided:" names them on the next line.
+    match lines.next() {
+        Some(next) if first.ends_with(':') => format!("{first} {next} (try --help)"),
+        _ => format!("{first} (try --help)"),
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 //! | `SIGNALS` | SIGINT/SIGTERM/SIGQUIT | first: stop listening, tell every loop to drain; second: force them |
 //! | | SIGUSR1 | ask every loop for its counters, log the sum |
 //! | | SIGUSR2 | start an [upgrade](crate::process::upgrade) |
+//! | | SIGHUP | re-read the TLS certificate and key; every loop's next accept uses them |
 //! | `EVENTS` | waker + channel from the loops | started, counters, finished |
 //! | `UPGRADE` | readiness pipe of the new process | ready: stop accepting and drain; EOF: upgrade failed, keep serving |
 //!
@@ -311,6 +312,7 @@ impl Supervisor {
                                     log::warn!("recv quit signal again ({name}) while draining");
                                     handles.iter().for_each(ShutdownHandle::force);
                                 }
+                                SignalEvent::Reload => self.config.reload("SIGHUP"),
                                 SignalEvent::Stats => {
                                     stats_sum = Some((0, Stats::default()));
                                     handles.iter().for_each(ShutdownHandle::request_stats);

@@ -30,6 +30,7 @@ use crate::human::{ConnName, Count, Dur};
 use crate::process::limit::{self, ConnLimit};
 use crate::proto::proxy::ProxyMode;
 use crate::proto::Protocol;
+use crate::reactor::conn::pipeline::Stream;
 use crate::reactor::conn::{CloseReason, Conn, ForceCause, Progress, Scratch};
 use crate::reactor::listener::{self, Accepted, Listener};
 use crate::reactor::mailbox::{ConnId, Hub, Message, Outbox};
@@ -691,6 +692,13 @@ impl<P: Protocol> Server<P> {
             self.limit.release();
             return;
         }
+        let stream = match Stream::accept(stream, key, &self.config, now) {
+            Ok(stream) => stream,
+            Err(e) => {
+                log::warn!("conn from {peer}: cannot start its stages: {e}; closing it");
+                return;
+            }
+        };
         self.next_generation += 1;
         let proto = (self.make_protocol)();
         let conn = entry.insert(Conn::new(
@@ -810,6 +818,7 @@ impl<P: Protocol> Server<P> {
             match signal {
                 SignalEvent::Quit(name) => self.quit(name, now),
                 SignalEvent::Stats => self.log_stats(),
+                SignalEvent::Reload => self.config.reload("SIGHUP"),
                 SignalEvent::Upgrade => {
                     log::warn!(
                         "SIGUSR2: upgrades are run by the tcp-reactor binary's supervisor; ignored"

@@ -9,6 +9,7 @@
 //!   drain, a second one during the drain forces it.
 //! * `SIGUSR1`: log one line of live counters.
 //! * `SIGUSR2`: start a zero-downtime binary upgrade (see [`crate::process::upgrade`]).
+//! * `SIGHUP`: re-read the TLS certificate and key (see [`Config::reload`](crate::Config::reload)).
 //!
 //! The binary takes the signals over as the first thing `main` does
 //! ([`SignalSource::install`] then [`unblock`]): from then on a quit signal
@@ -25,7 +26,7 @@
 use std::io;
 
 use mio::{Interest, Registry, Token};
-use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 
 /// What a received signal asks the server to do.
@@ -37,10 +38,12 @@ pub enum SignalEvent {
     Stats,
     /// Replace the binary without dropping a connection.
     Upgrade,
+    /// Re-read what can change without a restart (the TLS certificate).
+    Reload,
 }
 
 /// The signals we handle.
-const HANDLED: [i32; 5] = [SIGINT, SIGTERM, SIGQUIT, SIGUSR1, SIGUSR2];
+const HANDLED: [i32; 6] = [SIGINT, SIGTERM, SIGQUIT, SIGUSR1, SIGUSR2, SIGHUP];
 
 /// The installed signal source: handlers in place, signals queued in the
 /// self-pipe until a loop registers it and reads them.
@@ -101,6 +104,7 @@ fn meaning(signal: i32) -> Option<SignalEvent> {
         SIGQUIT => Some(SignalEvent::Quit("SIGQUIT")),
         SIGUSR1 => Some(SignalEvent::Stats),
         SIGUSR2 => Some(SignalEvent::Upgrade),
+        SIGHUP => Some(SignalEvent::Reload),
         _ => None,
     }
 }
@@ -116,6 +120,7 @@ mod tests {
         assert_eq!(meaning(SIGQUIT), Some(SignalEvent::Quit("SIGQUIT")));
         assert_eq!(meaning(SIGUSR1), Some(SignalEvent::Stats));
         assert_eq!(meaning(SIGUSR2), Some(SignalEvent::Upgrade));
-        assert_eq!(meaning(signal_hook::consts::SIGHUP), None);
+        assert_eq!(meaning(SIGHUP), Some(SignalEvent::Reload));
+        assert_eq!(meaning(signal_hook::consts::SIGWINCH), None);
     }
 }

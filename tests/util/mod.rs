@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod tls;
 pub mod tools;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -42,6 +42,7 @@
 //! the loop's own frame instead of a dozen prologues and epilogues.
 
 pub mod buffer;
+pub mod pipeline;
 mod state;
 
 use std::io::{self, Read, Write};
@@ -56,7 +57,9 @@ use crate::reactor::mailbox::{ConnId, Hub, Message, Outbox};
 use buffer::Buffer;
 pub use state::{CloseReason, Ending, ForceCause, State};
 
-/// A byte stream a connection can run on: a TCP socket, or a test double.
+/// A byte stream a connection can run on: a TCP socket, a stage over one
+/// (TLS, see [`pipeline`]), or a test double. The hooks with defaults are
+/// what a stage knows and a socket does not; a socket keeps the defaults.
 pub trait Transport: Read + Write {
     /// Send our FIN: shut down the write half only.
     fn shutdown_write(&mut self) -> io::Result<()>;
@@ -69,6 +72,38 @@ pub trait Transport: Read + Write {
     /// One write, as [`Write::write`]; the hot path calls this one.
     fn send(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.write(buf)
+    }
+
+    /// Bytes the stage has taken but the socket has not (sealed TLS
+    /// records). Counted in [`Conn::owed`], so in `wants_write` and the
+    /// watermarks: no edge announces them, the next writable edge must.
+    fn owed(&self) -> usize {
+        0
+    }
+
+    /// Write what [`Transport::owed`] counts: `Ok(false)` if the socket
+    /// would block first.
+    fn flush_owed(&mut self) -> io::Result<bool> {
+        Ok(true)
+    }
+
+    /// Our output ends (TLS queues close_notify, to go before our FIN).
+    /// Returns whether it queued anything. Called once output is flushed.
+    fn end_output(&mut self) -> bool {
+        false
+    }
+
+    /// The PROXY preamble is read; `rest` is what followed it. Returns
+    /// whether the stage took those bytes as its own (TLS records) rather
+    /// than payload for the protocol.
+    fn preamble_done(&mut self, _rest: &[u8]) -> bool {
+        false
+    }
+
+    /// A deadline of the stage's own (the TLS handshake) and the reason to
+    /// close with when it passes.
+    fn stage_deadline(&self) -> Option<(Instant, &'static str)> {
+        None
     }
 }
 
@@ -219,7 +254,7 @@ pub enum Progress {
 
 /// One connection's state machine. `S` is the byte stream, `P` the protocol.
 #[derive(Debug)]
-pub struct Conn<P, S = mio::net::TcpStream> {
+pub struct Conn<P, S = pipeline::Stream> {
     stream: S,
     peer: SocketAddr,
     key: usize,
@@ -405,9 +440,10 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         self.opened
     }
 
-    /// Bytes owed to the peer that the kernel has not taken yet.
+    /// Bytes owed to the peer that the kernel has not taken yet: the
+    /// output queue and what a stage (TLS) owes.
     pub fn owed(&self) -> usize {
-        self.out.len()
+        self.out.len() + self.stream.owed()
     }
 
     /// Whether the state and backpressure allow reading input to process.
@@ -417,7 +453,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
 
     /// Whether bytes are waiting for the socket to become writable.
     pub fn wants_write(&self) -> bool {
-        !self.out.is_empty()
+        !self.out.is_empty() || self.stream.owed() > 0
     }
 
     /// Record a readiness event. Flags are only ever *set* here; the socket
@@ -501,6 +537,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
             self.proxy_deadline(limits),
             self.silent_deadline(limits),
             self.linger_deadline(limits),
+            self.stream.stage_deadline().map(|(at, _)| at),
             self.proto.next_deadline(),
         ]
         .into_iter()
@@ -589,6 +626,11 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
             return Progress::Closed(CloseReason::ProtocolError(
                 "no complete PROXY header in time",
             ));
+        }
+        if let Some((at, why)) = self.stream.stage_deadline() {
+            if now >= at {
+                return Progress::Closed(CloseReason::ProtocolError(why));
+            }
         }
         if due(self.silent_deadline(limits)) {
             log::trace!(
@@ -688,6 +730,9 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
                     }
                 }
                 State::Flushing { ending, peer_done } => {
+                    if self.out.is_empty() && self.stream.end_output() {
+                        continue; // TLS close_notify queued: flush it first
+                    }
                     if self.wants_write() {
                         return Ok(Progress::Idle); // not writable: wait for the edge
                     }
@@ -834,6 +879,12 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
                 }
                 self.proxy = ProxyMode::Off;
                 self.proto.on_peer(self.peer);
+                if self.stream.preamble_done(self.input.as_slice()) {
+                    // The rest are the next stage's bytes (TLS records),
+                    // already out of the socket: read them without an edge.
+                    self.input.consume(self.input.len());
+                    self.readable = true;
+                }
                 Ok(true)
             }
         }
@@ -898,8 +949,11 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         }
         if self.out.is_empty() && self.writable {
             let written = self.write(now, bytes)?;
-            if written == bytes.len() && !self.read_paused {
-                return Ok(()); // all taken: nothing owed, nothing to resume
+            // All taken, nothing owed (a TLS stage may still hold sealed
+            // records: those count; for a plain socket `owed` is 0), and
+            // nothing to resume: the watermarks have nothing to say.
+            if written == bytes.len() && !self.read_paused && self.stream.owed() == 0 {
+                return Ok(());
             }
             self.out.extend(&bytes[written..]);
         } else {
@@ -911,6 +965,15 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
 
     /// Write queued output until it is gone or the socket is full.
     fn flush(&mut self, now: Instant, limits: &Limits) -> Io<()> {
+        match self.stream.flush_owed() {
+            Ok(true) => {}
+            Ok(false) => {
+                self.writable = false;
+                self.update_backpressure(limits);
+                return Ok(());
+            }
+            Err(e) => return Err(CloseReason::from_io(&e)),
+        }
         let out = std::mem::take(&mut self.out);
         let written = self.write(now, out.as_slice());
         self.out = out;
@@ -953,7 +1016,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
 
     #[inline(always)]
     fn update_backpressure(&mut self, limits: &Limits) {
-        let owed = self.out.len();
+        let owed = self.owed();
         if owed >= limits.write_high_watermark {
             self.set_read_paused(true);
         } else if owed <= limits.write_low_watermark {

@@ -113,6 +113,13 @@ impl CloseReason {
     /// Classify an I/O error that ended a connection.
     pub fn from_io(err: &io::Error) -> Self {
         use io::ErrorKind::*;
+        // A stage (TLS) closing on bad input says why.
+        if let Some(stage) = err
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<super::pipeline::StageError>())
+        {
+            return CloseReason::ProtocolError(stage.0);
+        }
         match err.kind() {
             ConnectionReset | BrokenPipe | ConnectionAborted => CloseReason::Reset,
             kind => CloseReason::Io(kind),

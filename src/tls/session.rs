@@ -1,0 +1,467 @@
+//! The TLS stage of a connection's byte path: a rustls `ServerConnection`
+//! between the socket and the protocol.
+//!
+//! [`TlsStream`] is a [`Transport`]: the connection reads plaintext from it
+//! and writes plaintext to it, exactly as it would a socket. Inside, rustls
+//! is sans-IO (`read_tls` → `process_new_packets` → `reader()`, and
+//! `writer()` → `write_tls`); this type only moves bytes between it and the
+//! socket, and never registers, re-registers or polls anything: the
+//! connection stays registered once, for readable and writable, and this
+//! stage works from the readiness the connection remembers.
+//!
+//! # Never strand bytes rustls holds
+//! With edge-triggered readiness, bytes that have left the kernel raise no
+//! edge. rustls can hold decrypted plaintext, or owe TLS records, at a
+//! moment when the socket says `WouldBlock`. So:
+//! * [`read`](Read::read) returns a **short** count (or `WouldBlock`) only
+//!   when rustls holds no more plaintext *and* the socket proved empty
+//!   (`WouldBlock`, or a short read of its own). Otherwise it fills the
+//!   caller's buffer completely, so the connection keeps its `readable`
+//!   flag and reads again (this turn, or next turn when its fairness budget
+//!   is spent).
+//! * What rustls owes the socket is [`owed`](Transport::owed): the
+//!   connection counts it in `wants_write` (so the next writable edge
+//!   flushes it) and in its watermarks.
+//! * Bytes already read past a PROXY header are handed in with
+//!   [`preamble_done`](Transport::preamble_done) and read before the socket.
+//!
+//! # Bounds
+//! rustls' own buffers: at most one record of input being reassembled (up
+//! to 64 KiB during the handshake, 16 KiB + 2 KiB after), at most 16 KiB of
+//! decrypted plaintext not yet read (rustls' default; we read it out before
+//! reading more from the socket), and at most [`SEND_LIMIT`] of sealed
+//! records owed: plaintext is accepted only once the previous records have
+//! all gone, so what the connection's `out` queue holds stays in its queue,
+//! and backpressure sees both.
+//!
+//! # Bad input
+//! A peer that does not speak TLS is closed with a reason (a
+//! [`StageError`]): a first record that is not a handshake, a malformed or
+//! oversized record, a fatal alert, a handshake not done in time. Plain
+//! HTTP sent to the TLS port gets what nginx answers, a plain-text `400`
+//! saying to use `https://`, and is then closed.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rustls::{ServerConfig, ServerConnection};
+
+use crate::human::ConnName;
+use crate::reactor::conn::pipeline::StageError;
+use crate::reactor::conn::Transport;
+
+/// Most sealed TLS bytes owed to the socket at once (rustls' buffer limit).
+pub const SEND_LIMIT: usize = 64 * 1024;
+
+/// TLS record overhead at most per record (TLS 1.2 AES-GCM: 5 header + 8
+/// explicit nonce + 16 tag; TLS 1.3: 5 + 1 + 16), for counting owed bytes.
+const RECORD_OVERHEAD: usize = 29;
+const MAX_FRAGMENT: usize = 16 * 1024;
+
+/// What nginx answers plain HTTP sent to its TLS port, near enough.
+pub const PLAIN_HTTP_ANSWER: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
+Content-Type: text/plain\r\n\
+Content-Length: 58\r\n\
+Connection: close\r\n\
+\r\n\
+This port speaks HTTPS: send the request to https:// here\n";
+
+/// The TLS stage over a socket `S`.
+#[derive(Debug)]
+pub struct TlsStream<S> {
+    sock: S,
+    tls: ServerConnection,
+    key: usize,
+    /// Bytes read from the socket before this stage began (what followed a
+    /// PROXY header): given to rustls before anything else is read.
+    pending: Vec<u8>,
+    /// A PROXY preamble is still being read: bytes pass through untouched.
+    preamble: bool,
+    /// No byte from the peer has reached rustls yet (the first is checked).
+    fresh: bool,
+    /// Sealed bytes owed to the socket (estimated from plaintext accepted,
+    /// less what `write_tls` wrote); exact to within record overhead.
+    owed: usize,
+    /// close_notify has been queued.
+    closing: bool,
+    /// While the handshake runs: when it must be done.
+    handshake_deadline: Option<Instant>,
+}
+
+/// A socket reader that remembers whether its last read came up short
+/// (the socket is empty: a later arrival raises a new edge) and the first
+/// bytes the peer ever sent (to tell plain HTTP from TLS).
+struct Tap<'a, R> {
+    inner: &'a mut R,
+    short: bool,
+    head: [u8; 4],
+    head_len: usize,
+}
+
+impl<R: Read> Read for Tap<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.short = n < buf.len();
+        if self.head_len == 0 {
+            self.head_len = n.min(self.head.len());
+            self.head[..self.head_len].copy_from_slice(&buf[..self.head_len]);
+        }
+        Ok(n)
+    }
+}
+
+/// What one pull from the socket found.
+enum Pulled {
+    /// Records read and processed; the socket may hold more.
+    More,
+    /// Records read and processed, and the socket proved empty.
+    Drained,
+    /// The peer's FIN.
+    Eof,
+}
+
+impl<S: Transport> TlsStream<S> {
+    /// A connection accepted at `now` for slab slot `key`. With `preamble`,
+    /// bytes pass through untouched until
+    /// [`preamble_done`](Transport::preamble_done).
+    pub fn new(
+        sock: S,
+        config: Arc<ServerConfig>,
+        key: usize,
+        preamble: bool,
+        handshake_deadline: Option<Instant>,
+    ) -> io::Result<Self> {
+        let mut tls = ServerConnection::new(config).map_err(io::Error::other)?;
+        tls.set_buffer_limit(Some(SEND_LIMIT));
+        Ok(Self {
+            sock,
+            tls,
+            key,
+            pending: Vec::new(),
+            preamble,
+            fresh: true,
+            owed: 0,
+            closing: false,
+            handshake_deadline,
+        })
+    }
+
+    /// The socket under the stage.
+    pub fn get_ref(&self) -> &S {
+        &self.sock
+    }
+
+    /// The socket under the stage, mutably (tests drive a scripted one).
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.sock
+    }
+
+    /// The rustls session (negotiated version, ALPN, SNI, …).
+    pub fn session(&self) -> &ServerConnection {
+        &self.tls
+    }
+
+    /// Read once from the pending bytes or the socket into rustls, and
+    /// process what arrived.
+    fn pull(&mut self) -> io::Result<Pulled> {
+        let sniff = self.fresh;
+        let (n, short, head, head_len) = if !self.pending.is_empty() {
+            let mut src: &[u8] = &self.pending;
+            let mut tap = Tap {
+                inner: &mut src,
+                short: false,
+                head: [0; 4],
+                head_len: 0,
+            };
+            let n = self.tls.read_tls(&mut tap).map_err(buffer_error)?;
+            let (head, head_len) = (tap.head, tap.head_len);
+            self.pending.drain(..n);
+            if self.pending.is_empty() {
+                self.pending = Vec::new(); // give the memory back
+            }
+            (n, false, head, head_len)
+        } else {
+            let mut tap = Tap {
+                inner: &mut self.sock,
+                short: false,
+                head: [0; 4],
+                head_len: 0,
+            };
+            let n = loop {
+                match self.tls.read_tls(&mut tap) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    other => break other.map_err(buffer_error)?,
+                }
+            };
+            (n, tap.short, tap.head, tap.head_len)
+        };
+        if n == 0 {
+            log::trace!("{} TLS: socket EOF", ConnName(self.key));
+            // Let rustls see the EOF (it reports a truncation or a clean close).
+            self.process()?;
+            return Ok(Pulled::Eof);
+        }
+        if sniff && head_len > 0 {
+            self.fresh = false;
+            if head[0] != 0x16 && looks_like_http(&head[..head_len]) {
+                log::debug!(
+                    "{} plain HTTP sent to the TLS port: answering 400",
+                    ConnName(self.key)
+                );
+                // Best effort: a fresh socket's send buffer has room for it.
+                let _ = self.sock.write(PLAIN_HTTP_ANSWER);
+                return Err(StageError::new("plain HTTP sent to the TLS port").into());
+            }
+        }
+        log::trace!(
+            "{} TLS: read {n} B of records{}",
+            ConnName(self.key),
+            if short { " (short read: drained)" } else { "" }
+        );
+        self.process()?;
+        Ok(if short { Pulled::Drained } else { Pulled::More })
+    }
+
+    /// Decrypt what rustls has read; send whatever it wants to send now
+    /// (handshake flights, alerts, key updates).
+    fn process(&mut self) -> io::Result<()> {
+        if let Err(e) = self.tls.process_new_packets() {
+            log::debug!("{} TLS error: {e}", ConnName(self.key));
+            let _ = self.push_records(); // the alert, if the socket takes it
+            return Err(StageError::new(classify(&e)).into());
+        }
+        if self.handshake_deadline.is_some() && !self.tls.is_handshaking() {
+            self.handshake_deadline = None;
+            log::debug!(
+                "{} TLS handshake done: {:?} {:?}, ALPN {}, SNI {}",
+                ConnName(self.key),
+                self.tls.protocol_version(),
+                self.tls.negotiated_cipher_suite().map(|s| s.suite()),
+                self.tls
+                    .alpn_protocol()
+                    .map_or("none".into(), |p| String::from_utf8_lossy(p).into_owned()),
+                self.tls.server_name().unwrap_or("none"),
+            );
+        }
+        if self.tls.wants_write() {
+            self.push_records()?;
+        }
+        Ok(())
+    }
+
+    /// Write owed records until none are left (`Ok(true)`) or the socket
+    /// is full (`Ok(false)`).
+    fn push_records(&mut self) -> io::Result<bool> {
+        while self.tls.wants_write() {
+            match self.tls.write_tls(&mut self.sock) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    log::trace!("{} TLS: wrote {n} B of records", ConnName(self.key));
+                    self.owed = self.owed.saturating_sub(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        self.owed = 0;
+        Ok(true)
+    }
+
+    /// The socket's FIN (or a TCP EOF after any TLS bytes): what it means.
+    fn at_eof(&self, e: io::Error) -> io::Result<usize> {
+        if self.tls.is_handshaking() && !self.fresh {
+            return Err(StageError::new("TLS: peer closed during the handshake").into());
+        }
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            // No close_notify: many clients (curl, wrk) end this way; the
+            // protocol's own framing tells a truncated message.
+            log::trace!("{} TLS: EOF without close_notify", ConnName(self.key));
+        }
+        Ok(0)
+    }
+}
+
+impl<S: Transport> Read for TlsStream<S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.preamble {
+            return self.sock.read(buf);
+        }
+        let mut filled = 0;
+        loop {
+            // Plaintext rustls already holds comes first.
+            while filled < buf.len() {
+                match self.tls.reader().read(&mut buf[filled..]) {
+                    Ok(0) => return Ok(filled), // close_notify: EOF after this
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if filled > 0 => {
+                        let _ = e; // reported again on the next call
+                        return Ok(filled);
+                    }
+                    Err(e) => return self.at_eof(e),
+                }
+            }
+            if filled == buf.len() {
+                // Full: rustls or the socket may hold more. The caller
+                // keeps its readable flag and comes back.
+                return Ok(filled);
+            }
+            match self.pull() {
+                Ok(Pulled::More) => {}
+                Ok(Pulled::Drained) => {
+                    // Take what the last records decrypted to, then stop:
+                    // both rustls and the socket are empty.
+                    while filled < buf.len() {
+                        match self.tls.reader().read(&mut buf[filled..]) {
+                            Ok(n) if n > 0 => filled += n,
+                            _ => break,
+                        }
+                    }
+                    if filled > 0 {
+                        return Ok(filled);
+                    }
+                    // Nothing decrypted (a record or handshake flight still
+                    // partial): ask the socket once more rather than trust
+                    // the short read, since the peer's FIN may already
+                    // have been announced and no edge would report it again.
+                    // Costs a syscall only when no plaintext came of a read.
+                }
+                Ok(Pulled::Eof) => {
+                    if filled > 0 {
+                        return Ok(filled);
+                    }
+                    return match self.tls.reader().read(buf) {
+                        Ok(n) => Ok(n),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            // Handshake never started or ran: plain EOF.
+                            self.at_eof(io::ErrorKind::UnexpectedEof.into())
+                        }
+                        Err(e) => self.at_eof(e),
+                    };
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && filled > 0 => return Ok(filled),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl<S: Transport> Write for TlsStream<S> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.preamble {
+            return self.sock.write(buf);
+        }
+        // Seal more only once the last records are gone: what is not
+        // taken stays in the connection's queue, where backpressure sees it.
+        if !self.push_records()? {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = self.tls.writer().write(buf)?;
+        self.owed += n + n.div_ceil(MAX_FRAGMENT) * RECORD_OVERHEAD;
+        self.push_records()?;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.push_records().map(|_| ())
+    }
+}
+
+impl<S: Transport> Transport for TlsStream<S> {
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        self.sock.shutdown_write()
+    }
+
+    fn owed(&self) -> usize {
+        if self.tls.wants_write() {
+            self.owed.max(1)
+        } else {
+            0
+        }
+    }
+
+    fn flush_owed(&mut self) -> io::Result<bool> {
+        self.push_records()
+    }
+
+    fn end_output(&mut self) -> bool {
+        if self.closing || self.preamble {
+            return false;
+        }
+        self.closing = true;
+        log::trace!("{} TLS: sending close_notify", ConnName(self.key));
+        self.tls.send_close_notify();
+        true
+    }
+
+    fn preamble_done(&mut self, rest: &[u8]) -> bool {
+        self.preamble = false;
+        self.pending.extend_from_slice(rest);
+        true
+    }
+
+    fn stage_deadline(&self) -> Option<(Instant, &'static str)> {
+        self.handshake_deadline
+            .map(|at| (at, "TLS handshake not finished in time"))
+    }
+}
+
+/// rustls refuses to read more while its buffers are full: only a peer
+/// sending an oversized handshake message gets there.
+fn buffer_error(e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::Other {
+        StageError::new("TLS: handshake message or record too large").into()
+    } else {
+        e
+    }
+}
+
+/// The first bytes of a plain HTTP request (`GET `, `POST`, …).
+fn looks_like_http(head: &[u8]) -> bool {
+    const METHODS: [&[u8]; 9] = [
+        b"GET ", b"HEAD", b"POST", b"PUT ", b"DELE", b"OPTI", b"PATC", b"CONN", b"TRAC",
+    ];
+    METHODS
+        .iter()
+        .any(|m| m.starts_with(head) || head.starts_with(m))
+}
+
+/// A reason for the log and the counters, from rustls' error.
+fn classify(e: &rustls::Error) -> &'static str {
+    use rustls::Error as E;
+    match e {
+        E::InvalidMessage(_) => "TLS: malformed or oversized record (not TLS?)",
+        E::InappropriateMessage { .. } | E::InappropriateHandshakeMessage { .. } => {
+            "TLS: unexpected message"
+        }
+        E::PeerIncompatible(_) => "TLS: no common version, cipher suite or extension",
+        E::PeerMisbehaved(_) => "TLS: peer misbehaved",
+        E::AlertReceived(_) => "TLS: peer sent a fatal alert",
+        E::DecryptError => "TLS: record failed to decrypt",
+        E::NoApplicationProtocol => "TLS: no common ALPN protocol",
+        _ => "TLS: handshake failed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_methods_are_recognised_from_their_first_bytes() {
+        assert!(looks_like_http(b"GET "));
+        assert!(looks_like_http(b"POST"));
+        assert!(looks_like_http(b"GE"));
+        assert!(!looks_like_http(b"\x16\x03\x01\x02"));
+        assert!(!looks_like_http(b"HELO"));
+    }
+
+    #[test]
+    fn the_plain_http_answer_has_a_correct_length() {
+        let text = std::str::from_utf8(PLAIN_HTTP_ANSWER).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("Content-Length: {}", body.len())));
+    }
+}
