@@ -346,8 +346,17 @@ impl Supervisor {
                                 }
                                 LoopEvent::StoppedAccepting => {
                                     stopped_accepting += 1;
-                                    if stopped_accepting == n && phase == Phase::Draining {
-                                        log::info!("stopped accepting on {}", addrs.join(" and "));
+                                    if stopped_accepting == n {
+                                        if phase == Phase::Draining {
+                                            log::info!(
+                                                "stopped accepting on {}",
+                                                addrs.join(" and ")
+                                            );
+                                        }
+                                        // Each loop routed what it had sent before it
+                                        // said so: those messages are in their
+                                        // receivers' queues, ahead of this.
+                                        handles.iter().for_each(ShutdownHandle::drain_connections);
                                     }
                                 }
                                 LoopEvent::Finished(id, result) => finished[id] = Some(result),

@@ -64,6 +64,9 @@ const REQUEST_FORCE: u8 = 2;
 const REQUEST_STATS: u8 = 4;
 /// A slot freed somewhere in the process (see [`crate::process::limit`]).
 const REQUEST_ACCEPT: u8 = 8;
+/// Every loop has stopped accepting and posted what it sent before: drain
+/// the connections now (see [`Server::begin_drain`]).
+const REQUEST_DRAIN_CONNS: u8 = 16;
 
 /// What a connection looked like when it ended: handed to the cleanup hook.
 #[derive(Clone, Debug)]
@@ -139,6 +142,12 @@ impl ShutdownHandle {
         self.ask(REQUEST_ACCEPT);
     }
 
+    /// Every loop of the process has stopped accepting (and routed what it
+    /// had sent): a loop waiting for that drains its connections now.
+    pub(crate) fn drain_connections(&self) {
+        self.ask(REQUEST_DRAIN_CONNS);
+    }
+
     /// Both handles reach the same loop.
     pub(crate) fn same_loop(&self, other: &ShutdownHandle) -> bool {
         Arc::ptr_eq(&self.request, &other.request)
@@ -192,6 +201,9 @@ pub struct Server<P: Protocol> {
     /// the process-wide log lines. `None`: standalone.
     worker: Option<usize>,
     phase: Phase,
+    /// Draining began, but the connections are told only once every loop
+    /// has stopped accepting (several loops; see [`Server::begin_drain`]).
+    waiting_for_loops: bool,
     next_generation: u64,
     stats: Stats,
     /// Messaging: the process's hub, our loop's number in it, and the
@@ -285,6 +297,7 @@ impl<P: Protocol> Server<P> {
             on_stopped_accepting: None,
             worker: None,
             phase: Phase::Serving,
+            waiting_for_loops: false,
             next_generation: 0,
             stats: Stats::default(),
             hub,
@@ -841,6 +854,10 @@ impl<P: Protocol> Server<P> {
         if request & REQUEST_ACCEPT != 0 {
             self.resume_accepting();
         }
+        if request & REQUEST_DRAIN_CONNS != 0 && std::mem::take(&mut self.waiting_for_loops) {
+            log::debug!("every loop stopped accepting: draining connections");
+            self.drain_connections(now);
+        }
         if request & REQUEST_FORCE != 0 {
             self.force(ForceCause::SecondSignal, now);
         } else if request & REQUEST_SHUTDOWN != 0 {
@@ -907,6 +924,20 @@ impl<P: Protocol> Server<P> {
                 Count(self.conns.len() as u64, "connection"),
             ),
         }
+        if self.hub.loops() > 1 {
+            // Another loop may have answered a PUBLISH whose messages to our
+            // connections it routes at the end of its turn: if they drained
+            // now, those would arrive after their FIN. The supervisor says
+            // when every loop has stopped accepting (each routes what it
+            // sent first); until then ours are served as usual.
+            self.waiting_for_loops = true;
+            return;
+        }
+        self.drain_connections(now);
+    }
+
+    /// Tell every connection the drain began (see [`Conn::begin_drain`]).
+    fn drain_connections(&mut self, now: Instant) {
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
             if let Some(conn) = self.conns.get_mut(key) {

@@ -52,9 +52,11 @@
 //! * **Delivered while open.** A receiver that is already flushing or
 //!   lingering toward its close drops new messages. What was delivered
 //!   before is part of its output and goes out before its FIN, like any
-//!   reply (so a drain loses nothing already delivered). Across loops, a
-//!   batch posted while the receiving loop is already draining can arrive
-//!   after the FIN: it is dropped (see docs/ARCHITECTURE.md, "Drain").
+//!   reply (so a drain loses nothing already delivered). Across loops the
+//!   drain waits until every loop has stopped accepting and routed what it
+//!   sent, so what a publisher was answered for arrives before the FIN; a
+//!   message sent by a request still in flight during the drain can come
+//!   too late and is dropped (see docs/ARCHITECTURE.md, "Drain").
 //! * **Bounded per receiver: slow consumers are disconnected.** A message
 //!   is framed into the receiver's output even when its socket is full; if
 //!   that leaves more than [`Limits::slow_consumer_limit`] owed, the
