@@ -13,6 +13,7 @@ packages=(
   wrk               # tests/http.rs: keep-alive load, 0 socket errors and 0 non-2xx
   apache2-utils     # tests/http.rs: `ab -k`, 0 failed requests
   redis-tools       # tests/resp.rs: `redis-cli PING`, `redis-benchmark -t ping`
+  prometheus        # tests/metrics.rs: `promtool check metrics`, a real Prometheus scraping --metrics
 )
 
 missing=()

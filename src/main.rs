@@ -57,6 +57,13 @@ fn main() -> ExitCode {
         },
     }
     .upgrade_timeout(invocation.upgrade_timeout);
+    let supervisor = match invocation.metrics {
+        Some(addr) => match listener::bind(addr, 64) {
+            Ok(socket) => supervisor.metrics(socket),
+            Err(e) => return fail(&e),
+        },
+        None => supervisor,
+    };
 
     let run = match invocation.protocol {
         ProtocolName::Echo => supervisor.run(|| Echo),

@@ -89,6 +89,11 @@ pub struct Args {
     /// Seconds an HTTP request head may take to arrive, from its first byte (0 = no limit).
     #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = secs, allow_negative_numbers = true)]
     pub header_timeout: f64,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics (off by default).
+    /// No authentication: bind loopback or a private interface.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
 }
 
 /// The PROXY protocol versions `--proxy-protocol` accepts.
@@ -196,6 +201,8 @@ pub struct Invocation {
     pub max_body: u64,
     /// `--header-timeout` (`None` when 0): longest an HTTP request head may take.
     pub header_timeout: Option<Duration>,
+    /// `--metrics`: where to serve `GET /metrics`.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Parse a command line (program name first).
@@ -230,6 +237,7 @@ where
         max_body: args.max_body,
         header_timeout: (args.header_timeout > 0.0)
             .then(|| Duration::from_secs_f64(args.header_timeout)),
+        metrics: args.metrics,
     })
 }
 

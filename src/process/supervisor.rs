@@ -16,6 +16,7 @@
 //! | | SIGUSR2 | start an [upgrade](crate::process::upgrade) |
 //! | `EVENTS` | waker + channel from the loops | started, counters, finished |
 //! | `UPGRADE` | readiness pipe of the new process | ready: stop accepting and drain; EOF: upgrade failed, keep serving |
+//! | `METRICS`.. | `--metrics` listener and its scrapes | ask every loop for its counters, answer with their sum |
 //!
 //! and its timers: the sd_notify watchdog, `EXTEND_TIMEOUT_USEC` during a
 //! drain, the upgrade deadline. It logs the process-wide lines once
@@ -45,6 +46,9 @@ use crate::reactor::stats::Stats;
 const SIGNALS: Token = Token(0);
 const EVENTS: Token = Token(1);
 const UPGRADE: Token = Token(2);
+/// The metrics listener; its scrapes take the tokens after it.
+#[cfg(feature = "metrics")]
+const METRICS: Token = Token(3);
 
 /// Accept batch of loops sharing a socket (see `Config::accept_batch`).
 const SHARED_ACCEPT_BATCH: usize = 4;
@@ -55,7 +59,7 @@ const EXTEND_EVERY: Duration = Duration::from_secs(5);
 /// What a loop thread tells the supervisor.
 enum LoopEvent {
     Started(usize, ShutdownHandle),
-    Stats(Stats),
+    Stats(usize, Stats),
     StoppedAccepting,
     Finished(usize, Result<Outcome, Error>),
 }
@@ -80,6 +84,24 @@ pub struct Supervisor {
     exe: Option<PathBuf>,
     args: Vec<OsString>,
     upgrade_timeout: Duration,
+    #[cfg(feature = "metrics")]
+    metrics: Option<TcpListener>,
+}
+
+/// One request for every loop's counters (`SIGUSR1`, a scrape), until
+/// each running loop has answered.
+struct StatsRound {
+    answered: Vec<bool>,
+    /// Log the sum when complete (`SIGUSR1`).
+    log: bool,
+}
+
+/// What the supervisor counts itself.
+#[derive(Default)]
+struct Counts {
+    upgrades_started: u64,
+    upgrades_completed: u64,
+    upgrades_failed: u64,
 }
 
 impl Supervisor {
@@ -101,6 +123,8 @@ impl Supervisor {
             exe: std::env::current_exe().ok(),
             args: std::env::args_os().skip(1).collect(),
             upgrade_timeout: Duration::from_secs(30),
+            #[cfg(feature = "metrics")]
+            metrics: None,
         }
     }
 
@@ -122,7 +146,16 @@ impl Supervisor {
         self
     }
 
+    /// Serve Prometheus metrics on `listener` (bound and listening): `GET /metrics`.
+    #[cfg(feature = "metrics")]
+    pub fn metrics(mut self, listener: TcpListener) -> Self {
+        self.metrics = Some(listener);
+        self
+    }
+
     /// Run the loops until they have all drained; returns the worst outcome.
+    // Without `metrics`, the upgrade counts are kept but never shown.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables, unused_assignments))]
     pub fn run<P, F>(mut self, make_protocol: F) -> Result<Outcome, Error>
     where
         P: Protocol + 'static,
@@ -174,7 +207,7 @@ impl Supervisor {
                     handles.iter().flatten().for_each(ShutdownHandle::force);
                     break;
                 }
-                Ok(LoopEvent::Stats(_) | LoopEvent::StoppedAccepting) => {}
+                Ok(LoopEvent::Stats(..) | LoopEvent::StoppedAccepting) => {}
                 Err(_) => break,
             }
         }
@@ -205,6 +238,18 @@ impl Supervisor {
                 ""
             }
         );
+        #[cfg(feature = "metrics")]
+        let mut endpoint = match self.metrics.take() {
+            Some(listener) => {
+                let endpoint = crate::metrics::Endpoint::new(listener, METRICS, poll.registry())
+                    .map_err(setup("the metrics listener"))?;
+                log::info!("metrics on http://{}/metrics", endpoint.local_addr());
+                Some(endpoint)
+            }
+            None => None,
+        };
+        #[cfg(feature = "metrics")]
+        let protocol_name = make_protocol().name();
         let notifier = Notifier::from_env();
         if let Some(n) = &notifier {
             let mainpid = if self.from_upgrade {
@@ -230,16 +275,23 @@ impl Supervisor {
         let mut drain_deadline = Instant::now();
         let mut phase = Phase::Serving;
         let mut upgrading: Option<(Upgrade, Instant)> = None;
-        let mut stats_sum: Option<(usize, Stats)> = None;
+        let mut round: Option<StatsRound> = None;
+        let mut last_stats: Vec<Stats> = vec![Stats::default(); n];
+        let mut counts = Counts::default();
         let mut stopped_accepting = 0;
         let mut events = Events::with_capacity(64);
 
         while finished.iter().any(Option::is_none) {
             let now = Instant::now();
+            #[cfg(feature = "metrics")]
+            let scrape_deadline = endpoint.as_ref().and_then(|e| e.next_deadline());
+            #[cfg(not(feature = "metrics"))]
+            let scrape_deadline = None;
             let timeout = [
                 next_watchdog,
                 next_extend,
                 upgrading.as_ref().map(|(_, d)| *d),
+                scrape_deadline,
             ]
             .into_iter()
             .flatten()
@@ -284,8 +336,10 @@ impl Supervisor {
                                     handles.iter().for_each(ShutdownHandle::force);
                                 }
                                 SignalEvent::Stats => {
-                                    stats_sum = Some((0, Stats::default()));
-                                    handles.iter().for_each(ShutdownHandle::request_stats);
+                                    ask_stats(&mut round, &handles, &finished);
+                                    if let Some(round) = round.as_mut() {
+                                        round.log = true;
+                                    }
                                 }
                                 SignalEvent::Upgrade => {
                                     if upgrading.is_some() {
@@ -296,6 +350,10 @@ impl Supervisor {
                                         log::warn!("SIGUSR2: shutting down; upgrade ignored");
                                     } else {
                                         upgrading = self.start_upgrade(&poll, now);
+                                        counts.upgrades_started += 1;
+                                        if upgrading.is_none() {
+                                            counts.upgrades_failed += 1;
+                                        }
                                     }
                                 }
                             }
@@ -304,14 +362,10 @@ impl Supervisor {
                     EVENTS => {
                         while let Ok(event) = rx.try_recv() {
                             match event {
-                                LoopEvent::Stats(stats) => {
-                                    if let Some((count, sum)) = stats_sum.as_mut() {
-                                        sum.add(&stats);
-                                        *count += 1;
-                                        if *count == n {
-                                            log::info!("stats: {sum}");
-                                            stats_sum = None;
-                                        }
+                                LoopEvent::Stats(id, stats) => {
+                                    last_stats[id] = stats;
+                                    if let Some(round) = round.as_mut() {
+                                        round.answered[id] = true;
                                     }
                                 }
                                 LoopEvent::StoppedAccepting => {
@@ -322,6 +376,35 @@ impl Supervisor {
                                 }
                                 LoopEvent::Finished(id, result) => finished[id] = Some(result),
                                 LoopEvent::Started(..) => {}
+                            }
+                        }
+                        // A round is complete once every loop has answered
+                        // or finished (then its last copy counts).
+                        let complete = round.as_ref().is_some_and(|r| {
+                            (0..n).all(|id| r.answered[id] || finished[id].is_some())
+                        });
+                        if complete {
+                            let mut sum = Stats::default();
+                            last_stats.iter().for_each(|s| sum.add(s));
+                            if round.take().is_some_and(|r| r.log) {
+                                log::info!("stats: {sum}");
+                            }
+                            #[cfg(feature = "metrics")]
+                            if let Some(endpoint) = endpoint.as_mut().filter(|e| e.waiting()) {
+                                let snapshot = crate::metrics::Snapshot {
+                                    loops: sum,
+                                    loop_count: n,
+                                    protocol: protocol_name,
+                                    draining: phase != Phase::Serving,
+                                    listen_queue: crate::metrics::listen_queue(&self.listeners),
+                                    upgrades_started: counts.upgrades_started,
+                                    upgrades_completed: counts.upgrades_completed,
+                                    upgrades_failed: counts.upgrades_failed,
+                                    process: crate::metrics::process::ProcessInfo::read(),
+                                };
+                                let mut text = String::with_capacity(8 * 1024);
+                                crate::metrics::render(&snapshot, &mut text);
+                                endpoint.respond(poll.registry(), &text, now);
                             }
                         }
                     }
@@ -339,12 +422,14 @@ impl Supervisor {
                                 );
                                 let _ = poll.registry().deregister(&mut up.ready);
                                 upgrading = None;
+                                counts.upgrades_completed += 1;
                                 self.listeners.clear(); // our copies only: the socket lives on in the new process
                                 handles.iter().for_each(ShutdownHandle::shutdown);
                                 phase = Phase::HandedOver;
                             }
                             Readiness::Gone => {
                                 if let Some((mut up, _)) = upgrading.take() {
+                                    counts.upgrades_failed += 1;
                                     let _ = poll.registry().deregister(&mut up.ready);
                                     let status = wait_briefly(&mut up.child);
                                     log::warn!(
@@ -355,10 +440,23 @@ impl Supervisor {
                             }
                         }
                     }
+                    #[cfg(feature = "metrics")]
+                    token if endpoint.as_ref().is_some_and(|e| e.owns(token)) => {
+                        let Some(endpoint) = endpoint.as_mut() else {
+                            continue;
+                        };
+                        if endpoint.on_event(poll.registry(), event, now) {
+                            ask_stats(&mut round, &handles, &finished);
+                        }
+                    }
                     _ => {}
                 }
             }
             // Timers.
+            #[cfg(feature = "metrics")]
+            if let Some(endpoint) = endpoint.as_mut() {
+                endpoint.on_timer(poll.registry(), now);
+            }
             if let (Some(at), Some(every)) = (next_watchdog, watchdog) {
                 if now >= at {
                     if let Some(nt) = &notifier {
@@ -381,6 +479,7 @@ impl Supervisor {
                 .is_some_and(|(_, deadline)| now >= *deadline)
             {
                 if let Some((mut up, _)) = upgrading.take() {
+                    counts.upgrades_failed += 1;
                     let _ = poll.registry().deregister(&mut up.ready);
                     log::warn!(
                         "upgrade failed: new process {} not ready within {}; stopped it, still serving",
@@ -465,11 +564,31 @@ fn run_loop<P, F>(
     let (stats_send, stop_send) = (send.clone(), send.clone());
     let server = server
         .worker(id)
-        .on_stats(move |stats| stats_send(LoopEvent::Stats(stats.clone())))
+        .on_stats(move |stats| stats_send(LoopEvent::Stats(id, stats.clone())))
         .on_stopped_accepting(move || stop_send(LoopEvent::StoppedAccepting));
     send(LoopEvent::Started(id, server.shutdown_handle()));
     let result = server.run();
     send(LoopEvent::Finished(id, result));
+}
+
+/// Ask every running loop for its counters, unless a round is already out.
+fn ask_stats(
+    round: &mut Option<StatsRound>,
+    handles: &[ShutdownHandle],
+    finished: &[Option<Result<Outcome, Error>>],
+) {
+    if round.is_some() {
+        return;
+    }
+    *round = Some(StatsRound {
+        answered: vec![false; handles.len()],
+        log: false,
+    });
+    for (handle, done) in handles.iter().zip(finished) {
+        if done.is_none() {
+            handle.request_stats();
+        }
+    }
 }
 
 /// The worst of the loops' outcomes: an error, else a forced drain (with

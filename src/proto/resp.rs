@@ -37,7 +37,7 @@
 
 use std::time::Instant;
 
-use super::{Decision, Protocol, Step};
+use super::{Decision, Protocol, Report, Step};
 
 /// Longest inline command line (Redis allows 64 KiB; we keep a quarter of
 /// the connection's pending-input bound).
@@ -97,6 +97,10 @@ pub struct Resp {
     state: State,
     /// A graceful drain began: finish the command in flight, then close.
     draining: bool,
+    /// Commands answered since the last [`Protocol::report`]: ping, echo,
+    /// quit, other. The loop reports after every drive, which reads at most
+    /// `read_budget` (256 KiB) = 43,690 six-byte `PING\r\n`s: `u16` holds it.
+    commands: [u16; 4],
 }
 
 /// A `*N` or `$N` line at the front of the input.
@@ -119,6 +123,7 @@ impl Resp {
             max_len,
             state: State::Ready { partial: false },
             draining: false,
+            commands: [0; 4],
         }
     }
 
@@ -156,8 +161,24 @@ impl Resp {
     }
 
     /// Answer a command from its name and argument count.
-    fn answer(name: &[u8], complete_name: bool, argc: u64, out: &mut Vec<u8>) -> Then {
+    fn answer(
+        name: &[u8],
+        complete_name: bool,
+        argc: u64,
+        out: &mut Vec<u8>,
+        commands: &mut [u16; 4],
+    ) -> Then {
         let is = |known: &[u8]| complete_name && name.eq_ignore_ascii_case(known);
+        let which = if is(b"PING") {
+            0
+        } else if is(b"ECHO") {
+            1
+        } else if is(b"QUIT") {
+            2
+        } else {
+            3
+        };
+        commands[which] = commands[which].saturating_add(1);
         if is(b"PING") {
             match argc {
                 1 => {
@@ -204,7 +225,7 @@ impl Resp {
         };
         let arg1 = args.next();
         let argc = 1 + u64::from(arg1.is_some()) + args.count() as u64;
-        let then = match Self::answer(name, true, argc, out) {
+        let then = match Self::answer(name, true, argc, out, &mut self.commands) {
             Then::EchoArg1 => {
                 push_bulk(out, arg1.unwrap_or_default());
                 Then::Nothing
@@ -225,6 +246,14 @@ fn wrong_arity(command: &[u8], out: &mut Vec<u8>) -> Then {
 impl Protocol for Resp {
     fn name(&self) -> &'static str {
         "resp"
+    }
+
+    fn report(&mut self, sink: &mut dyn FnMut(Report<'_>)) {
+        if self.commands != [0; 4] {
+            sink(Report::Resp {
+                commands: std::mem::take(&mut self.commands),
+            });
+        }
     }
 
     fn on_input(&mut self, _now: Instant, input: &[u8], out: &mut Vec<u8>) -> Step {
@@ -303,7 +332,8 @@ impl Protocol for Resp {
                         return continue_at(pos);
                     }
                     let name = &rest[header..header + preview];
-                    let then = Self::answer(name, preview as u64 == len, argc, out);
+                    let then =
+                        Self::answer(name, preview as u64 == len, argc, out, &mut self.commands);
                     pos += header + preview;
                     if then == Then::Close {
                         return self.close(input.len(), Decision::Close);

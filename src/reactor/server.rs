@@ -320,6 +320,7 @@ impl<P: Protocol> Server<P> {
             }
             Some(id) => log::debug!("loop {id} started on {}", self.local_addr),
         }
+        crate::reactor::stats::tally_reset();
         let mut events = Events::with_capacity(1024);
         let outcome = loop {
             let timeout = self.poll_timeout(Instant::now());
@@ -330,7 +331,9 @@ impl<P: Protocol> Server<P> {
                 return Err(Error::Poll(e));
             }
             let now = Instant::now();
+            self.stats.polls += 1;
             for event in events.iter() {
+                self.stats.events += 1;
                 self.dispatch(event, now);
             }
             self.revisit_ready(now);
@@ -409,8 +412,12 @@ impl<P: Protocol> Server<P> {
 
     fn after_drive(&mut self, key: usize, progress: Progress, now: Instant) {
         match progress {
-            Progress::Idle => self.arm(key),
+            Progress::Idle => {
+                self.collect_reports(key, now);
+                self.arm(key);
+            }
             Progress::Yield => {
+                self.collect_reports(key, now);
                 if let Some(conn) = self.conns.get(key) {
                     self.ready.push((key, conn.generation()));
                 }
@@ -418,6 +425,17 @@ impl<P: Protocol> Server<P> {
             }
             Progress::Closed(reason) => self.close(key, reason, now),
         }
+    }
+
+    /// Take what the connection's protocol finished (HTTP responses, RESP
+    /// commands) into the counters and the access log. Echo reports nothing:
+    /// its `report` is empty and this compiles to nothing for it.
+    fn collect_reports(&mut self, key: usize, _now: Instant) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let tally = &mut self.stats.tally;
+        conn.report(&mut |report| tally.count(&report));
     }
 
     fn arm(&mut self, key: usize) {
@@ -526,6 +544,7 @@ impl<P: Protocol> Server<P> {
     /// The one place a connection leaves: close the socket, count, log, run
     /// the cleanup hook.
     fn close(&mut self, key: usize, reason: CloseReason, now: Instant) {
+        self.collect_reports(key, now);
         let Some(conn) = self.conns.try_remove(key) else {
             return;
         };
@@ -643,6 +662,8 @@ impl<P: Protocol> Server<P> {
     /// The counters, with the bytes of connections still open added in.
     pub fn live_stats(&self) -> Stats {
         let mut stats = self.stats.clone();
+        stats.at_limit = u64::from(self.at_limit);
+        stats.tally.add(&crate::reactor::stats::tally_now());
         for (_, conn) in self.conns.iter() {
             let (bytes_in, bytes_out) = conn.bytes();
             stats.bytes_in += bytes_in;

@@ -254,6 +254,12 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         self.opened
     }
 
+    /// Hand what the protocol finished since the last call to `sink`
+    /// (see [`Protocol::report`]).
+    pub fn report(&mut self, sink: &mut dyn FnMut(crate::proto::Report<'_>)) {
+        self.proto.report(sink);
+    }
+
     /// Bytes owed to the peer that the kernel has not taken yet.
     pub fn owed(&self) -> usize {
         self.out.len()
@@ -454,6 +460,9 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
 
     fn set_read_paused(&mut self, paused: bool) {
         if paused != self.read_paused {
+            if paused {
+                crate::reactor::stats::tally(|t| t.backpressure_pauses += 1);
+            }
             log::trace!(
                 "{} reading {} ({} B owed)",
                 ConnName(self.key),
