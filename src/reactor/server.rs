@@ -25,7 +25,7 @@ use slab::Slab;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::human::{ConnName, Count, Dur};
+use crate::human::{ConnName, Count, Dur, LoopName, Timeout};
 use crate::proto::proxy::ProxyMode;
 use crate::proto::Protocol;
 use crate::reactor::conn::{CloseReason, Conn, ForceCause, Progress, Scratch};
@@ -323,7 +323,8 @@ impl<P: Protocol> Server<P> {
         crate::reactor::stats::tally_reset();
         let mut events = Events::with_capacity(1024);
         let outcome = loop {
-            let timeout = self.poll_timeout(Instant::now());
+            let before = Instant::now();
+            let timeout = self.poll_timeout(before);
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -331,6 +332,12 @@ impl<P: Protocol> Server<P> {
                 return Err(Error::Poll(e));
             }
             let now = Instant::now();
+            log::trace!(
+                "{LoopName}poll: {} after {} (timeout {})",
+                Count(events.iter().count() as u64, "event"),
+                Dur(now.saturating_duration_since(before)),
+                Timeout(timeout)
+            );
             self.stats.polls += 1;
             for event in events.iter() {
                 self.stats.events += 1;
@@ -364,11 +371,17 @@ impl<P: Protocol> Server<P> {
 
     fn dispatch(&mut self, event: &Event, now: Instant) {
         match event.token() {
-            SIGNALS => self.on_signals(now),
-            WAKER => self.on_request(now),
+            SIGNALS => {
+                log::trace!("{LoopName}signals event: a signal arrived");
+                self.on_signals(now)
+            }
+            WAKER => {
+                log::trace!("{LoopName}waker event: a request from another thread");
+                self.on_request(now)
+            }
             token => match listener_index(token) {
                 Some(i) => {
-                    log::trace!("listener {i} event: readable");
+                    log::trace!("{LoopName}listener {i} event: readable");
                     self.accept(now);
                 }
                 None => self.on_conn_event(token.0, event, now),
@@ -441,6 +454,14 @@ impl<P: Protocol> Server<P> {
     fn arm(&mut self, key: usize) {
         if let Some(conn) = self.conns.get_mut(key) {
             if let Some(at) = conn.arm(&self.config.limits) {
+                if log::log_enabled!(log::Level::Trace) {
+                    log::trace!(
+                        "{} timer armed: {} in {}",
+                        ConnName(key),
+                        conn.deadline_name(&self.config.limits),
+                        Dur(at.saturating_duration_since(Instant::now()))
+                    );
+                }
                 let generation = conn.generation();
                 self.timers.schedule(at, Wake::Conn { key, generation });
             }
@@ -561,7 +582,12 @@ impl<P: Protocol> Server<P> {
             bytes_out,
             lifetime: now.saturating_duration_since(conn.opened()),
         };
+        log::trace!("{} {} => closed", ConnName(key), conn.state());
         drop(conn); // closes the socket, which also removes it from epoll
+        log::trace!(
+            "{} socket closed and removed from the poller; slot {key} is free",
+            ConnName(key)
+        );
         log::debug!(
             "{} {} closed: {reason} (in {bytes_in} B, out {bytes_out} B, {})",
             ConnName(key),
@@ -588,6 +614,11 @@ impl<P: Protocol> Server<P> {
             match wake {
                 Wake::Conn { key, generation } => match self.conns.get_mut(key) {
                     Some(conn) if conn.generation() == generation => {
+                        log::trace!(
+                            "{} timer fired ({} late)",
+                            ConnName(key),
+                            Dur(now.saturating_duration_since(at))
+                        );
                         let progress =
                             conn.on_timer(at, now, &mut self.scratch, &self.config.limits);
                         self.after_drive(key, progress, now);
@@ -601,11 +632,13 @@ impl<P: Protocol> Server<P> {
                     }
                 },
                 Wake::DrainDeadline => {
+                    log::trace!("{LoopName}drain deadline timer fired");
                     if matches!(self.phase, Phase::Draining { .. }) {
                         self.force(ForceCause::DrainDeadline, now);
                     }
                 }
                 Wake::AcceptResume => {
+                    log::trace!("{LoopName}accept back-off timer fired: accepting again");
                     for listener in &mut self.listeners {
                         listener.resume_if_due(now);
                     }

@@ -359,6 +359,25 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         .min()
     }
 
+    /// Which deadline [`Conn::deadline`] is, in words, for the trace.
+    pub fn deadline_name(&self, limits: &Limits) -> &'static str {
+        let named = [
+            (self.idle_deadline(limits), "idle timeout"),
+            (self.proxy_deadline(limits), "PROXY header timeout"),
+            (
+                self.silent_deadline(limits),
+                "drain grace for a silent peer",
+            ),
+            (self.linger_deadline(limits), "linger"),
+            (self.proto.next_deadline(), "protocol timeout"),
+        ];
+        named
+            .into_iter()
+            .filter_map(|(at, name)| at.map(|at| (at, name)))
+            .min_by_key(|(at, _)| *at)
+            .map_or("none", |(_, name)| name)
+    }
+
     /// No traffic either way since `last_active`: close at this instant.
     fn idle_deadline(&self, limits: &Limits) -> Option<Instant> {
         limits.idle_timeout.map(|d| self.last_active + d)
@@ -454,7 +473,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
 
     /// The one place the state changes.
     fn set_state(&mut self, next: State) {
-        log::trace!("{} {:?} => {:?}", ConnName(self.key), self.state, next);
+        log::trace!("{} {} => {}", ConnName(self.key), self.state, next);
         self.state = next;
     }
 
@@ -523,11 +542,19 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
                         return Ok(Progress::Idle); // not writable: wait for the edge
                     }
                     if peer_done {
-                        return Err(ending.into()); // close() sends our FIN
+                        log::trace!(
+                            "{} all owed bytes written and the peer is done: closing (the close sends our FIN)",
+                            ConnName(self.key)
+                        );
+                        return Err(ending.into());
                     }
                     if let Err(e) = self.stream.shutdown_write() {
                         return Err(CloseReason::from_io(&e));
                     }
+                    log::trace!(
+                        "{} all owed bytes written: FIN sent (shutdown write)",
+                        ConnName(self.key)
+                    );
                     self.set_state(State::Lingering { ending, since: now });
                 }
                 State::Lingering { ending, .. } => {

@@ -58,6 +58,34 @@ pub enum State {
     },
 }
 
+/// The state's name and why it is ending, without its `Instant`s: what a
+/// trace line shows (`Open => Flushing (peer closed, peer done)`).
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            State::Open => f.write_str("Open"),
+            State::Draining { .. } => f.write_str("Draining"),
+            State::Flushing { ending, peer_done } => write!(
+                f,
+                "Flushing ({ending}{})",
+                if *peer_done { ", peer done" } else { "" }
+            ),
+            State::Lingering { ending, .. } => write!(f, "Lingering ({ending})"),
+        }
+    }
+}
+
+impl fmt::Display for Ending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ending::PeerClosed => f.write_str("peer closed"),
+            Ending::Done => f.write_str("protocol done"),
+            Ending::ProtocolError(msg) => write!(f, "protocol error: {msg}"),
+            Ending::Shutdown => f.write_str("shutdown"),
+        }
+    }
+}
+
 /// Why an orderly end began.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ending {
