@@ -9,6 +9,7 @@ use tcp_reactor::process::activation;
 use tcp_reactor::process::cli::{self, ProtocolName, EXIT_USAGE};
 use tcp_reactor::process::supervisor::Supervisor;
 use tcp_reactor::proto::{DateAnchor, Echo, Http, HttpConfig, Resp};
+use tcp_reactor::reactor::access_log::AccessLog;
 use tcp_reactor::reactor::listener;
 
 fn main() -> ExitCode {
@@ -65,6 +66,22 @@ fn main() -> ExitCode {
         None => supervisor,
     };
 
+    let access_log = match invocation.access_log.as_deref().map(AccessLog::open) {
+        Some(Ok(log)) => Some(log),
+        Some(Err(e)) => {
+            eprintln!(
+                "tcp-reactor: error: cannot open the access log {}: {e}",
+                invocation.access_log.as_deref().unwrap_or("")
+            );
+            return ExitCode::from(1);
+        }
+        None => None,
+    };
+    let supervisor = match &access_log {
+        Some(log) => supervisor.access_log(log.clone()),
+        None => supervisor,
+    };
+
     let run = match invocation.protocol {
         ProtocolName::Echo => supervisor.run(|| Echo),
         ProtocolName::Http => {
@@ -78,6 +95,10 @@ fn main() -> ExitCode {
         // RESP streams bulk strings, so the default pending-input bound holds.
         ProtocolName::Resp => supervisor.run(move || Resp::new(invocation.max_body)),
     };
+    // Every loop has ended: write what they handed over, then exit.
+    if let Some(log) = access_log {
+        log.finish();
+    }
     match run {
         Ok(outcome) => ExitCode::from(outcome.exit_code()),
         Err(e) => fail(&e),

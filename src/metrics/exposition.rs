@@ -143,6 +143,11 @@ pub fn render(snapshot: &Snapshot, out: &mut String) {
         }
         _ => {}
     }
+    w.counter(
+        "tcp_reactor_access_log_dropped_total",
+        "Access-log lines dropped because the writer thread fell behind (never waited for).",
+        &[("", t.access_log_dropped)],
+    );
     w.gauge(
         "tcp_reactor_loops",
         "Event loops (threads) serving connections.",

@@ -94,6 +94,12 @@ pub struct Args {
     /// No authentication: bind loopback or a private interface.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
+
+    /// Write an access log (one line per HTTP response, or per finished
+    /// echo/resp connection) to PATH, or `-` for standard output. SIGHUP
+    /// reopens it.
+    #[arg(long, value_name = "PATH|-")]
+    pub access_log: Option<String>,
 }
 
 /// The PROXY protocol versions `--proxy-protocol` accepts.
@@ -203,6 +209,8 @@ pub struct Invocation {
     pub header_timeout: Option<Duration>,
     /// `--metrics`: where to serve `GET /metrics`.
     pub metrics: Option<SocketAddr>,
+    /// `--access-log`: a path, or `-` for standard output.
+    pub access_log: Option<String>,
 }
 
 /// Parse a command line (program name first).
@@ -238,6 +246,7 @@ where
         header_timeout: (args.header_timeout > 0.0)
             .then(|| Duration::from_secs_f64(args.header_timeout)),
         metrics: args.metrics,
+        access_log: args.access_log,
     })
 }
 

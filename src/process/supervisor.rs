@@ -38,6 +38,7 @@ use crate::error::Error;
 use crate::process::notify::{self, Notifier};
 use crate::process::upgrade::{self, Readiness, Upgrade};
 use crate::proto::Protocol;
+use crate::reactor::access_log::AccessLog;
 use crate::reactor::conn::ForceCause;
 use crate::reactor::server::{Outcome, Server, ShutdownHandle};
 use crate::reactor::signals::{SignalEvent, SignalSource};
@@ -86,6 +87,7 @@ pub struct Supervisor {
     upgrade_timeout: Duration,
     #[cfg(feature = "metrics")]
     metrics: Option<TcpListener>,
+    access_log: Option<AccessLog>,
 }
 
 /// One request for every loop's counters (`SIGUSR1`, a scrape), until
@@ -125,6 +127,7 @@ impl Supervisor {
             upgrade_timeout: Duration::from_secs(30),
             #[cfg(feature = "metrics")]
             metrics: None,
+            access_log: None,
         }
     }
 
@@ -150,6 +153,12 @@ impl Supervisor {
     #[cfg(feature = "metrics")]
     pub fn metrics(mut self, listener: TcpListener) -> Self {
         self.metrics = Some(listener);
+        self
+    }
+
+    /// Every loop writes its access-log lines to `log`; `SIGHUP` reopens it.
+    pub fn access_log(mut self, log: AccessLog) -> Self {
+        self.access_log = Some(log);
         self
     }
 
@@ -183,15 +192,16 @@ impl Supervisor {
                 .map(TcpListener::try_clone)
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(setup("a listener copy"))?;
-            let (tx, waker, make, config) = (
+            let (tx, waker, make, config, log) = (
                 tx.clone(),
                 Arc::clone(&waker),
                 make_protocol.clone(),
                 per_loop.clone(),
+                self.access_log.clone(),
             );
             let join = thread::Builder::new()
                 .name(format!("loop-{id}"))
-                .spawn(move || run_loop(id, n, config, sockets, make, tx, waker))
+                .spawn(move || run_loop(id, n, config, sockets, make, tx, waker, log))
                 .map_err(setup("a loop thread"))?;
             joins.push(join);
         }
@@ -341,6 +351,13 @@ impl Supervisor {
                                         round.log = true;
                                     }
                                 }
+                                SignalEvent::Reopen => match &self.access_log {
+                                    Some(log) => {
+                                        log::info!("SIGHUP: reopening the access log");
+                                        log.reopen();
+                                    }
+                                    None => log::info!("SIGHUP: no access log to reopen; ignored"),
+                                },
                                 SignalEvent::Upgrade => {
                                     if upgrading.is_some() {
                                         log::warn!(
@@ -536,6 +553,7 @@ impl Supervisor {
 
 /// One loop thread: build the server on its copies of the sockets, report
 /// its handle, run, report the result.
+#[allow(clippy::too_many_arguments)]
 fn run_loop<P, F>(
     id: usize,
     loops: usize,
@@ -544,6 +562,7 @@ fn run_loop<P, F>(
     make: F,
     tx: mpsc::Sender<LoopEvent>,
     waker: Arc<Waker>,
+    access_log: Option<AccessLog>,
 ) where
     P: Protocol,
     F: Fn() -> P + Send + 'static,
@@ -562,6 +581,11 @@ fn run_loop<P, F>(
         Err(e) => return send(LoopEvent::Finished(id, Err(e))),
     };
     let (stats_send, stop_send) = (send.clone(), send.clone());
+    let server = match &access_log {
+        Some(log) => server.access_log(log),
+        None => server,
+    };
+    drop(access_log);
     let server = server
         .worker(id)
         .on_stats(move |stats| stats_send(LoopEvent::Stats(id, stats.clone())))

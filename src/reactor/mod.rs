@@ -8,10 +8,12 @@
 //! | [`signals`] | SIGINT/SIGTERM/SIGQUIT/SIGUSR1/SIGUSR2 as a pollable token | act on them |
 //! | [`timer`] | a heap of `(deadline, key, generation)` wake-ups | know what a deadline means |
 //! | [`stats`] | plain per-loop counters (no atomics: one thread touches them) | lock |
+//! | [`access_log`] | formats access-log lines per loop, hands them to one writer thread | write to disk on the loop |
 //!
 //! Nothing here knows about processes, threads or the command line: that
 //! is [`crate::process`].
 
+pub mod access_log;
 pub mod conn;
 pub mod listener;
 pub mod server;

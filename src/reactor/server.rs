@@ -27,7 +27,8 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::human::{ConnName, Count, Dur, LoopName, Timeout};
 use crate::proto::proxy::ProxyMode;
-use crate::proto::Protocol;
+use crate::proto::{Protocol, Report};
+use crate::reactor::access_log::{AccessLog, LoopLog};
 use crate::reactor::conn::{CloseReason, Conn, ForceCause, Progress, Scratch};
 use crate::reactor::listener::{self, Accepted, Listener};
 use crate::reactor::signals::{SignalEvent, SignalSource};
@@ -172,6 +173,9 @@ pub struct Server<P: Protocol> {
     phase: Phase,
     next_generation: u64,
     stats: Stats,
+    /// `protocol.name()`, for access-log lines.
+    protocol: &'static str,
+    access_log: Option<LoopLog>,
 }
 
 impl<P: Protocol> Server<P> {
@@ -233,6 +237,8 @@ impl<P: Protocol> Server<P> {
             }
         }
         config.max_conns = config.max_conns.min(LISTENERS - MAX_LISTENERS);
+        let mut make_protocol = make_protocol;
+        let protocol = make_protocol().name();
         Ok(Self {
             poll,
             listeners,
@@ -257,6 +263,8 @@ impl<P: Protocol> Server<P> {
             phase: Phase::Serving,
             next_generation: 0,
             stats: Stats::default(),
+            protocol,
+            access_log: None,
         })
     }
 
@@ -278,6 +286,13 @@ impl<P: Protocol> Server<P> {
     /// [`ShutdownHandle::request_stats`].
     pub fn on_stats(mut self, hook: impl FnMut(&Stats) + Send + 'static) -> Self {
         self.on_stats = Some(Box::new(hook));
+        self
+    }
+
+    /// Write an access-log line per HTTP response, or per finished
+    /// connection of other protocols, to `log` (see [`crate::reactor::access_log`]).
+    pub fn access_log(mut self, log: &AccessLog) -> Self {
+        self.access_log = Some(log.for_loop());
         self
     }
 
@@ -349,10 +364,16 @@ impl<P: Protocol> Server<P> {
                 self.accept(now);
             }
             self.fire_timers(now);
+            if let Some(log) = self.access_log.as_mut() {
+                log.flush();
+            }
             if let Some(outcome) = self.check_finished(now) {
                 break outcome;
             }
         };
+        if let Some(log) = self.access_log.as_mut() {
+            log.flush();
+        }
         match self.worker {
             None => log::info!("All done."),
             Some(id) => log::debug!("loop {id} done: {outcome:?}"),
@@ -443,12 +464,29 @@ impl<P: Protocol> Server<P> {
     /// Take what the connection's protocol finished (HTTP responses, RESP
     /// commands) into the counters and the access log. Echo reports nothing:
     /// its `report` is empty and this compiles to nothing for it.
-    fn collect_reports(&mut self, key: usize, _now: Instant) {
+    fn collect_reports(&mut self, key: usize, now: Instant) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let tally = &mut self.stats.tally;
-        conn.report(&mut |report| tally.count(&report));
+        let (tally, log, peer) = (&mut self.stats.tally, &mut self.access_log, conn.peer());
+        conn.report(&mut |report| {
+            tally.count(&report);
+            if let (
+                Some(log),
+                Report::Http {
+                    method,
+                    path,
+                    status,
+                    bytes,
+                    started,
+                    answered,
+                },
+            ) = (log.as_mut(), report)
+            {
+                let took = answered.saturating_duration_since(started);
+                log.http(now, peer, method, path, status, bytes, took);
+            }
+        });
     }
 
     fn arm(&mut self, key: usize) {
@@ -595,6 +633,18 @@ impl<P: Protocol> Server<P> {
             Dur(info.lifetime)
         );
         self.stats.record_close(reason, bytes_in, bytes_out);
+        if let Some(log) = self.access_log.as_mut().filter(|_| self.protocol != "http") {
+            let i = &info;
+            log.conn(
+                now,
+                i.peer,
+                self.protocol,
+                i.lifetime,
+                bytes_in,
+                bytes_out,
+                reason,
+            );
+        }
         if let Some(hook) = self.on_close.as_mut() {
             hook(&info);
         }
@@ -673,6 +723,13 @@ impl<P: Protocol> Server<P> {
                         "SIGUSR2: upgrades are run by the tcp-reactor binary's supervisor; ignored"
                     )
                 }
+                SignalEvent::Reopen => match self.access_log.as_ref() {
+                    Some(log) => {
+                        log::info!("SIGHUP: reopening the access log");
+                        log.reopen();
+                    }
+                    None => log::info!("SIGHUP: no access log to reopen; ignored"),
+                },
             }
         }
     }
@@ -697,6 +754,7 @@ impl<P: Protocol> Server<P> {
         let mut stats = self.stats.clone();
         stats.at_limit = u64::from(self.at_limit);
         stats.tally.add(&crate::reactor::stats::tally_now());
+        stats.tally.access_log_dropped = self.access_log.as_ref().map_or(0, LoopLog::dropped);
         for (_, conn) in self.conns.iter() {
             let (bytes_in, bytes_out) = conn.bytes();
             stats.bytes_in += bytes_in;

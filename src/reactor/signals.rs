@@ -9,6 +9,7 @@
 //!   drain, a second one during the drain forces it.
 //! * `SIGUSR1`: log one line of live counters.
 //! * `SIGUSR2`: start a zero-downtime binary upgrade (see [`crate::process::upgrade`]).
+//! * `SIGHUP`: reopen the access log (after logrotate moved it).
 //!
 //! `SIGPIPE` needs no handler: Rust binaries start with it ignored, and
 //! `std`'s `send` on Linux passes `MSG_NOSIGNAL`, so writing to a closed peer
@@ -17,7 +18,7 @@
 use std::io;
 
 use mio::{Interest, Registry, Token};
-use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 
 /// What a received signal asks the server to do.
@@ -29,6 +30,8 @@ pub enum SignalEvent {
     Stats,
     /// Replace the binary without dropping a connection.
     Upgrade,
+    /// Reopen the access log.
+    Reopen,
 }
 
 /// The registered signal source.
@@ -39,7 +42,7 @@ pub struct SignalSource {
 impl SignalSource {
     /// Install the handlers and register the self-pipe under `token`.
     pub fn register(registry: &Registry, token: Token) -> io::Result<Self> {
-        let mut signals = Signals::new([SIGINT, SIGTERM, SIGQUIT, SIGUSR1, SIGUSR2])?;
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGQUIT, SIGUSR1, SIGUSR2, SIGHUP])?;
         registry.register(&mut signals, token, Interest::READABLE)?;
         Ok(Self { signals })
     }
@@ -59,6 +62,7 @@ fn meaning(signal: i32) -> Option<SignalEvent> {
         SIGQUIT => Some(SignalEvent::Quit("SIGQUIT")),
         SIGUSR1 => Some(SignalEvent::Stats),
         SIGUSR2 => Some(SignalEvent::Upgrade),
+        SIGHUP => Some(SignalEvent::Reopen),
         _ => None,
     }
 }
@@ -74,6 +78,7 @@ mod tests {
         assert_eq!(meaning(SIGQUIT), Some(SignalEvent::Quit("SIGQUIT")));
         assert_eq!(meaning(SIGUSR1), Some(SignalEvent::Stats));
         assert_eq!(meaning(SIGUSR2), Some(SignalEvent::Upgrade));
-        assert_eq!(meaning(signal_hook::consts::SIGHUP), None);
+        assert_eq!(meaning(SIGHUP), Some(SignalEvent::Reopen));
+        assert_eq!(meaning(signal_hook::consts::SIGWINCH), None);
     }
 }

@@ -66,6 +66,8 @@ pub struct Tally {
     pub http_responses: [u64; 5],
     /// RESP commands by name, in the order of [`RESP_COMMANDS`].
     pub resp_commands: [u64; RESP_COMMANDS.len()],
+    /// Access-log lines dropped because the writer fell behind.
+    pub access_log_dropped: u64,
 }
 
 /// The RESP commands counted by name; anything else counts as `other`.
@@ -117,6 +119,7 @@ impl Tally {
         self.accept_skipped += other.accept_skipped;
         self.accept_exhausted += other.accept_exhausted;
         self.accept_other += other.accept_other;
+        self.access_log_dropped += other.access_log_dropped;
         for (a, b) in self.http_responses.iter_mut().zip(other.http_responses) {
             *a += b;
         }
