@@ -11,6 +11,7 @@ use tcp_reactor::process::supervisor::Supervisor;
 use tcp_reactor::proto::{DateAnchor, Echo, Http, HttpConfig, Resp};
 use tcp_reactor::reactor::access_log::AccessLog;
 use tcp_reactor::reactor::listener;
+use tcp_reactor::reactor::trace_events::TraceEvents;
 
 fn main() -> ExitCode {
     let invocation = match cli::parse(std::env::args_os()) {
@@ -82,6 +83,22 @@ fn main() -> ExitCode {
         None => supervisor,
     };
 
+    let trace = match invocation.trace_events.as_deref().map(TraceEvents::create) {
+        Some(Ok(trace)) => Some(trace),
+        Some(Err(e)) => {
+            eprintln!(
+                "tcp-reactor: error: cannot create the trace-events file {}: {e}",
+                invocation.trace_events.as_deref().unwrap_or("")
+            );
+            return ExitCode::from(1);
+        }
+        None => None,
+    };
+    let supervisor = match &trace {
+        Some(trace) => supervisor.trace_events(trace.clone()),
+        None => supervisor,
+    };
+
     let run = match invocation.protocol {
         ProtocolName::Echo => supervisor.run(|| Echo),
         ProtocolName::Http => {
@@ -98,6 +115,9 @@ fn main() -> ExitCode {
     // Every loop has ended: write what they handed over, then exit.
     if let Some(log) = access_log {
         log.finish();
+    }
+    if let Some(Err(e)) = trace.map(TraceEvents::finish) {
+        log::warn!("trace events: cannot finish the file: {e}");
     }
     match run {
         Ok(outcome) => ExitCode::from(outcome.exit_code()),

@@ -100,6 +100,12 @@ pub struct Args {
     /// reopens it.
     #[arg(long, value_name = "PATH|-")]
     pub access_log: Option<String>,
+
+    /// Record the loops' timeline (polls, dispatch, a span per connection
+    /// state) as Chrome trace-event JSON in FILE, for Perfetto or
+    /// chrome://tracing. Written when the loops end; at most 16 MiB per loop.
+    #[arg(long, value_name = "FILE")]
+    pub trace_events: Option<String>,
 }
 
 /// The PROXY protocol versions `--proxy-protocol` accepts.
@@ -211,6 +217,8 @@ pub struct Invocation {
     pub metrics: Option<SocketAddr>,
     /// `--access-log`: a path, or `-` for standard output.
     pub access_log: Option<String>,
+    /// `--trace-events`: where to write the Chrome trace-event JSON.
+    pub trace_events: Option<String>,
 }
 
 /// Parse a command line (program name first).
@@ -247,6 +255,7 @@ where
             .then(|| Duration::from_secs_f64(args.header_timeout)),
         metrics: args.metrics,
         access_log: args.access_log,
+        trace_events: args.trace_events,
     })
 }
 

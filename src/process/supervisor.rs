@@ -43,6 +43,7 @@ use crate::reactor::conn::ForceCause;
 use crate::reactor::server::{Outcome, Server, ShutdownHandle};
 use crate::reactor::signals::{SignalEvent, SignalSource};
 use crate::reactor::stats::Stats;
+use crate::reactor::trace_events::TraceEvents;
 
 const SIGNALS: Token = Token(0);
 const EVENTS: Token = Token(1);
@@ -88,6 +89,7 @@ pub struct Supervisor {
     #[cfg(feature = "metrics")]
     metrics: Option<TcpListener>,
     access_log: Option<AccessLog>,
+    trace_events: Option<TraceEvents>,
 }
 
 /// One request for every loop's counters (`SIGUSR1`, a scrape), until
@@ -128,6 +130,7 @@ impl Supervisor {
             #[cfg(feature = "metrics")]
             metrics: None,
             access_log: None,
+            trace_events: None,
         }
     }
 
@@ -159,6 +162,12 @@ impl Supervisor {
     /// Every loop writes its access-log lines to `log`; `SIGHUP` reopens it.
     pub fn access_log(mut self, log: AccessLog) -> Self {
         self.access_log = Some(log);
+        self
+    }
+
+    /// Every loop records its timeline into `trace`.
+    pub fn trace_events(mut self, trace: TraceEvents) -> Self {
+        self.trace_events = Some(trace);
         self
     }
 
@@ -197,7 +206,7 @@ impl Supervisor {
                 Arc::clone(&waker),
                 make_protocol.clone(),
                 per_loop.clone(),
-                self.access_log.clone(),
+                (self.access_log.clone(), self.trace_events.clone()),
             );
             let join = thread::Builder::new()
                 .name(format!("loop-{id}"))
@@ -562,7 +571,7 @@ fn run_loop<P, F>(
     make: F,
     tx: mpsc::Sender<LoopEvent>,
     waker: Arc<Waker>,
-    access_log: Option<AccessLog>,
+    (access_log, trace): (Option<AccessLog>, Option<TraceEvents>),
 ) where
     P: Protocol,
     F: Fn() -> P + Send + 'static,
@@ -586,6 +595,10 @@ fn run_loop<P, F>(
         None => server,
     };
     drop(access_log);
+    let server = match &trace {
+        Some(trace) => server.trace_events(trace),
+        None => server,
+    };
     let server = server
         .worker(id)
         .on_stats(move |stats| stats_send(LoopEvent::Stats(id, stats.clone())))

@@ -8,6 +8,7 @@
 //! | [`signals`] | SIGINT/SIGTERM/SIGQUIT/SIGUSR1/SIGUSR2 as a pollable token | act on them |
 //! | [`timer`] | a heap of `(deadline, key, generation)` wake-ups | know what a deadline means |
 //! | [`stats`] | plain per-loop counters (no atomics: one thread touches them) | lock |
+//! | [`trace_events`] | records the loop's timeline (polls, dispatch, connection states) as Chrome trace events | write while serving |
 //! | [`access_log`] | formats access-log lines per loop, hands them to one writer thread | write to disk on the loop |
 //!
 //! Nothing here knows about processes, threads or the command line: that
@@ -20,3 +21,4 @@ pub mod server;
 pub mod signals;
 pub mod stats;
 pub mod timer;
+pub mod trace_events;

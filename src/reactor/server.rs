@@ -34,6 +34,7 @@ use crate::reactor::listener::{self, Accepted, Listener};
 use crate::reactor::signals::{SignalEvent, SignalSource};
 use crate::reactor::stats::Stats;
 use crate::reactor::timer::{Timers, Wake};
+use crate::reactor::trace_events::{self, TraceEvents};
 
 /// Token of the signal self-pipe.
 pub const SIGNALS: Token = Token(usize::MAX - 1);
@@ -176,6 +177,7 @@ pub struct Server<P: Protocol> {
     /// `protocol.name()`, for access-log lines.
     protocol: &'static str,
     access_log: Option<LoopLog>,
+    trace_events: Option<TraceEvents>,
 }
 
 impl<P: Protocol> Server<P> {
@@ -265,6 +267,7 @@ impl<P: Protocol> Server<P> {
             stats: Stats::default(),
             protocol,
             access_log: None,
+            trace_events: None,
         })
     }
 
@@ -293,6 +296,12 @@ impl<P: Protocol> Server<P> {
     /// connection of other protocols, to `log` (see [`crate::reactor::access_log`]).
     pub fn access_log(mut self, log: &AccessLog) -> Self {
         self.access_log = Some(log.for_loop());
+        self
+    }
+
+    /// Record this loop's timeline into `trace` (see [`crate::reactor::trace_events`]).
+    pub fn trace_events(mut self, trace: &TraceEvents) -> Self {
+        self.trace_events = Some(trace.clone());
         self
     }
 
@@ -336,6 +345,9 @@ impl<P: Protocol> Server<P> {
             Some(id) => log::debug!("loop {id} started on {}", self.local_addr),
         }
         crate::reactor::stats::tally_reset();
+        if let Some(trace) = &self.trace_events {
+            trace_events::start_loop(trace, self.worker.unwrap_or(0));
+        }
         let mut events = Events::with_capacity(1024);
         let outcome = loop {
             let before = Instant::now();
@@ -353,6 +365,7 @@ impl<P: Protocol> Server<P> {
                 Dur(now.saturating_duration_since(before)),
                 Timeout(timeout)
             );
+            let polled = self.stats.events;
             self.stats.polls += 1;
             for event in events.iter() {
                 self.stats.events += 1;
@@ -364,6 +377,11 @@ impl<P: Protocol> Server<P> {
                 self.accept(now);
             }
             self.fire_timers(now);
+            if self.trace_events.is_some() {
+                let n = (self.stats.events - polled) as usize;
+                trace_events::poll(before, now, n);
+                trace_events::dispatch(now, n);
+            }
             if let Some(log) = self.access_log.as_mut() {
                 log.flush();
             }
@@ -373,6 +391,9 @@ impl<P: Protocol> Server<P> {
         };
         if let Some(log) = self.access_log.as_mut() {
             log.flush();
+        }
+        if self.trace_events.is_some() {
+            trace_events::end_loop();
         }
         match self.worker {
             None => log::info!("All done."),
@@ -597,6 +618,9 @@ impl<P: Protocol> Server<P> {
         self.stats.accepted += 1;
         self.stats.open += 1;
         log::debug!("{} accepted from {peer}", ConnName(key));
+        if trace_events::on() {
+            trace_events::conn_begin(self.next_generation, key, peer, "Open", now);
+        }
         self.arm(key);
     }
 
@@ -621,6 +645,10 @@ impl<P: Protocol> Server<P> {
             lifetime: now.saturating_duration_since(conn.opened()),
         };
         log::trace!("{} {} => closed", ConnName(key), conn.state());
+        if trace_events::on() {
+            let state = conn.state().name();
+            trace_events::conn_end(conn.generation(), state, now, Some(&reason));
+        }
         drop(conn); // closes the socket, which also removes it from epoll
         log::trace!(
             "{} socket closed and removed from the poller; slot {key} is free",
@@ -794,6 +822,7 @@ impl<P: Protocol> Server<P> {
         }
         self.accept_pending = false;
         self.phase = Phase::Draining { started: now };
+        trace_events::instant("drain begins", now);
         self.timers
             .schedule(now + self.config.drain_timeout, Wake::DrainDeadline);
         match self.worker {
@@ -846,6 +875,7 @@ impl<P: Protocol> Server<P> {
                     self.stats
                 );
                 self.phase = Phase::Done(Outcome::Clean);
+                trace_events::instant("drained", now);
                 Some(Outcome::Clean)
             }
             Phase::Done(outcome) => Some(outcome),

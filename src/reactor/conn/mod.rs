@@ -474,6 +474,16 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
     /// The one place the state changes.
     fn set_state(&mut self, next: State) {
         log::trace!("{} {} => {}", ConnName(self.key), self.state, next);
+        if crate::reactor::trace_events::on() {
+            let (from, to) = (self.state.name(), next.name());
+            crate::reactor::trace_events::conn_state(
+                self.generation,
+                self.key,
+                self.peer,
+                from,
+                to,
+            );
+        }
         self.state = next;
     }
 

@@ -58,6 +58,18 @@ pub enum State {
     },
 }
 
+impl State {
+    /// The state's name alone: `Open`, `Draining`, `Flushing`, `Lingering`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Open => "Open",
+            State::Draining { .. } => "Draining",
+            State::Flushing { .. } => "Flushing",
+            State::Lingering { .. } => "Lingering",
+        }
+    }
+}
+
 /// The state's name and why it is ending, without its `Instant`s: what a
 /// trace line shows (`Open => Flushing (peer closed, peer done)`).
 impl fmt::Display for State {
