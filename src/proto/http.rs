@@ -617,6 +617,8 @@ impl Protocol for Http {
         matches!(self.phase, Phase::Head { .. } | Phase::Body { .. })
     }
 
+    const REPORTS: bool = true;
+
     fn report(&mut self, sink: &mut dyn FnMut(Report<'_>)) {
         let Some(a) = self.answered.as_deref_mut() else {
             return;

@@ -116,6 +116,11 @@ pub trait Protocol {
     /// reused buffers (bounded by [`MAX_REPORTS`]), so this costs no
     /// allocation per request. Echo has nothing to report.
     fn report(&mut self, _sink: &mut dyn FnMut(Report<'_>)) {}
+
+    /// Whether [`Protocol::report`] ever reports anything. `false` (echo)
+    /// lets the loop skip collecting after each drive at compile time: a
+    /// protocol that overrides `report` must set it.
+    const REPORTS: bool = false;
 }
 
 /// Most reports a protocol keeps between two [`Protocol::report`] calls;

@@ -248,6 +248,8 @@ impl Protocol for Resp {
         "resp"
     }
 
+    const REPORTS: bool = true;
+
     fn report(&mut self, sink: &mut dyn FnMut(Report<'_>)) {
         if self.commands != [0; 4] {
             sink(Report::Resp {

@@ -45,6 +45,29 @@ pub const LISTENERS: usize = usize::MAX - 16;
 /// Most listening sockets one server serves.
 pub const MAX_LISTENERS: usize = 1024;
 
+/// The trace line for a poll, out of the hot path's way.
+#[cold]
+#[inline(never)]
+fn trace_poll(events: &Events, waited: Duration, timeout: Option<Duration>) {
+    log::trace!(
+        "{LoopName}poll: {} after {} (timeout {})",
+        Count(events.iter().count() as u64, "event"),
+        Dur(waited),
+        Timeout(timeout)
+    );
+}
+
+/// The trace line for an armed timer, out of the hot path's way.
+#[cold]
+#[inline(never)]
+fn trace_armed(key: usize, what: &str, at: Instant) {
+    log::trace!(
+        "{} timer armed: {what} in {}",
+        ConnName(key),
+        Dur(at.saturating_duration_since(Instant::now()))
+    );
+}
+
 fn listener_index(token: Token) -> Option<usize> {
     (token.0 <= LISTENERS && token.0 > LISTENERS - MAX_LISTENERS).then(|| LISTENERS - token.0)
 }
@@ -359,18 +382,16 @@ impl<P: Protocol> Server<P> {
                 return Err(Error::Poll(e));
             }
             let now = Instant::now();
-            log::trace!(
-                "{LoopName}poll: {} after {} (timeout {})",
-                Count(events.iter().count() as u64, "event"),
-                Dur(now.saturating_duration_since(before)),
-                Timeout(timeout)
-            );
-            let polled = self.stats.events;
-            self.stats.polls += 1;
+            if log::log_enabled!(log::Level::Trace) {
+                trace_poll(&events, now.saturating_duration_since(before), timeout);
+            }
+            let mut polled = 0;
             for event in events.iter() {
-                self.stats.events += 1;
+                polled += 1;
                 self.dispatch(event, now);
             }
+            self.stats.polls += 1;
+            self.stats.events += polled;
             self.revisit_ready(now);
             if self.accept_pending {
                 self.accept_pending = false;
@@ -378,9 +399,8 @@ impl<P: Protocol> Server<P> {
             }
             self.fire_timers(now);
             if self.trace_events.is_some() {
-                let n = (self.stats.events - polled) as usize;
-                trace_events::poll(before, now, n);
-                trace_events::dispatch(now, n);
+                trace_events::poll(before, now, polled as usize);
+                trace_events::dispatch(now, polled as usize);
             }
             if let Some(log) = self.access_log.as_mut() {
                 log.flush();
@@ -483,9 +503,12 @@ impl<P: Protocol> Server<P> {
     }
 
     /// Take what the connection's protocol finished (HTTP responses, RESP
-    /// commands) into the counters and the access log. Echo reports nothing:
-    /// its `report` is empty and this compiles to nothing for it.
+    /// commands) into the counters and the access log. Echo reports nothing
+    /// (`Protocol::REPORTS` is false): this compiles to nothing for it.
     fn collect_reports(&mut self, key: usize, now: Instant) {
+        if !P::REPORTS {
+            return;
+        }
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -510,16 +533,12 @@ impl<P: Protocol> Server<P> {
         });
     }
 
+    #[inline]
     fn arm(&mut self, key: usize) {
         if let Some(conn) = self.conns.get_mut(key) {
             if let Some(at) = conn.arm(&self.config.limits) {
                 if log::log_enabled!(log::Level::Trace) {
-                    log::trace!(
-                        "{} timer armed: {} in {}",
-                        ConnName(key),
-                        conn.deadline_name(&self.config.limits),
-                        Dur(at.saturating_duration_since(Instant::now()))
-                    );
+                    trace_armed(key, conn.deadline_name(&self.config.limits), at);
                 }
                 let generation = conn.generation();
                 self.timers.schedule(at, Wake::Conn { key, generation });

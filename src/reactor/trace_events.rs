@@ -146,6 +146,7 @@ fn micros(d: std::time::Duration) -> String {
 }
 
 /// A wait in `poll` from `from` to `to` that returned `events` events.
+#[inline(never)]
 pub fn poll(from: Instant, to: Instant, events: usize) {
     let dur = micros(to.saturating_duration_since(from));
     record("poll", "X", from, |b, _| {
@@ -154,6 +155,7 @@ pub fn poll(from: Instant, to: Instant, events: usize) {
 }
 
 /// Handling a poll's events, from `from` to now.
+#[inline(never)]
 pub fn dispatch(from: Instant, events: usize) {
     let dur = micros(Instant::now().saturating_duration_since(from));
     record("dispatch", "X", from, |b, _| {
