@@ -41,12 +41,16 @@ pub const QUEUED_CHUNKS: usize = 64;
 /// Most bytes one loop keeps while the writer is behind; then lines drop.
 pub const MAX_BUFFERED: usize = 256 * 1024;
 
+/// Emptied buffers the writer hands back, so a flush does not allocate.
+type Pool = Arc<Mutex<Vec<Vec<u8>>>>;
+
 /// Where the lines go: the writer thread and its queue. Clone one per loop.
 #[derive(Clone)]
 pub struct AccessLog {
     tx: SyncSender<Vec<u8>>,
     reopen: Arc<AtomicBool>,
     writer: Arc<Mutex<Option<JoinHandle<()>>>>,
+    pool: Pool,
 }
 
 impl AccessLog {
@@ -61,10 +65,12 @@ impl AccessLog {
         let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(QUEUED_CHUNKS);
         let reopen = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&reopen);
+        let pool: Pool = Arc::default();
+        let returns = Arc::clone(&pool);
         let writer = thread::Builder::new()
             .name("access-log".into())
             .spawn(move || {
-                for chunk in rx {
+                for mut chunk in rx {
                     if flag.swap(false, Ordering::SeqCst) {
                         match open_target(target.as_ref()) {
                             Ok(reopened) => out = reopened,
@@ -76,12 +82,19 @@ impl AccessLog {
                     if let Err(e) = out.write_all(&chunk).and_then(|()| out.flush()) {
                         log::warn!("access log: write failed: {e}");
                     }
+                    chunk.clear();
+                    if let Ok(mut pool) = returns.lock() {
+                        if pool.len() < QUEUED_CHUNKS && chunk.capacity() > 0 {
+                            pool.push(chunk);
+                        }
+                    }
                 }
             })?;
         Ok(Self {
             tx,
             reopen,
             writer: Arc::new(Mutex::new(Some(writer))),
+            pool,
         })
     }
 
@@ -100,6 +113,9 @@ impl AccessLog {
             buf: Vec::with_capacity(CHUNK),
             dropped: 0,
             anchor: (Instant::now(), SystemTime::now()),
+            pool: Arc::clone(&self.pool),
+            second: (u64::MAX, [0; 19]),
+            client: None,
         }
     }
 
@@ -130,6 +146,12 @@ pub struct LoopLog {
     dropped: u64,
     /// A wall-clock reading and the `Instant` it was taken at.
     anchor: (Instant, SystemTime),
+    pool: Pool,
+    /// The last second formatted (`2026-11-26T00:26:32`): one format per
+    /// second, whatever the request rate.
+    second: (u64, [u8; 19]),
+    /// The last client formatted (keep-alive requests repeat it).
+    client: Option<(SocketAddr, [u8; 64], usize)>,
 }
 
 impl LoopLog {
@@ -153,11 +175,18 @@ impl LoopLog {
     ) {
         let start = self.buf.len();
         self.time(at);
-        let _ = write!(self.buf, " {client} http \"");
+        self.client(client);
+        self.buf.extend_from_slice(b" http \"");
         escape(&mut self.buf, method);
         self.buf.push(b' ');
         escape(&mut self.buf, target);
-        let _ = writeln!(self.buf, "\" {status} {bytes} {:.6}", took.as_secs_f64());
+        self.buf.extend_from_slice(b"\" ");
+        push_u64(&mut self.buf, u64::from(status));
+        self.buf.push(b' ');
+        push_u64(&mut self.buf, bytes);
+        self.buf.push(b' ');
+        push_seconds(&mut self.buf, took);
+        self.buf.push(b'\n');
         self.bound(start);
     }
 
@@ -175,11 +204,10 @@ impl LoopLog {
     ) {
         let start = self.buf.len();
         self.time(at);
-        let _ = writeln!(
-            self.buf,
-            " {client} {protocol} conn {:.6} {bytes_in} {bytes_out} \"{reason}\"",
-            lifetime.as_secs_f64()
-        );
+        self.client(client);
+        let _ = write!(self.buf, " {protocol} conn ");
+        push_seconds(&mut self.buf, lifetime);
+        let _ = writeln!(self.buf, " {bytes_in} {bytes_out} \"{reason}\"");
         self.bound(start);
     }
 
@@ -194,7 +222,9 @@ impl LoopLog {
         if self.buf.is_empty() {
             return;
         }
-        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        let spare = self.pool.lock().ok().and_then(|mut pool| pool.pop());
+        let spare = spare.unwrap_or_else(|| Vec::with_capacity(CHUNK));
+        let chunk = std::mem::replace(&mut self.buf, spare);
         match self.tx.try_send(chunk) {
             Ok(()) => {}
             Err(TrySendError::Full(chunk) | TrySendError::Disconnected(chunk)) => {
@@ -228,16 +258,45 @@ impl LoopLog {
         };
         let since = wall.duration_since(UNIX_EPOCH).unwrap_or_default();
         let secs = since.as_secs();
-        let (year, month, day) = civil(secs / 86_400);
-        let t = secs % 86_400;
-        let _ = write!(
-            self.buf,
-            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-            t / 3600,
-            t / 60 % 60,
-            t % 60,
-            since.subsec_millis()
-        );
+        if self.second.0 != secs {
+            let (year, month, day) = civil(secs / 86_400);
+            let t = secs % 86_400;
+            let mut text = [0u8; 19];
+            let _ = write!(
+                &mut text[..],
+                "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+                t / 3600,
+                t / 60 % 60,
+                t % 60,
+            );
+            self.second = (secs, text);
+        }
+        self.buf.extend_from_slice(&self.second.1);
+        let ms = since.subsec_millis();
+        self.buf.extend_from_slice(&[
+            b'.',
+            b'0' + (ms / 100) as u8,
+            b'0' + (ms / 10 % 10) as u8,
+            b'0' + (ms % 10) as u8,
+            b'Z',
+        ]);
+    }
+
+    /// ` 203.0.113.7:5555`, formatted once per client in a row.
+    fn client(&mut self, client: SocketAddr) {
+        self.buf.push(b' ');
+        if let Some((addr, text, len)) = &self.client {
+            if *addr == client {
+                self.buf.extend_from_slice(&text[..*len]);
+                return;
+            }
+        }
+        let mut text = [0u8; 64];
+        let mut cursor = io::Cursor::new(&mut text[..]);
+        let _ = write!(cursor, "{client}");
+        let len = cursor.position() as usize;
+        self.buf.extend_from_slice(&text[..len]);
+        self.client = Some((client, text, len));
     }
 }
 
@@ -252,6 +311,35 @@ fn civil(days: u64) -> (u64, u64, u64) {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     (yoe + era * 400 + u64::from(month <= 2), month, day)
+}
+
+/// Append `n` in decimal, without the formatting machinery.
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// `1.204113`: seconds with microseconds.
+fn push_seconds(out: &mut Vec<u8>, d: Duration) {
+    push_u64(out, d.as_secs());
+    let us = d.subsec_micros();
+    out.push(b'.');
+    let mut frac = [b'0'; 6];
+    let mut v = us;
+    for slot in frac.iter_mut().rev() {
+        *slot = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    out.extend_from_slice(&frac);
 }
 
 /// Append `text` with `"`, `\` and control bytes as `\xHH`.
@@ -281,6 +369,9 @@ mod tests {
             buf: Vec::new(),
             dropped: 0,
             anchor,
+            pool: Arc::default(),
+            second: (u64::MAX, [0; 19]),
+            client: None,
         };
         (log, rx)
     }
