@@ -70,6 +70,7 @@ impl TraceEvents {
 
 struct LoopTrace {
     sink: TraceEvents,
+    pid: u32,
     tid: usize,
     buf: Vec<u8>,
     truncated: bool,
@@ -96,6 +97,7 @@ pub fn start_loop(sink: &TraceEvents, tid: usize) {
     TRACE.with(|t| {
         *t.borrow_mut() = Some(LoopTrace {
             sink: sink.clone(),
+            pid: std::process::id(),
             tid,
             buf,
             truncated: false,
@@ -122,8 +124,8 @@ fn record(name: &str, ph: &str, at: Instant, rest: impl FnOnce(&mut Vec<u8>, usi
         if trace.truncated {
             return;
         }
-        let ts = micros(at.saturating_duration_since(trace.sink.start));
-        let (pid, tid) = (std::process::id(), trace.tid);
+        let ts = Micros(at.saturating_duration_since(trace.sink.start));
+        let (pid, tid) = (trace.pid, trace.tid);
         if trace.buf.len() >= MAX_BYTES_PER_LOOP {
             trace.truncated = true;
             let _ = writeln!(
@@ -141,14 +143,24 @@ fn record(name: &str, ph: &str, at: Instant, rest: impl FnOnce(&mut Vec<u8>, usi
     });
 }
 
-fn micros(d: std::time::Duration) -> String {
-    format!("{}.{:03}", d.as_micros(), d.subsec_nanos() % 1000)
+/// A duration in microseconds with nanosecond decimals, written in place.
+struct Micros(std::time::Duration);
+
+impl std::fmt::Display for Micros {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}.{:03}",
+            self.0.as_micros(),
+            self.0.subsec_nanos() % 1000
+        )
+    }
 }
 
 /// A wait in `poll` from `from` to `to` that returned `events` events.
 #[inline(never)]
 pub fn poll(from: Instant, to: Instant, events: usize) {
-    let dur = micros(to.saturating_duration_since(from));
+    let dur = Micros(to.saturating_duration_since(from));
     record("poll", "X", from, |b, _| {
         let _ = write!(b, ",\"dur\":{dur},\"args\":{{\"events\":{events}}}");
     });
@@ -157,7 +169,7 @@ pub fn poll(from: Instant, to: Instant, events: usize) {
 /// Handling a poll's events, from `from` to now.
 #[inline(never)]
 pub fn dispatch(from: Instant, events: usize) {
-    let dur = micros(Instant::now().saturating_duration_since(from));
+    let dur = Micros(Instant::now().saturating_duration_since(from));
     record("dispatch", "X", from, |b, _| {
         let _ = write!(b, ",\"dur\":{dur},\"args\":{{\"events\":{events}}}");
     });
