@@ -16,6 +16,7 @@ packages=(
   redis-tools       # tests/resp.rs: `redis-cli PING`, `redis-benchmark -t ping`; tests/tls.rs: `redis-cli --tls`
   openssl           # tests/tls.rs: `openssl s_client` echo round trip and clean close
   python3           # tests/tls.rs: Python's ssl reads close_notify (suppress_ragged_eofs=False)
+  prometheus        # tests/metrics.rs: `promtool check metrics`, a real Prometheus scraping --metrics
 )
 
 missing=()

@@ -60,7 +60,7 @@ impl Config {
             }
             return;
         }
-        log::info!("{cause}: nothing to reload (no TLS)");
+        log::debug!("{cause}: no TLS certificate to reload");
     }
 
     /// One line for the start-up log: protocol and limits.

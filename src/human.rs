@@ -37,6 +37,33 @@ impl fmt::Display for ConnName {
     }
 }
 
+/// The loop's name as a prefix for loop-wide lines: `loop 1: ` with
+/// several loops, nothing with one.
+#[derive(Clone, Copy, Debug)]
+pub struct LoopName;
+
+impl fmt::Display for LoopName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match current_loop() {
+            Some(id) => write!(f, "loop {id}: "),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A poll timeout: `none` (sleep until an event) or a [`Dur`].
+#[derive(Clone, Copy, Debug)]
+pub struct Timeout(pub Option<Duration>);
+
+impl fmt::Display for Timeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(d) => Dur(d).fmt(f),
+            None => f.write_str("none"),
+        }
+    }
+}
+
 /// `n` followed by `noun`, plural unless `n` is 1: `1 connection`, `2 connections`.
 #[derive(Clone, Copy, Debug)]
 pub struct Count(pub u64, pub &'static str);

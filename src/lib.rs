@@ -15,6 +15,7 @@
 //!   [`upgrade`](process::upgrade), systemd [`activation`](process::activation)
 //!   and [`notify`](process::notify), the fd limit, the command line.
 //! * [`proto`]: sans-IO protocols (bytes and `now` in, bytes and decisions out).
+//! * `metrics` (feature `metrics`): Prometheus text over HTTP for `--metrics`.
 //! * [`config`], [`error`], [`human`]: what every layer shares.
 //!
 //! ```no_run
@@ -33,6 +34,8 @@
 pub mod config;
 pub mod error;
 pub mod human;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod process;
 pub mod proto;
 pub mod reactor;

@@ -9,8 +9,10 @@ use tcp_reactor::process::activation;
 use tcp_reactor::process::cli::{self, ProtocolName, EXIT_USAGE};
 use tcp_reactor::process::supervisor::Supervisor;
 use tcp_reactor::proto::{DateAnchor, Echo, Http, HttpConfig, Resp};
+use tcp_reactor::reactor::access_log::AccessLog;
 use tcp_reactor::reactor::listener;
 use tcp_reactor::reactor::signals::{self, SignalSource};
+use tcp_reactor::reactor::trace_events::TraceEvents;
 
 fn main() -> ExitCode {
     // First of all: from here a quit signal is queued for the supervisor,
@@ -72,6 +74,45 @@ fn main() -> ExitCode {
     }
     .upgrade_timeout(invocation.upgrade_timeout)
     .signals(signals);
+    let supervisor = match invocation.metrics {
+        Some(addr) => match listener::bind(addr, 64) {
+            Ok(socket) => supervisor.metrics(socket),
+            Err(e) => return fail(&e),
+        },
+        None => supervisor,
+    };
+
+    let access_log = match invocation.access_log.as_deref().map(AccessLog::open) {
+        Some(Ok(log)) => Some(log),
+        Some(Err(e)) => {
+            eprintln!(
+                "tcp-reactor: error: cannot open the access log {}: {e}",
+                invocation.access_log.as_deref().unwrap_or("")
+            );
+            return ExitCode::from(1);
+        }
+        None => None,
+    };
+    let supervisor = match &access_log {
+        Some(log) => supervisor.access_log(log.clone()),
+        None => supervisor,
+    };
+
+    let trace = match invocation.trace_events.as_deref().map(TraceEvents::create) {
+        Some(Ok(trace)) => Some(trace),
+        Some(Err(e)) => {
+            eprintln!(
+                "tcp-reactor: error: cannot create the trace-events file {}: {e}",
+                invocation.trace_events.as_deref().unwrap_or("")
+            );
+            return ExitCode::from(1);
+        }
+        None => None,
+    };
+    let supervisor = match &trace {
+        Some(trace) => supervisor.trace_events(trace.clone()),
+        None => supervisor,
+    };
 
     let run = match invocation.protocol {
         ProtocolName::Echo => supervisor.run(|| Echo),
@@ -86,6 +127,13 @@ fn main() -> ExitCode {
         // RESP streams bulk strings, so the default pending-input bound holds.
         ProtocolName::Resp => supervisor.run(move || Resp::new(invocation.max_body)),
     };
+    // Every loop has ended: write what they handed over, then exit.
+    if let Some(log) = access_log {
+        log.finish();
+    }
+    if let Some(Err(e)) = trace.map(TraceEvents::finish) {
+        log::warn!("trace events: cannot finish the file: {e}");
+    }
     match run {
         Ok(outcome) => ExitCode::from(outcome.exit_code()),
         Err(e) => fail(&e),

@@ -110,6 +110,23 @@ pub struct Args {
     /// Seconds an HTTP request head may take to arrive, from its first byte (0 = no limit).
     #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = secs, allow_negative_numbers = true)]
     pub header_timeout: f64,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics (off by default).
+    /// No authentication: bind loopback or a private interface.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+
+    /// Write an access log (one line per HTTP response, or per finished
+    /// echo/resp connection) to PATH, or `-` for standard output. SIGHUP
+    /// reopens it.
+    #[arg(long, value_name = "PATH|-")]
+    pub access_log: Option<String>,
+
+    /// Record the loops' timeline (polls, dispatch, a span per connection
+    /// state) as Chrome trace-event JSON in FILE, for Perfetto or
+    /// chrome://tracing. Written when the loops end; at most 16 MiB per loop.
+    #[arg(long, value_name = "FILE")]
+    pub trace_events: Option<String>,
 }
 
 /// The PROXY protocol versions `--proxy-protocol` accepts.
@@ -229,6 +246,12 @@ pub struct Invocation {
     pub max_body: u64,
     /// `--header-timeout` (`None` when 0): longest an HTTP request head may take.
     pub header_timeout: Option<Duration>,
+    /// `--metrics`: where to serve `GET /metrics`.
+    pub metrics: Option<SocketAddr>,
+    /// `--access-log`: a path, or `-` for standard output.
+    pub access_log: Option<String>,
+    /// `--trace-events`: where to write the Chrome trace-event JSON.
+    pub trace_events: Option<String>,
 }
 
 /// Parse a command line (program name first).
@@ -275,6 +298,9 @@ where
         config,
         max_body: args.max_body,
         header_timeout: limit(args.header_timeout),
+        metrics: args.metrics,
+        access_log: args.access_log,
+        trace_events: args.trace_events,
     })
 }
 

@@ -16,7 +16,20 @@ static SHOW_PID: AtomicBool = AtomicBool::new(false);
 pub fn init() {
     use std::io::Write;
 
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+    // mio's own trace lines print raw tokens (`Token(18446744073709551599)`)
+    // and say nothing our trace does not: keep mio at info unless RUST_LOG
+    // names it (`RUST_LOG=trace,mio=trace`).
+    let mut builder = env_logger::Builder::new();
+    builder
+        .filter_level(log::LevelFilter::Info)
+        .filter_module("mio", log::LevelFilter::Info);
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        builder.parse_filters(&spec);
+    }
+    if let Ok(style) = std::env::var("RUST_LOG_STYLE") {
+        builder.parse_write_style(&style);
+    }
+    builder
         .format(|buf, record| {
             let level = buf.default_level_style(record.level());
             let pid = if pid_shown() {

@@ -17,6 +17,7 @@
 //! | | SIGHUP | re-read the TLS certificate and key; every loop's next accept uses them |
 //! | `EVENTS` | waker + channel from the loops | started, counters, finished |
 //! | `UPGRADE` | readiness pipe of the new process | ready: stop accepting and drain; EOF: upgrade failed, keep serving |
+//! | `METRICS`.. | `--metrics` listener and its scrapes | ask every loop for its counters, answer with their sum |
 //!
 //! and its timers: the sd_notify watchdog, `EXTEND_TIMEOUT_USEC` during a
 //! drain, the upgrade deadline. It logs the process-wide lines once
@@ -42,15 +43,20 @@ use crate::process::limit::{self, ConnLimit};
 use crate::process::notify::{self, Notifier};
 use crate::process::upgrade::{self, Readiness, Upgrade};
 use crate::proto::Protocol;
+use crate::reactor::access_log::AccessLog;
 use crate::reactor::conn::ForceCause;
 use crate::reactor::mailbox::Hub;
 use crate::reactor::server::{Outcome, Server, ShutdownHandle};
 use crate::reactor::signals::{SignalEvent, SignalSource};
 use crate::reactor::stats::Stats;
+use crate::reactor::trace_events::TraceEvents;
 
 const SIGNALS: Token = Token(0);
 const EVENTS: Token = Token(1);
 const UPGRADE: Token = Token(2);
+/// The metrics listener; its scrapes take the tokens after it.
+#[cfg(feature = "metrics")]
+const METRICS: Token = Token(3);
 
 /// Accept batch of loops sharing a socket (see `Config::accept_batch`).
 const SHARED_ACCEPT_BATCH: usize = 4;
@@ -61,7 +67,7 @@ const EXTEND_EVERY: Duration = Duration::from_secs(5);
 /// What a loop thread tells the supervisor.
 enum LoopEvent {
     Started(usize, ShutdownHandle),
-    Stats(Stats),
+    Stats(usize, Stats),
     StoppedAccepting,
     Finished(usize, Result<Outcome, Error>),
 }
@@ -87,6 +93,26 @@ pub struct Supervisor {
     args: Vec<OsString>,
     upgrade_timeout: Duration,
     signals: Option<SignalSource>,
+    #[cfg(feature = "metrics")]
+    metrics: Option<TcpListener>,
+    access_log: Option<AccessLog>,
+    trace_events: Option<TraceEvents>,
+}
+
+/// One request for every loop's counters (`SIGUSR1`, a scrape), until
+/// each running loop has answered.
+struct StatsRound {
+    answered: Vec<bool>,
+    /// Log the sum when complete (`SIGUSR1`).
+    log: bool,
+}
+
+/// What the supervisor counts itself.
+#[derive(Default)]
+struct Counts {
+    upgrades_started: u64,
+    upgrades_completed: u64,
+    upgrades_failed: u64,
 }
 
 impl Supervisor {
@@ -109,6 +135,10 @@ impl Supervisor {
             args: std::env::args_os().skip(1).collect(),
             upgrade_timeout: Duration::from_secs(30),
             signals: None,
+            #[cfg(feature = "metrics")]
+            metrics: None,
+            access_log: None,
+            trace_events: None,
         }
     }
 
@@ -138,7 +168,28 @@ impl Supervisor {
         self
     }
 
+    /// Serve Prometheus metrics on `listener` (bound and listening): `GET /metrics`.
+    #[cfg(feature = "metrics")]
+    pub fn metrics(mut self, listener: TcpListener) -> Self {
+        self.metrics = Some(listener);
+        self
+    }
+
+    /// Every loop writes its access-log lines to `log`; `SIGHUP` reopens it.
+    pub fn access_log(mut self, log: AccessLog) -> Self {
+        self.access_log = Some(log);
+        self
+    }
+
+    /// Every loop records its timeline into `trace`.
+    pub fn trace_events(mut self, trace: TraceEvents) -> Self {
+        self.trace_events = Some(trace);
+        self
+    }
+
     /// Run the loops until they have all drained; returns the worst outcome.
+    // Without `metrics`, the upgrade counts are kept but never shown.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables, unused_assignments))]
     pub fn run<P, F>(mut self, make_protocol: F) -> Result<Outcome, Error>
     where
         P: Protocol + 'static,
@@ -175,17 +226,18 @@ impl Supervisor {
                 .map(TcpListener::try_clone)
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(setup("a listener copy"))?;
-            let (tx, waker, make, config, hub, limit) = (
+            let (tx, waker, make, config, hub, limit, log) = (
                 tx.clone(),
                 Arc::clone(&waker),
                 make_protocol.clone(),
                 per_loop.clone(),
                 Arc::clone(&hub),
                 Arc::clone(&limit),
+                (self.access_log.clone(), self.trace_events.clone()),
             );
             let join = thread::Builder::new()
                 .name(format!("loop-{id}"))
-                .spawn(move || run_loop(id, config, limit, sockets, make, hub, tx, waker))
+                .spawn(move || run_loop(id, config, limit, sockets, make, hub, tx, waker, log))
                 .map_err(setup("a loop thread"))?;
             joins.push(join);
         }
@@ -201,7 +253,7 @@ impl Supervisor {
                     handles.iter().flatten().for_each(ShutdownHandle::force);
                     break;
                 }
-                Ok(LoopEvent::Stats(_) | LoopEvent::StoppedAccepting) => {}
+                Ok(LoopEvent::Stats(..) | LoopEvent::StoppedAccepting) => {}
                 Err(_) => break,
             }
         }
@@ -232,6 +284,18 @@ impl Supervisor {
                 ""
             }
         );
+        #[cfg(feature = "metrics")]
+        let mut endpoint = match self.metrics.take() {
+            Some(listener) => {
+                let endpoint = crate::metrics::Endpoint::new(listener, METRICS, poll.registry())
+                    .map_err(setup("the metrics listener"))?;
+                log::info!("metrics on http://{}/metrics", endpoint.local_addr());
+                Some(endpoint)
+            }
+            None => None,
+        };
+        #[cfg(feature = "metrics")]
+        let protocol_name = make_protocol().name();
         let notifier = Notifier::from_env();
         if let Some(n) = &notifier {
             let mainpid = if self.from_upgrade {
@@ -257,16 +321,23 @@ impl Supervisor {
         let mut drain_deadline: Option<Instant> = None;
         let mut phase = Phase::Serving;
         let mut upgrading: Option<(Upgrade, Instant)> = None;
-        let mut stats_sum: Option<(usize, Stats)> = None;
+        let mut round: Option<StatsRound> = None;
+        let mut last_stats: Vec<Stats> = vec![Stats::default(); n];
+        let mut counts = Counts::default();
         let mut stopped_accepting = 0;
         let mut events = Events::with_capacity(64);
 
         while finished.iter().any(Option::is_none) {
             let now = Instant::now();
+            #[cfg(feature = "metrics")]
+            let scrape_deadline = endpoint.as_ref().and_then(|e| e.next_deadline());
+            #[cfg(not(feature = "metrics"))]
+            let scrape_deadline = None;
             let timeout = [
                 next_watchdog,
                 next_extend,
                 upgrading.as_ref().map(|(_, d)| *d),
+                scrape_deadline,
             ]
             .into_iter()
             .flatten()
@@ -312,10 +383,22 @@ impl Supervisor {
                                     log::warn!("recv quit signal again ({name}) while draining");
                                     handles.iter().for_each(ShutdownHandle::force);
                                 }
-                                SignalEvent::Reload => self.config.reload("SIGHUP"),
                                 SignalEvent::Stats => {
-                                    stats_sum = Some((0, Stats::default()));
-                                    handles.iter().for_each(ShutdownHandle::request_stats);
+                                    ask_stats(&mut round, &handles, &finished);
+                                    if let Some(round) = round.as_mut() {
+                                        round.log = true;
+                                    }
+                                }
+                                SignalEvent::Reload => {
+                                    // nginx's HUP: the certificate is re-read, the log reopened.
+                                    self.config.reload("SIGHUP");
+                                    match &self.access_log {
+                                        Some(log) => {
+                                            log::info!("SIGHUP: reopening the access log");
+                                            log.reopen();
+                                        }
+                                        None => log::debug!("SIGHUP: no access log to reopen"),
+                                    }
                                 }
                                 SignalEvent::Upgrade => {
                                     if upgrading.is_some() {
@@ -326,6 +409,10 @@ impl Supervisor {
                                         log::warn!("SIGUSR2: shutting down; upgrade ignored");
                                     } else {
                                         upgrading = self.start_upgrade(&poll, now);
+                                        counts.upgrades_started += 1;
+                                        if upgrading.is_none() {
+                                            counts.upgrades_failed += 1;
+                                        }
                                     }
                                 }
                             }
@@ -334,14 +421,10 @@ impl Supervisor {
                     EVENTS => {
                         while let Ok(event) = rx.try_recv() {
                             match event {
-                                LoopEvent::Stats(stats) => {
-                                    if let Some((count, sum)) = stats_sum.as_mut() {
-                                        sum.add(&stats);
-                                        *count += 1;
-                                        if *count == n {
-                                            log::info!("stats: {sum}");
-                                            stats_sum = None;
-                                        }
+                                LoopEvent::Stats(id, stats) => {
+                                    last_stats[id] = stats;
+                                    if let Some(round) = round.as_mut() {
+                                        round.answered[id] = true;
                                     }
                                 }
                                 LoopEvent::StoppedAccepting => {
@@ -363,6 +446,35 @@ impl Supervisor {
                                 LoopEvent::Started(..) => {}
                             }
                         }
+                        // A round is complete once every loop has answered
+                        // or finished (then its last copy counts).
+                        let complete = round.as_ref().is_some_and(|r| {
+                            (0..n).all(|id| r.answered[id] || finished[id].is_some())
+                        });
+                        if complete {
+                            let mut sum = Stats::default();
+                            last_stats.iter().for_each(|s| sum.add(s));
+                            if round.take().is_some_and(|r| r.log) {
+                                log::info!("stats: {sum}");
+                            }
+                            #[cfg(feature = "metrics")]
+                            if let Some(endpoint) = endpoint.as_mut().filter(|e| e.waiting()) {
+                                let snapshot = crate::metrics::Snapshot {
+                                    loops: sum,
+                                    loop_count: n,
+                                    protocol: protocol_name,
+                                    draining: phase != Phase::Serving,
+                                    listen_queue: crate::metrics::listen_queue(&self.listeners),
+                                    upgrades_started: counts.upgrades_started,
+                                    upgrades_completed: counts.upgrades_completed,
+                                    upgrades_failed: counts.upgrades_failed,
+                                    process: crate::metrics::process::ProcessInfo::read(),
+                                };
+                                let mut text = String::with_capacity(8 * 1024);
+                                crate::metrics::render(&snapshot, &mut text);
+                                endpoint.respond(poll.registry(), &text, now);
+                            }
+                        }
                     }
                     UPGRADE => {
                         let Some((up, _)) = upgrading.as_mut() else {
@@ -378,12 +490,14 @@ impl Supervisor {
                                 );
                                 let _ = poll.registry().deregister(&mut up.ready);
                                 upgrading = None;
+                                counts.upgrades_completed += 1;
                                 self.listeners.clear(); // our copies only: the socket lives on in the new process
                                 handles.iter().for_each(ShutdownHandle::shutdown);
                                 phase = Phase::HandedOver;
                             }
                             Readiness::Gone => {
                                 if let Some((mut up, _)) = upgrading.take() {
+                                    counts.upgrades_failed += 1;
                                     let _ = poll.registry().deregister(&mut up.ready);
                                     let status = wait_briefly(&mut up.child);
                                     log::warn!(
@@ -394,10 +508,23 @@ impl Supervisor {
                             }
                         }
                     }
+                    #[cfg(feature = "metrics")]
+                    token if endpoint.as_ref().is_some_and(|e| e.owns(token)) => {
+                        let Some(endpoint) = endpoint.as_mut() else {
+                            continue;
+                        };
+                        if endpoint.on_event(poll.registry(), event, now) {
+                            ask_stats(&mut round, &handles, &finished);
+                        }
+                    }
                     _ => {}
                 }
             }
             // Timers.
+            #[cfg(feature = "metrics")]
+            if let Some(endpoint) = endpoint.as_mut() {
+                endpoint.on_timer(poll.registry(), now);
+            }
             if let (Some(at), Some(every)) = (next_watchdog, watchdog) {
                 if now >= at {
                     if let Some(nt) = &notifier {
@@ -420,6 +547,7 @@ impl Supervisor {
                 .is_some_and(|(_, deadline)| now >= *deadline)
             {
                 if let Some((mut up, _)) = upgrading.take() {
+                    counts.upgrades_failed += 1;
                     let _ = poll.registry().deregister(&mut up.ready);
                     log::warn!(
                         "upgrade failed: new process {} not ready within {}; stopped it, still serving",
@@ -486,6 +614,7 @@ fn run_loop<P, F>(
     hub: Arc<Hub>,
     tx: mpsc::Sender<LoopEvent>,
     waker: Arc<Waker>,
+    (access_log, trace): (Option<AccessLog>, Option<TraceEvents>),
 ) where
     P: Protocol,
     F: Fn() -> P + Send + 'static,
@@ -504,15 +633,44 @@ fn run_loop<P, F>(
         Err(e) => return send(LoopEvent::Finished(id, Err(e))),
     };
     let (stats_send, stop_send) = (send.clone(), send.clone());
+    let server = match &access_log {
+        Some(log) => server.access_log(log),
+        None => server,
+    };
+    drop(access_log);
+    let server = match &trace {
+        Some(trace) => server.trace_events(trace),
+        None => server,
+    };
     let server = server
         .worker(id)
         .hub(hub, id)
         .shared_limit(limit)
-        .on_stats(move |stats| stats_send(LoopEvent::Stats(stats.clone())))
+        .on_stats(move |stats| stats_send(LoopEvent::Stats(id, stats.clone())))
         .on_stopped_accepting(move || stop_send(LoopEvent::StoppedAccepting));
     send(LoopEvent::Started(id, server.shutdown_handle()));
     let result = server.run();
     send(LoopEvent::Finished(id, result));
+}
+
+/// Ask every running loop for its counters, unless a round is already out.
+fn ask_stats(
+    round: &mut Option<StatsRound>,
+    handles: &[ShutdownHandle],
+    finished: &[Option<Result<Outcome, Error>>],
+) {
+    if round.is_some() {
+        return;
+    }
+    *round = Some(StatsRound {
+        answered: vec![false; handles.len()],
+        log: false,
+    });
+    for (handle, done) in handles.iter().zip(finished) {
+        if done.is_none() {
+            handle.request_stats();
+        }
+    }
 }
 
 /// The worst of the loops' outcomes: an error, else a forced drain (with

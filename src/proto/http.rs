@@ -55,7 +55,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::chunked::{self, Decoder};
-use super::{budget_spent, stream_room, Decision, Protocol, Step};
+use super::{budget_spent, stream_room, Decision, Protocol, Report, Step, MAX_REPORTS};
 
 /// Longest request head (request line, headers, blank line) we read: 8 KiB,
 /// like nginx's `large_client_header_buffers` line limit and Node's default.
@@ -199,6 +199,86 @@ pub struct Http {
     phase: Phase,
     /// A graceful drain began: finish the request in flight, then close.
     draining: bool,
+    /// Responses committed since the last [`Protocol::report`]; boxed on
+    /// the first request, so an idle connection pays one pointer for it.
+    answered: Option<Box<Answered>>,
+}
+
+/// Longest request target kept for the access log; longer ones are cut.
+const MAX_LOGGED_TARGET: usize = 1024;
+
+/// Responses committed and not yet reported, in buffers that are reused:
+/// after the first requests, recording one copies its method and target
+/// and allocates nothing.
+#[derive(Debug, Default)]
+struct Answered {
+    /// `METHOD target` of the request in flight, and where the method ends.
+    current: String,
+    method_len: usize,
+    /// When the request in flight began to arrive.
+    since: Option<Instant>,
+    /// The texts of `done`, back to back.
+    text: String,
+    done: Vec<Done>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Done {
+    /// Where this response's `METHOD target` starts in `text`, and its parts' lengths.
+    at: usize,
+    method_len: usize,
+    target_len: usize,
+    status: u16,
+    bytes: u64,
+    started: Instant,
+    answered: Instant,
+}
+
+impl Answered {
+    /// A request head was parsed.
+    fn begin(&mut self, method: &str, target: &str, since: Instant) {
+        self.current.clear();
+        self.current.push_str(method);
+        self.method_len = method.len();
+        let mut end = target.len().min(MAX_LOGGED_TARGET);
+        while !target.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.current.push_str(&target[..end]);
+        self.since = Some(since);
+    }
+
+    /// The response to the request in flight (or to an unparsable one,
+    /// logged as `- -`) was committed.
+    fn finish(&mut self, status: &str, bytes: u64, now: Instant) {
+        if self.done.len() >= MAX_REPORTS {
+            return;
+        }
+        let status = status
+            .get(..3)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0);
+        let at = self.text.len();
+        let (method_len, target_len) = match self.since {
+            Some(_) => {
+                self.text.push_str(&self.current);
+                (self.method_len, self.current.len() - self.method_len)
+            }
+            None => {
+                self.text.push_str("--");
+                (1, 1)
+            }
+        };
+        self.done.push(Done {
+            at,
+            method_len,
+            target_len,
+            status,
+            bytes,
+            started: self.since.take().unwrap_or(now),
+            answered: now,
+        });
+    }
 }
 
 /// An error response that ends the connection.
@@ -233,6 +313,10 @@ enum Parsed {
         body_len: u64,
         chunked: bool,
         expect_continue: bool,
+        /// Where the method and the request target are in the input, for
+        /// the access log (offsets: a version-rewritten copy has the same).
+        method: std::ops::Range<usize>,
+        target: std::ops::Range<usize>,
     },
     /// Answer with an error and close.
     Fatal(Fatal),
@@ -245,6 +329,7 @@ impl Http {
             config,
             phase: Phase::Idle,
             draining: false,
+            answered: None,
         }
     }
 
@@ -398,6 +483,8 @@ impl Http {
             body_len,
             chunked,
             expect_continue: expect_continue && !http10 && (body_len > 0 || chunked),
+            method: offsets(window, method),
+            target: offsets(window, path),
         })
     }
 
@@ -437,7 +524,7 @@ impl Http {
     /// Write `req`'s response head (and its fixed body, if it has one).
     /// `body_len`: the request body's length (no byte of it is consumed
     /// yet), `None` for a chunked body (an echo is then chunked too).
-    fn commit(&self, now: Instant, req: &Request, body_len: Option<u64>, out: &mut Vec<u8>) {
+    fn commit(&mut self, now: Instant, req: &Request, body_len: Option<u64>, out: &mut Vec<u8>) {
         let close = self.closes_after(req);
         let (status, len, extra, body): (&str, Option<u64>, &str, &[u8]) = match req.route {
             Route::Hello { head } => (
@@ -459,14 +546,26 @@ impl Http {
             matches!(req.route, Route::Echo | Route::Hello { head: true })
                 || Some(body.len() as u64) == len
         );
+        let before = out.len();
         self.push_head(now, out, status, len, extra, close, req.http10);
+        let head_len = (out.len() - before) as u64;
         out.extend_from_slice(body);
+        // What the access log says was sent: the head, and the body when its
+        // length is declared (a chunked echo's is not known yet: head only).
+        let sent = match req.route {
+            Route::Hello { head: true } => head_len,
+            _ => head_len + len.unwrap_or(0),
+        };
+        self.answered
+            .get_or_insert_with(Box::default)
+            .finish(status, sent, now);
     }
 
     /// Write an error response that ends the connection.
     fn fail(&mut self, now: Instant, fatal: Fatal, consumed: usize, out: &mut Vec<u8>) -> Step {
         // The reason phrase (after the code) doubles as the body.
         let text = fatal.status.get(4..).unwrap_or("");
+        let before = out.len();
         self.push_head(
             now,
             out,
@@ -480,6 +579,10 @@ impl Http {
             out.extend_from_slice(text.as_bytes());
             out.push(b'\n');
         }
+        // Whatever request was in flight, its head never parsed: `- -`.
+        let answered = self.answered.get_or_insert_with(Box::default);
+        answered.since = None;
+        answered.finish(fatal.status, (out.len() - before) as u64, now);
         self.phase = Phase::Done;
         Step {
             consumed,
@@ -634,7 +737,23 @@ impl Protocol for Http {
                             body_len,
                             chunked,
                             expect_continue,
+                            method,
+                            target,
                         } => {
+                            let since = match self.phase {
+                                Phase::Head { since } => since,
+                                _ => now,
+                            };
+                            let text = |r: std::ops::Range<usize>| {
+                                rest.get(r)
+                                    .and_then(|b| std::str::from_utf8(b).ok())
+                                    .unwrap_or("-")
+                            };
+                            self.answered.get_or_insert_with(Box::default).begin(
+                                text(method),
+                                text(target),
+                                since,
+                            );
                             pos += len;
                             if expect_continue {
                                 out.extend_from_slice(CONTINUE);
@@ -753,6 +872,27 @@ impl Protocol for Http {
                 }
             }
         }
+    }
+
+    const REPORTS: bool = true;
+
+    fn report(&mut self, sink: &mut dyn FnMut(Report<'_>)) {
+        let Some(a) = self.answered.as_deref_mut() else {
+            return;
+        };
+        for done in a.done.drain(..) {
+            let method = &a.text[done.at..done.at + done.method_len];
+            let target_at = done.at + done.method_len;
+            sink(Report::Http {
+                method,
+                path: &a.text[target_at..target_at + done.target_len],
+                status: done.status,
+                bytes: done.bytes,
+                started: done.started,
+                answered: done.answered,
+            });
+        }
+        a.text.clear();
     }
 
     fn mid_message(&self) -> bool {
@@ -881,6 +1021,12 @@ fn format_date(unix_secs: u64) -> [u8; DATE_LEN] {
     two(&mut t, 20, secs_of_day / 60 % 60);
     two(&mut t, 23, secs_of_day % 60);
     t
+}
+
+/// Where `part` (a slice of `whole`) lies in it.
+fn offsets(whole: &[u8], part: &str) -> std::ops::Range<usize> {
+    let start = (part.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize);
+    start..start + part.len()
 }
 
 #[cfg(test)]
@@ -1566,11 +1712,57 @@ mod tests {
     }
 
     #[test]
+    fn each_response_is_reported_once_with_method_target_status_and_size() {
+        let now = Instant::now();
+        let mut d = driver(config());
+        d.feed(now, b"GET /a?b HTTP/1.1\r\nHost: x\r\n\r\nPOST /nope HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nzz");
+        let mut seen = Vec::new();
+        d.proto.report(&mut |r| {
+            if let Report::Http {
+                method,
+                path,
+                status,
+                bytes,
+                ..
+            } = r
+            {
+                seen.push((method.to_owned(), path.to_owned(), status, bytes));
+            }
+        });
+        let hello = HELLO_RESPONSE.len() as u64;
+        // Both responses' bytes, exactly: the 404's is what follows the 200.
+        let not_found = d.out.len() as u64 - hello;
+        assert!(d.text()[hello as usize..].starts_with("HTTP/1.1 404 "));
+        assert_eq!(
+            seen,
+            [
+                ("GET".into(), "/a?b".into(), 200, hello),
+                ("POST".into(), "/nope".into(), 404, not_found),
+            ]
+        );
+        let mut again = 0;
+        d.proto.report(&mut |_| again += 1);
+        assert_eq!(again, 0, "reported twice");
+        // An unparsable head is still a response: `- -` and its status.
+        let mut d = driver(config());
+        d.feed(now, b"GARBAGE\r\n\r\n");
+        let mut statuses = Vec::new();
+        d.proto.report(&mut |r| {
+            if let Report::Http { method, status, .. } = r {
+                statuses.push((method.to_owned(), status));
+            }
+        });
+        assert_eq!(statuses, [("-".to_owned(), 400)]);
+    }
+
+    #[test]
     fn an_idle_http_connection_is_small() {
         let size = std::mem::size_of::<Http>();
         eprintln!("Http: {size} B");
         // 40 B before chunked bodies; their decoder (two u64: a chunk's
         // bytes left, the body's total) costs the other 8.
-        assert!(size <= 48, "Http grew to {size} B");
+        // One more pointer: the boxed record of answered requests (access
+        // log and metrics), allocated on a connection's first request.
+        assert!(size <= 56, "Http grew to {size} B");
     }
 }

@@ -184,6 +184,49 @@ pub trait Protocol {
     /// dropped without closing (a test, a panic) belongs in `Drop`, which
     /// runs right after this.
     fn on_closed(&mut self, _info: &ConnInfo) {}
+
+    /// Hand what was finished since the last call to `sink`, oldest first,
+    /// and forget it. The loop calls this after driving the connection, for
+    /// the access log and the metrics; a protocol keeps what it reports in
+    /// reused buffers (bounded by [`MAX_REPORTS`]), so this costs no
+    /// allocation per request. Echo has nothing to report.
+    fn report(&mut self, _sink: &mut dyn FnMut(Report<'_>)) {}
+
+    /// Whether [`Protocol::report`] ever reports anything. `false` (echo)
+    /// lets the loop skip collecting after each drive at compile time: a
+    /// protocol that overrides `report` must set it.
+    const REPORTS: bool = false;
+}
+
+/// Most reports a protocol keeps between two [`Protocol::report`] calls;
+/// beyond it they are counted in the next report's `dropped` rather than
+/// kept (the loop collects after every drive, so this bounds memory only).
+pub const MAX_REPORTS: usize = 1024;
+
+/// Something a protocol finished, as [`Protocol::report`] hands it over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Report<'a> {
+    /// An HTTP response was committed: its status line and length are known.
+    Http {
+        /// The request method (`-` when the head could not be parsed).
+        method: &'a str,
+        /// The request target as sent (`-` when unparsed), at most 1 KiB.
+        path: &'a str,
+        /// The response status code.
+        status: u16,
+        /// The response's length: head and body.
+        bytes: u64,
+        /// When the request head began to arrive.
+        started: Instant,
+        /// When the response was committed.
+        answered: Instant,
+    },
+    /// RESP commands answered since the last report, by
+    /// [`RESP_COMMANDS`](crate::reactor::stats::RESP_COMMANDS) index.
+    Resp {
+        /// How many of each.
+        commands: [u16; 4],
+    },
 }
 
 /// A test harness for any protocol: feeds it bytes the way a connection

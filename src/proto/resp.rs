@@ -42,7 +42,7 @@
 use std::time::Instant;
 
 use super::pubsub::{self, PubSub, Whole};
-use super::{budget_spent, stream_room, Decision, Protocol, Step, REPLY_MAX};
+use super::{budget_spent, stream_room, Decision, Protocol, Report, Step, REPLY_MAX};
 use crate::reactor::mailbox::{Mailbox, Message};
 
 /// Longest inline command line (Redis allows 64 KiB; we keep a quarter of
@@ -109,6 +109,10 @@ pub struct Resp {
     draining: bool,
     /// Channels and patterns subscribed to (see [`super::pubsub`]).
     pubsub: PubSub,
+    /// Commands answered since the last [`Protocol::report`]: ping, echo,
+    /// quit, other. The loop reports after every drive, which reads at most
+    /// `read_budget` (256 KiB) = 43,690 six-byte `PING\r\n`s: `u16` holds it.
+    commands: [u16; 4],
 }
 
 /// A `*N` or `$N` line at the front of the input.
@@ -132,6 +136,7 @@ impl Resp {
             state: State::Ready { partial: false },
             draining: false,
             pubsub: PubSub::new(),
+            commands: [0; 4],
         }
     }
 
@@ -169,8 +174,24 @@ impl Resp {
     }
 
     /// Answer a command from its name and argument count.
-    fn answer(name: &[u8], complete_name: bool, argc: u64, out: &mut Vec<u8>) -> Then {
+    fn answer(
+        name: &[u8],
+        complete_name: bool,
+        argc: u64,
+        out: &mut Vec<u8>,
+        commands: &mut [u16; 4],
+    ) -> Then {
         let is = |known: &[u8]| complete_name && name.eq_ignore_ascii_case(known);
+        let which = if is(b"PING") {
+            0
+        } else if is(b"ECHO") {
+            1
+        } else if is(b"QUIT") {
+            2
+        } else {
+            3
+        };
+        commands[which] = commands[which].saturating_add(1);
         if is(b"PING") {
             match argc {
                 1 => {
@@ -225,7 +246,7 @@ impl Resp {
         }
         let arg1 = args.next();
         let argc = 1 + u64::from(arg1.is_some()) + args.count() as u64;
-        let then = match Self::answer(name, true, argc, out) {
+        let then = match Self::answer(name, true, argc, out, &mut self.commands) {
             Then::EchoArg1 => {
                 push_bulk(out, arg1.unwrap_or_default());
                 Then::Nothing
@@ -246,6 +267,16 @@ fn wrong_arity(command: &[u8], out: &mut Vec<u8>) -> Then {
 impl Protocol for Resp {
     fn name(&self) -> &'static str {
         "resp"
+    }
+
+    const REPORTS: bool = true;
+
+    fn report(&mut self, sink: &mut dyn FnMut(Report<'_>)) {
+        if self.commands != [0; 4] {
+            sink(Report::Resp {
+                commands: std::mem::take(&mut self.commands),
+            });
+        }
     }
 
     fn on_input(&mut self, _now: Instant, input: &[u8], out: &mut Vec<u8>) -> Step {
@@ -339,6 +370,7 @@ impl Protocol for Resp {
                             Whole::Partial => return continue_at(pos),
                             Whole::Invalid(msg) => return self.protocol_error(msg, input, out),
                             Whole::Done(len, args) => {
+                                self.commands[3] = self.commands[3].saturating_add(1);
                                 self.pubsub.run(command, args, out);
                                 pos += len;
                                 if let Some(step) = self.command_done(input) {
@@ -351,7 +383,7 @@ impl Protocol for Resp {
                     let then = if self.pubsub.refuse(name, out) {
                         Then::Nothing
                     } else {
-                        Self::answer(name, complete, argc, out)
+                        Self::answer(name, complete, argc, out, &mut self.commands)
                     };
                     pos += header + preview;
                     if then == Then::Close {

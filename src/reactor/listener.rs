@@ -152,7 +152,13 @@ impl Listener {
                 }
                 Err(e) => {
                     *errors += 1;
-                    match classify(&e) {
+                    let class = classify(&e);
+                    crate::reactor::stats::tally(|t| match class {
+                        AcceptErrorClass::Skip => t.accept_skipped += 1,
+                        AcceptErrorClass::Exhausted => t.accept_exhausted += 1,
+                        AcceptErrorClass::Other => t.accept_other += 1,
+                    });
+                    match class {
                         AcceptErrorClass::Skip => {
                             log::debug!(
                                 "accept on {}: skipped a failed connection: {e}",

@@ -9,10 +9,13 @@
 //! | [`timer`] | a heap of `(deadline, key, generation)` wake-ups | know what a deadline means |
 //! | [`stats`] | plain per-loop counters (no atomics: one thread touches them) | lock |
 //! | [`mailbox`] | messages between connections: a protocol records sends, the server routes them (same loop directly, other loops through a bounded queue and their waker) | write to a socket |
+//! | [`trace_events`] | records the loop's timeline (polls, dispatch, connection states) as Chrome trace events | write while serving |
+//! | [`access_log`] | formats access-log lines per loop, hands them to one writer thread | write to disk on the loop |
 //!
 //! Nothing here knows about processes, threads or the command line: that
 //! is [`crate::process`].
 
+pub mod access_log;
 pub mod conn;
 pub mod listener;
 pub mod mailbox;
@@ -20,3 +23,4 @@ pub mod server;
 pub mod signals;
 pub mod stats;
 pub mod timer;
+pub mod trace_events;

@@ -26,10 +26,11 @@ use slab::Slab;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::human::{ConnName, Count, Dur};
+use crate::human::{ConnName, Count, Dur, LoopName, Timeout};
 use crate::process::limit::{self, ConnLimit};
 use crate::proto::proxy::ProxyMode;
-use crate::proto::Protocol;
+use crate::proto::{Protocol, Report};
+use crate::reactor::access_log::{AccessLog, LoopLog};
 use crate::reactor::conn::pipeline::Stream;
 use crate::reactor::conn::{CloseReason, Conn, ForceCause, Progress, Scratch};
 use crate::reactor::listener::{self, Accepted, Listener};
@@ -37,6 +38,7 @@ use crate::reactor::mailbox::{ConnId, Hub, Message, Outbox};
 use crate::reactor::signals::{SignalEvent, SignalSource};
 use crate::reactor::stats::Stats;
 use crate::reactor::timer::{Timers, Wake};
+use crate::reactor::trace_events::{self, TraceEvents};
 
 /// Token of the signal self-pipe.
 pub const SIGNALS: Token = Token(usize::MAX - 1);
@@ -46,6 +48,29 @@ pub const WAKER: Token = Token(usize::MAX - 2);
 pub const LISTENERS: usize = usize::MAX - 16;
 /// Most listening sockets one server serves.
 pub const MAX_LISTENERS: usize = 1024;
+
+/// The trace line for a poll, out of the hot path's way.
+#[cold]
+#[inline(never)]
+fn trace_poll(events: &Events, waited: Duration, timeout: Option<Duration>) {
+    log::trace!(
+        "{LoopName}poll: {} after {} (timeout {})",
+        Count(events.iter().count() as u64, "event"),
+        Dur(waited),
+        Timeout(timeout)
+    );
+}
+
+/// The trace line for an armed timer, out of the hot path's way.
+#[cold]
+#[inline(never)]
+fn trace_armed(key: usize, what: &str, at: Instant) {
+    log::trace!(
+        "{} timer armed: {what} in {}",
+        ConnName(key),
+        Dur(at.saturating_duration_since(Instant::now()))
+    );
+}
 
 fn listener_index(token: Token) -> Option<usize> {
     (token.0 <= LISTENERS && token.0 > LISTENERS - MAX_LISTENERS).then(|| LISTENERS - token.0)
@@ -219,6 +244,10 @@ pub struct Server<P: Protocol> {
     spares: Vec<Outbox>,
     /// Per loop: the batch being gathered for it this turn.
     remote: Vec<Outbox>,
+    /// `protocol.name()`, for access-log lines.
+    protocol: &'static str,
+    access_log: Option<LoopLog>,
+    trace_events: Option<TraceEvents>,
 }
 
 impl<P: Protocol> Server<P> {
@@ -275,6 +304,8 @@ impl<P: Protocol> Server<P> {
         let waker = Arc::new(waker);
         let hub = Hub::new(1);
         let inbox = hub.open_door(0, Arc::clone(&waker));
+        let mut make_protocol = make_protocol;
+        let protocol = make_protocol().name();
         Ok(Self {
             poll,
             listeners,
@@ -307,6 +338,9 @@ impl<P: Protocol> Server<P> {
             routing: Vec::new(),
             spares: Vec::new(),
             remote: vec![Outbox::default()],
+            protocol,
+            access_log: None,
+            trace_events: None,
         })
     }
 
@@ -351,6 +385,19 @@ impl<P: Protocol> Server<P> {
         self
     }
 
+    /// Write an access-log line per HTTP response, or per finished
+    /// connection of other protocols, to `log` (see [`crate::reactor::access_log`]).
+    pub fn access_log(mut self, log: &AccessLog) -> Self {
+        self.access_log = Some(log.for_loop());
+        self
+    }
+
+    /// Record this loop's timeline into `trace` (see [`crate::reactor::trace_events`]).
+    pub fn trace_events(mut self, trace: &TraceEvents) -> Self {
+        self.trace_events = Some(trace.clone());
+        self
+    }
+
     /// Set the cleanup hook, run exactly once per connection however it ends
     /// (the Go handler's deferred cleanup).
     pub fn on_close(mut self, hook: impl FnMut(&ConnInfo) + Send + 'static) -> Self {
@@ -390,10 +437,15 @@ impl<P: Protocol> Server<P> {
             }
             Some(id) => log::debug!("loop {id} started on {}", self.local_addr),
         }
+        crate::reactor::stats::tally_reset();
+        if let Some(trace) = &self.trace_events {
+            trace_events::start_loop(trace, self.worker.unwrap_or(0));
+        }
         let mut events = Events::with_capacity(1024);
         self.take_inbox(Instant::now()); // sent before we were up
         let outcome = loop {
-            let timeout = self.poll_timeout(Instant::now());
+            let before = Instant::now();
+            let timeout = self.poll_timeout(before);
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -401,9 +453,16 @@ impl<P: Protocol> Server<P> {
                 return Err(Error::Poll(e));
             }
             let now = Instant::now();
+            if log::log_enabled!(log::Level::Trace) {
+                trace_poll(&events, now.saturating_duration_since(before), timeout);
+            }
+            let mut polled = 0;
             for event in events.iter() {
+                polled += 1;
                 self.dispatch(event, now);
             }
+            self.stats.polls += 1;
+            self.stats.events += polled;
             self.revisit_ready(now);
             if self.accept_pending {
                 self.accept_pending = false;
@@ -411,10 +470,23 @@ impl<P: Protocol> Server<P> {
             }
             self.fire_timers(now);
             self.route(now);
+            if self.trace_events.is_some() {
+                trace_events::poll(before, now, polled as usize);
+                trace_events::dispatch(now, polled as usize);
+            }
+            if let Some(log) = self.access_log.as_mut() {
+                log.flush();
+            }
             if let Some(outcome) = self.check_finished(now) {
                 break outcome;
             }
         };
+        if let Some(log) = self.access_log.as_mut() {
+            log.flush();
+        }
+        if self.trace_events.is_some() {
+            trace_events::end_loop();
+        }
         match self.worker {
             None => log::info!("All done."),
             Some(id) => log::debug!("loop {id} done: {outcome:?}"),
@@ -433,11 +505,17 @@ impl<P: Protocol> Server<P> {
 
     fn dispatch(&mut self, event: &Event, now: Instant) {
         match event.token() {
-            SIGNALS => self.on_signals(now),
-            WAKER => self.on_request(now),
+            SIGNALS => {
+                log::trace!("{LoopName}signals event: a signal arrived");
+                self.on_signals(now)
+            }
+            WAKER => {
+                log::trace!("{LoopName}waker event: a request from another thread");
+                self.on_request(now)
+            }
             token => match listener_index(token) {
                 Some(i) => {
-                    log::trace!("listener {i} event: readable");
+                    log::trace!("{LoopName}listener {i} event: readable");
                     self.accept(now, true);
                 }
                 None => self.on_conn_event(token.0, event, now),
@@ -459,9 +537,9 @@ impl<P: Protocol> Server<P> {
         );
         let progress = conn.drive(now, &mut self.scratch, &self.config.limits);
         // The common case, done with the connection at hand: arm. (A
-        // protocol that sent messages takes the general path, which
-        // collects them; for one without a mailbox `has_sent` is `false`.)
-        if progress == Progress::Idle && !conn.has_sent() {
+        // protocol that reports or sent messages takes the general path,
+        // which collects them; for echo both are constant `false`.)
+        if progress == Progress::Idle && !P::REPORTS && !conn.has_sent() {
             if let Some(at) = conn.arm(&self.config.limits) {
                 let generation = conn.generation();
                 self.timers.schedule(at, Wake::Conn { key, generation });
@@ -492,8 +570,12 @@ impl<P: Protocol> Server<P> {
     fn after_drive(&mut self, key: usize, progress: Progress, now: Instant) {
         self.collect_sent(key);
         match progress {
-            Progress::Idle => self.arm(key),
+            Progress::Idle => {
+                self.collect_reports(key, now);
+                self.arm(key);
+            }
             Progress::Yield => {
+                self.collect_reports(key, now);
                 if let Some(conn) = self.conns.get(key) {
                     self.ready.push((key, conn.generation()));
                 }
@@ -583,9 +665,44 @@ impl<P: Protocol> Server<P> {
         self.after_drive(to.key, progress, now);
     }
 
+    /// Take what the connection's protocol finished (HTTP responses, RESP
+    /// commands) into the counters and the access log. Echo reports nothing
+    /// (`Protocol::REPORTS` is false): this compiles to nothing for it.
+    fn collect_reports(&mut self, key: usize, now: Instant) {
+        if !P::REPORTS {
+            return;
+        }
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let (tally, log, peer) = (&mut self.stats.tally, &mut self.access_log, conn.peer());
+        conn.report(&mut |report| {
+            tally.count(&report);
+            if let (
+                Some(log),
+                Report::Http {
+                    method,
+                    path,
+                    status,
+                    bytes,
+                    started,
+                    answered,
+                },
+            ) = (log.as_mut(), report)
+            {
+                let took = answered.saturating_duration_since(started);
+                log.http(now, peer, method, path, status, bytes, took);
+            }
+        });
+    }
+
+    #[inline]
     fn arm(&mut self, key: usize) {
         if let Some(conn) = self.conns.get_mut(key) {
             if let Some(at) = conn.arm(&self.config.limits) {
+                if log::log_enabled!(log::Level::Trace) {
+                    trace_armed(key, conn.deadline_name(&self.config.limits), at);
+                }
                 let generation = conn.generation();
                 self.timers.schedule(at, Wake::Conn { key, generation });
             }
@@ -733,6 +850,9 @@ impl<P: Protocol> Server<P> {
         self.stats.accepted += 1;
         self.stats.open += 1;
         log::debug!("{} accepted from {peer}", ConnName(key));
+        if trace_events::on() {
+            trace_events::conn_begin(self.next_generation, key, peer, "Open", now);
+        }
         self.arm(key);
     }
 
@@ -740,6 +860,7 @@ impl<P: Protocol> Server<P> {
     /// the cleanup hook.
     fn close(&mut self, key: usize, reason: CloseReason, now: Instant) {
         self.collect_sent(key); // its last words still go out
+        self.collect_reports(key, now);
         let Some(mut conn) = self.conns.try_remove(key) else {
             return;
         };
@@ -756,6 +877,11 @@ impl<P: Protocol> Server<P> {
             bytes_out,
             lifetime: now.saturating_duration_since(conn.opened()),
         };
+        log::trace!("{} {} => closed", ConnName(key), conn.state());
+        if trace_events::on() {
+            let state = conn.state().name();
+            trace_events::conn_end(conn.generation(), state, now, Some(&reason));
+        }
         conn.protocol_mut().on_closed(&info);
         let mut spare = self.spares.pop().unwrap_or_default();
         if conn.take_sent(&mut spare) {
@@ -765,6 +891,10 @@ impl<P: Protocol> Server<P> {
         }
         drop(conn); // closes the socket (which also removes it from epoll); leaves its groups
         self.limit.release();
+        log::trace!(
+            "{} socket closed and removed from the poller; slot {key} is free",
+            ConnName(key)
+        );
         log::debug!(
             "{} {} closed: {reason} (in {bytes_in} B, out {bytes_out} B, {})",
             ConnName(key),
@@ -772,6 +902,18 @@ impl<P: Protocol> Server<P> {
             Dur(info.lifetime)
         );
         self.stats.record_close(reason, bytes_in, bytes_out);
+        if let Some(log) = self.access_log.as_mut().filter(|_| self.protocol != "http") {
+            let i = &info;
+            log.conn(
+                now,
+                i.peer,
+                self.protocol,
+                i.lifetime,
+                bytes_in,
+                bytes_out,
+                reason,
+            );
+        }
         if let Some(hook) = self.on_close.as_mut() {
             hook(&info);
         }
@@ -784,6 +926,11 @@ impl<P: Protocol> Server<P> {
             match wake {
                 Wake::Conn { key, generation } => match self.conns.get_mut(key) {
                     Some(conn) if conn.generation() == generation => {
+                        log::trace!(
+                            "{} timer fired ({} late)",
+                            ConnName(key),
+                            Dur(now.saturating_duration_since(at))
+                        );
                         let progress =
                             conn.on_timer(at, now, &mut self.scratch, &self.config.limits);
                         self.after_drive(key, progress, now);
@@ -797,11 +944,13 @@ impl<P: Protocol> Server<P> {
                     }
                 },
                 Wake::DrainDeadline => {
+                    log::trace!("{LoopName}drain deadline timer fired");
                     if matches!(self.phase, Phase::Draining { .. }) {
                         self.force(ForceCause::DrainDeadline, now);
                     }
                 }
                 Wake::AcceptResume => {
+                    log::trace!("{LoopName}accept back-off timer fired: accepting again");
                     for listener in &mut self.listeners {
                         listener.resume_if_due(now);
                     }
@@ -831,11 +980,21 @@ impl<P: Protocol> Server<P> {
             match signal {
                 SignalEvent::Quit(name) => self.quit(name, now),
                 SignalEvent::Stats => self.log_stats(),
-                SignalEvent::Reload => self.config.reload("SIGHUP"),
                 SignalEvent::Upgrade => {
                     log::warn!(
                         "SIGUSR2: upgrades are run by the tcp-reactor binary's supervisor; ignored"
                     )
+                }
+                SignalEvent::Reload => {
+                    // nginx's HUP: the certificate is re-read, the log reopened.
+                    self.config.reload("SIGHUP");
+                    match self.access_log.as_ref() {
+                        Some(log) => {
+                            log::info!("SIGHUP: reopening the access log");
+                            log.reopen();
+                        }
+                        None => log::debug!("SIGHUP: no access log to reopen"),
+                    }
                 }
             }
         }
@@ -868,6 +1027,9 @@ impl<P: Protocol> Server<P> {
     /// The counters, with the bytes of connections still open added in.
     pub fn live_stats(&self) -> Stats {
         let mut stats = self.stats.clone();
+        stats.at_limit = u64::from(self.at_limit);
+        stats.tally.add(&crate::reactor::stats::tally_now());
+        stats.tally.access_log_dropped = self.access_log.as_ref().map_or(0, LoopLog::dropped);
         for (_, conn) in self.conns.iter() {
             let (bytes_in, bytes_out) = conn.bytes();
             stats.bytes_in += bytes_in;
@@ -909,6 +1071,7 @@ impl<P: Protocol> Server<P> {
         }
         self.accept_pending = false;
         self.phase = Phase::Draining { started: now };
+        trace_events::instant("drain begins", now);
         if let Some(timeout) = self.config.drain_timeout {
             self.timers.schedule(now + timeout, Wake::DrainDeadline);
         }
@@ -986,6 +1149,7 @@ impl<P: Protocol> Server<P> {
                     self.stats
                 );
                 self.phase = Phase::Done(Outcome::Clean);
+                trace_events::instant("drained", now);
                 Some(Outcome::Clean)
             }
             Phase::Done(outcome) => Some(outcome),

@@ -9,7 +9,8 @@
 //!   drain, a second one during the drain forces it.
 //! * `SIGUSR1`: log one line of live counters.
 //! * `SIGUSR2`: start a zero-downtime binary upgrade (see [`crate::process::upgrade`]).
-//! * `SIGHUP`: re-read the TLS certificate and key (see [`Config::reload`](crate::Config::reload)).
+//! * `SIGHUP`: re-read the TLS certificate and key (see [`Config::reload`](crate::Config::reload)),
+//!   and reopen the access log (after logrotate moved it): nginx's `HUP`.
 //!
 //! The binary takes the signals over as the first thing `main` does
 //! ([`SignalSource::install`] then [`unblock`]): from then on a quit signal
@@ -38,7 +39,8 @@ pub enum SignalEvent {
     Stats,
     /// Replace the binary without dropping a connection.
     Upgrade,
-    /// Re-read what can change without a restart (the TLS certificate).
+    /// Re-read what can change without a restart: the TLS certificate and
+    /// key, and the access log's file (reopened after logrotate).
     Reload,
 }
 

@@ -440,6 +440,12 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         self.opened
     }
 
+    /// Hand what the protocol finished since the last call to `sink`
+    /// (see [`Protocol::report`]).
+    pub fn report(&mut self, sink: &mut dyn FnMut(crate::proto::Report<'_>)) {
+        self.proto.report(sink);
+    }
+
     /// Bytes owed to the peer that the kernel has not taken yet: the
     /// output queue and what a stage (TLS) owes.
     pub fn owed(&self) -> usize {
@@ -543,6 +549,25 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// Which deadline [`Conn::deadline`] is, in words, for the trace.
+    pub fn deadline_name(&self, limits: &Limits) -> &'static str {
+        let named = [
+            (self.idle_deadline(limits), "idle timeout"),
+            (self.proxy_deadline(limits), "PROXY header timeout"),
+            (
+                self.silent_deadline(limits),
+                "drain grace for a silent peer",
+            ),
+            (self.linger_deadline(limits), "linger"),
+            (self.proto.next_deadline(), "protocol timeout"),
+        ];
+        named
+            .into_iter()
+            .filter_map(|(at, name)| at.map(|at| (at, name)))
+            .min_by_key(|(at, _)| *at)
+            .map_or("none", |(_, name)| name)
     }
 
     /// No traffic either way since `last_active`: close at this instant.
@@ -658,12 +683,25 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
 
     /// The one place the state changes.
     fn set_state(&mut self, next: State) {
-        log::trace!("{} {:?} => {:?}", ConnName(self.key), self.state, next);
+        log::trace!("{} {} => {}", ConnName(self.key), self.state, next);
+        if crate::reactor::trace_events::on() {
+            let (from, to) = (self.state.name(), next.name());
+            crate::reactor::trace_events::conn_state(
+                self.generation,
+                self.key,
+                self.peer,
+                from,
+                to,
+            );
+        }
         self.state = next;
     }
 
     fn set_read_paused(&mut self, paused: bool) {
         if paused != self.read_paused {
+            if paused {
+                crate::reactor::stats::tally(|t| t.backpressure_pauses += 1);
+            }
             log::trace!(
                 "{} reading {} ({} B owed)",
                 ConnName(self.key),
@@ -737,11 +775,19 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
                         return Ok(Progress::Idle); // not writable: wait for the edge
                     }
                     if peer_done {
-                        return Err(ending.into()); // close() sends our FIN
+                        log::trace!(
+                            "{} all owed bytes written and the peer is done: closing (the close sends our FIN)",
+                            ConnName(self.key)
+                        );
+                        return Err(ending.into());
                     }
                     if let Err(e) = self.stream.shutdown_write() {
                         return Err(CloseReason::from_io(&e));
                     }
+                    log::trace!(
+                        "{} all owed bytes written: FIN sent (shutdown write)",
+                        ConnName(self.key)
+                    );
                     self.set_state(State::Lingering { ending, since: now });
                 }
                 State::Lingering { ending, .. } => {

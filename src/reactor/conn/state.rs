@@ -58,6 +58,46 @@ pub enum State {
     },
 }
 
+impl State {
+    /// The state's name alone: `Open`, `Draining`, `Flushing`, `Lingering`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Open => "Open",
+            State::Draining { .. } => "Draining",
+            State::Flushing { .. } => "Flushing",
+            State::Lingering { .. } => "Lingering",
+        }
+    }
+}
+
+/// The state's name and why it is ending, without its `Instant`s: what a
+/// trace line shows (`Open => Flushing (peer closed, peer done)`).
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            State::Open => f.write_str("Open"),
+            State::Draining { .. } => f.write_str("Draining"),
+            State::Flushing { ending, peer_done } => write!(
+                f,
+                "Flushing ({ending}{})",
+                if *peer_done { ", peer done" } else { "" }
+            ),
+            State::Lingering { ending, .. } => write!(f, "Lingering ({ending})"),
+        }
+    }
+}
+
+impl fmt::Display for Ending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ending::PeerClosed => f.write_str("peer closed"),
+            Ending::Done => f.write_str("protocol done"),
+            Ending::ProtocolError(msg) => write!(f, "protocol error: {msg}"),
+            Ending::Shutdown => f.write_str("shutdown"),
+        }
+    }
+}
+
 /// Why an orderly end began.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ending {

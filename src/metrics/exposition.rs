@@ -1,0 +1,262 @@
+//! Prometheus text exposition format 0.0.4, written by hand: a handful of
+//! families do not need a client library.
+//!
+//! Names follow the Prometheus conventions (`promtool check metrics`
+//! agrees): a `tcp_reactor_` prefix, counters end in `_total`, units are
+//! base units in the name (`_bytes`, `_seconds`), labels have few values.
+//! Every family has `# HELP` and `# TYPE` before its samples.
+
+use std::fmt::Write;
+
+use crate::metrics::process::ProcessInfo;
+use crate::reactor::stats::{Stats, RESP_COMMANDS};
+
+/// The media type of what [`render`] writes.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Everything one scrape reports.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Every loop's counters, summed.
+    pub loops: Stats,
+    /// How many event loops run.
+    pub loop_count: usize,
+    /// The protocol served (`echo`, `http`, `resp`): selects the request family.
+    pub protocol: &'static str,
+    /// A graceful drain is under way (or the process handed over to an upgrade).
+    pub draining: bool,
+    /// Connections the kernel has completed but no loop has accepted yet
+    /// (the listen queue), when it can be read.
+    pub listen_queue: Option<u64>,
+    /// Upgrades started by `SIGUSR2`.
+    pub upgrades_started: u64,
+    /// Upgrades whose new process became ready (and took over).
+    pub upgrades_completed: u64,
+    /// Upgrades abandoned: the new process failed or timed out.
+    pub upgrades_failed: u64,
+    /// The `process_*` readings.
+    pub process: ProcessInfo,
+}
+
+/// Write `snapshot` as Prometheus text into `out`.
+pub fn render(snapshot: &Snapshot, out: &mut String) {
+    let s = &snapshot.loops;
+    let t = &s.tally;
+    let mut w = Writer(out);
+    w.counter(
+        "tcp_reactor_connections_accepted_total",
+        "Connections accepted.",
+        &[("", s.accepted)],
+    );
+    w.gauge(
+        "tcp_reactor_connections_active",
+        "Connections open now.",
+        &[("", s.open)],
+    );
+    w.counter_labeled(
+        "tcp_reactor_connections_closed_total",
+        "Connections closed, by why: ok (orderly end or drained), aborted (reset between messages, nothing lost), reset (reset with a reply owed or a request half-received, or another I/O error), timeout (idle), protocol_error, forced (drain deadline or second signal).",
+        "reason",
+        &[
+            ("ok", s.closed_ok),
+            ("aborted", s.closed_aborted),
+            ("reset", s.closed_reset),
+            ("timeout", s.closed_timeout),
+            ("protocol_error", s.closed_protocol),
+            ("forced", s.closed_forced),
+        ],
+    );
+    w.counter(
+        "tcp_reactor_bytes_received_total",
+        "Bytes read from peers, open connections included.",
+        &[("", s.bytes_in)],
+    );
+    w.counter(
+        "tcp_reactor_bytes_sent_total",
+        "Bytes written to peers, open connections included.",
+        &[("", s.bytes_out)],
+    );
+    w.counter_labeled(
+        "tcp_reactor_accept_errors_total",
+        "Failed accept calls, by kind: skipped (that one connection failed), exhausted (out of descriptors or memory: accepting paused), other (accepting paused).",
+        "kind",
+        &[
+            ("skipped", t.accept_skipped),
+            ("exhausted", t.accept_exhausted),
+            ("other", t.accept_other),
+        ],
+    );
+    w.counter(
+        "tcp_reactor_backpressure_pauses_total",
+        "Times a connection stopped reading because its owed output reached the high watermark.",
+        &[("", t.backpressure_pauses)],
+    );
+    w.gauge(
+        "tcp_reactor_loops_at_connection_limit",
+        "Event loops that stopped accepting at their share of --max-conns.",
+        &[("", s.at_limit)],
+    );
+    if let Some(queue) = snapshot.listen_queue {
+        w.gauge(
+            "tcp_reactor_listen_queue_connections",
+            "Connections waiting in the listen queue to be accepted (for example at --max-conns).",
+            &[("", queue)],
+        );
+    }
+    w.gauge(
+        "tcp_reactor_draining",
+        "1 while a graceful drain is under way.",
+        &[("", u64::from(snapshot.draining))],
+    );
+    w.counter_labeled(
+        "tcp_reactor_upgrades_total",
+        "Zero-downtime upgrades (SIGUSR2), by result: started, completed (the new process took over), failed.",
+        "result",
+        &[
+            ("started", snapshot.upgrades_started),
+            ("completed", snapshot.upgrades_completed),
+            ("failed", snapshot.upgrades_failed),
+        ],
+    );
+    match snapshot.protocol {
+        "http" => w.counter_labeled(
+            "tcp_reactor_http_responses_total",
+            "HTTP responses sent, by status class.",
+            "code",
+            &[
+                ("1xx", t.http_responses[0]),
+                ("2xx", t.http_responses[1]),
+                ("3xx", t.http_responses[2]),
+                ("4xx", t.http_responses[3]),
+                ("5xx", t.http_responses[4]),
+            ],
+        ),
+        "resp" => {
+            let samples: Vec<(&str, u64)> =
+                RESP_COMMANDS.iter().copied().zip(t.resp_commands).collect();
+            w.counter_labeled(
+                "tcp_reactor_resp_commands_total",
+                "RESP commands answered, by command (other: unknown commands and errors).",
+                "command",
+                &samples,
+            );
+        }
+        _ => {}
+    }
+    w.counter(
+        "tcp_reactor_access_log_dropped_total",
+        "Access-log lines dropped because the writer thread fell behind (never waited for).",
+        &[("", t.access_log_dropped)],
+    );
+    w.gauge(
+        "tcp_reactor_loops",
+        "Event loops (threads) serving connections.",
+        &[("", snapshot.loop_count as u64)],
+    );
+    w.counter(
+        "tcp_reactor_loop_polls_total",
+        "Turns of the event loops: poll calls that returned.",
+        &[("", s.polls)],
+    );
+    w.counter(
+        "tcp_reactor_loop_events_total",
+        "Readiness events the polls returned (events per poll = this / polls).",
+        &[("", s.events)],
+    );
+    let p = &snapshot.process;
+    w.counter_f64(
+        "process_cpu_seconds_total",
+        "Total user and system CPU time spent in seconds.",
+        p.cpu_seconds,
+    );
+    w.gauge(
+        "process_resident_memory_bytes",
+        "Resident memory size in bytes.",
+        &[("", p.resident_memory_bytes)],
+    );
+    w.gauge(
+        "process_virtual_memory_bytes",
+        "Virtual memory size in bytes.",
+        &[("", p.virtual_memory_bytes)],
+    );
+    w.gauge(
+        "process_open_fds",
+        "Number of open file descriptors.",
+        &[("", p.open_fds)],
+    );
+    w.gauge(
+        "process_max_fds",
+        "Maximum number of open file descriptors.",
+        &[("", p.max_fds)],
+    );
+    w.gauge_f64(
+        "process_start_time_seconds",
+        "Start time of the process since unix epoch in seconds.",
+        p.start_time_seconds,
+    );
+}
+
+struct Writer<'a>(&'a mut String);
+
+impl Writer<'_> {
+    fn head(&mut self, name: &str, help: &str, kind: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn counter(&mut self, name: &str, help: &str, value: &[(&str, u64)]) {
+        self.head(name, help, "counter");
+        let _ = writeln!(self.0, "{name} {}", value[0].1);
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, value: &[(&str, u64)]) {
+        self.head(name, help, "gauge");
+        let _ = writeln!(self.0, "{name} {}", value[0].1);
+    }
+
+    fn counter_labeled(&mut self, name: &str, help: &str, label: &str, samples: &[(&str, u64)]) {
+        self.head(name, help, "counter");
+        for (value, n) in samples {
+            let _ = writeln!(self.0, "{name}{{{label}=\"{value}\"}} {n}");
+        }
+    }
+
+    fn counter_f64(&mut self, name: &str, help: &str, value: f64) {
+        self.head(name, help, "counter");
+        let _ = writeln!(self.0, "{name} {value}");
+    }
+
+    fn gauge_f64(&mut self, name: &str, help: &str, value: f64) {
+        self.head(name, help, "gauge");
+        let _ = writeln!(self.0, "{name} {value}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_has_help_and_type_before_its_samples() {
+        let mut snapshot = Snapshot {
+            protocol: "http",
+            ..Snapshot::default()
+        };
+        snapshot.loops.accepted = 3;
+        snapshot.loops.closed_reset = 1;
+        snapshot.loops.tally.http_responses[1] = 7;
+        let mut out = String::new();
+        render(&snapshot, &mut out);
+        assert!(out.contains("tcp_reactor_connections_accepted_total 3\n"));
+        assert!(out.contains("tcp_reactor_connections_closed_total{reason=\"reset\"} 1\n"));
+        assert!(out.contains("tcp_reactor_http_responses_total{code=\"2xx\"} 7\n"));
+        let mut declared = std::collections::HashSet::new();
+        for line in out.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                declared.insert(rest.split(' ').next().unwrap().to_owned());
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap();
+                assert!(declared.contains(name), "{name} sampled before its # TYPE");
+            }
+        }
+    }
+}
