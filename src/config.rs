@@ -44,10 +44,19 @@ impl Config {
     /// Default listen address: loopback, so a first `cargo run` exposes nothing.
     pub const DEFAULT_LISTEN: &'static str = "127.0.0.1:8000";
 
-    /// Re-read what can change while serving (the TLS certificate and key),
-    /// logging the outcome. A bad new pair is logged and the old one kept:
-    /// the server never stops serving over a reload. Connections accepted
-    /// after this use the new pair; live ones carry on with theirs.
+    /// Whether a connection needs a stage between its socket and its
+    /// protocol (TLS): then loops run on [`Stream`](crate::reactor::conn::pipeline::Stream),
+    /// else on a bare socket.
+    pub fn needs_stages(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            return true;
+        }
+        false
+    }
+
+    /// Re-read what can change while serving (the TLS certificate and key);
+    /// a failure keeps what is in use, and says why.
     pub fn reload(&self, cause: &str) {
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.tls {

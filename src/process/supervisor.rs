@@ -44,6 +44,7 @@ use crate::process::notify::{self, Notifier};
 use crate::process::upgrade::{self, Readiness, Upgrade};
 use crate::proto::Protocol;
 use crate::reactor::access_log::AccessLog;
+use crate::reactor::conn::pipeline::{Accept, Stream};
 use crate::reactor::conn::ForceCause;
 use crate::reactor::mailbox::Hub;
 use crate::reactor::server::{Outcome, Server, ShutdownHandle};
@@ -235,9 +236,19 @@ impl Supervisor {
                 Arc::clone(&limit),
                 (self.access_log.clone(), self.trace_events.clone()),
             );
+            // A config with no stage (no TLS) runs its loops on bare sockets:
+            // no per-message dispatch to a stage it does not have.
+            let staged = config.needs_stages();
             let join = thread::Builder::new()
                 .name(format!("loop-{id}"))
-                .spawn(move || run_loop(id, config, limit, sockets, make, hub, tx, waker, log))
+                .spawn(move || match staged {
+                    true => run_loop::<P, F, Stream>(
+                        id, config, limit, sockets, make, hub, tx, waker, log,
+                    ),
+                    false => run_loop::<P, F, mio::net::TcpStream>(
+                        id, config, limit, sockets, make, hub, tx, waker, log,
+                    ),
+                })
                 .map_err(setup("a loop thread"))?;
             joins.push(join);
         }
@@ -605,7 +616,7 @@ impl Supervisor {
 /// One loop thread: build the server on its copies of the sockets, report
 /// its handle, run, report the result.
 #[allow(clippy::too_many_arguments)] // what one loop is given: each is distinct
-fn run_loop<P, F>(
+fn run_loop<P, F, S>(
     id: usize,
     config: Config,
     limit: Arc<ConnLimit>,
@@ -618,6 +629,7 @@ fn run_loop<P, F>(
 ) where
     P: Protocol,
     F: Fn() -> P + Send + 'static,
+    S: Accept,
 {
     // With several loops, this one's connection log lines carry its id.
     crate::human::set_loop((hub.loops() > 1).then_some(id));
@@ -628,7 +640,7 @@ fn run_loop<P, F>(
             let _ = waker.wake();
         }
     };
-    let server = match Server::with_listeners(config, sockets, make) {
+    let server = match Server::<P, S>::on_sockets(config, sockets, make) {
         Ok(server) => server,
         Err(e) => return send(LoopEvent::Finished(id, Err(e))),
     };

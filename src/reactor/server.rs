@@ -31,7 +31,7 @@ use crate::process::limit::{self, ConnLimit};
 use crate::proto::proxy::ProxyMode;
 use crate::proto::{Protocol, Report};
 use crate::reactor::access_log::{AccessLog, LoopLog};
-use crate::reactor::conn::pipeline::Stream;
+use crate::reactor::conn::pipeline::{Accept, Stream};
 use crate::reactor::conn::{CloseReason, Conn, ForceCause, Progress, Scratch};
 use crate::reactor::listener::{self, Accepted, Listener};
 use crate::reactor::mailbox::{ConnId, Hub, Message, Outbox};
@@ -196,7 +196,13 @@ type StatsHook = Box<dyn FnMut(&Stats) + Send>;
 type NoteHook = Box<dyn FnMut() + Send>;
 
 /// A bound server, ready to [`run`](Server::run).
-pub struct Server<P: Protocol> {
+///
+/// `S` is the byte stream each connection runs on (see
+/// [`Accept`](crate::reactor::conn::pipeline::Accept)): [`Stream`] does
+/// whatever the config asks (TLS, say); the supervisor runs loops whose
+/// config needs no stage on a bare `mio::net::TcpStream`, so a plain
+/// deployment pays nothing per message for TLS being compiled in.
+pub struct Server<P: Protocol, S: Accept = Stream> {
     poll: Poll,
     /// Listening sockets; emptied when the drain starts.
     listeners: Vec<Listener>,
@@ -204,7 +210,7 @@ pub struct Server<P: Protocol> {
     signals: Option<SignalSource>,
     waker: Arc<Waker>,
     request: Arc<AtomicU8>,
-    conns: Slab<Conn<P>>,
+    conns: Slab<Conn<P, S>>,
     timers: Timers,
     stale_timers: usize,
     /// Connections that yielded with work left: `(key, generation)`.
@@ -266,6 +272,18 @@ impl<P: Protocol> Server<P> {
     /// a previous process, or shared between loops); `config.listen` is
     /// ignored. Each must already be listening.
     pub fn with_listeners(
+        config: Config,
+        sockets: Vec<std::net::TcpListener>,
+        make_protocol: impl FnMut() -> P + Send + 'static,
+    ) -> Result<Self, Error> {
+        Self::on_sockets(config, sockets, make_protocol)
+    }
+}
+
+impl<P: Protocol, S: Accept> Server<P, S> {
+    /// [`with_listeners`](Server::with_listeners), with connections on the
+    /// byte stream `S` (see [`Server`]).
+    pub fn on_sockets(
         config: Config,
         sockets: Vec<std::net::TcpListener>,
         make_protocol: impl FnMut() -> P + Send + 'static,
@@ -822,7 +840,7 @@ impl<P: Protocol> Server<P> {
             self.limit.release();
             return;
         }
-        let stream = match Stream::accept(stream, key, &self.config, now) {
+        let stream = match S::accept(stream, key, &self.config, now) {
             Ok(stream) => stream,
             Err(e) => {
                 log::warn!("conn from {peer}: cannot start its stages: {e}; closing it");

@@ -759,10 +759,12 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
                     }
                     let n = self.read_and_answer(now, scratch, limits)?;
                     budget = budget.saturating_sub(n);
-                    if n > 0
+                    // Draining is rare: asked first, it is the only test
+                    // an open connection pays for here.
+                    if matches!(self.state, State::Draining { .. })
+                        && n > 0
                         && self.spoke
                         && !self.reoffer
-                        && matches!(self.state, State::Draining { .. })
                     {
                         self.ask_drain(now, scratch, limits)?;
                     }

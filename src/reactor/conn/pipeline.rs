@@ -185,3 +185,34 @@ impl Transport for Stream {
         }
     }
 }
+
+/// How a loop makes a connection's byte stream from an accepted socket.
+///
+/// [`Stream`] builds the stages the config asks for (TLS, say), and every
+/// call on it is a `match` on its kind; a bare [`TcpStream`] has no stage
+/// and nothing to dispatch: the supervisor runs its loops on it when the
+/// config asks for no stage, which keeps a plain deployment's cost per
+/// message what it would be without TLS compiled in (~15 instructions).
+pub trait Accept: Transport + Sized {
+    /// The stream for socket `sock`, accepted into slab slot `key`.
+    fn accept(sock: TcpStream, key: usize, config: &Config, now: Instant) -> io::Result<Self>;
+}
+
+impl Accept for Stream {
+    #[inline]
+    fn accept(sock: TcpStream, key: usize, config: &Config, now: Instant) -> io::Result<Self> {
+        Stream::accept(sock, key, config, now)
+    }
+}
+
+impl Accept for TcpStream {
+    #[inline]
+    fn accept(sock: TcpStream, _key: usize, config: &Config, _now: Instant) -> io::Result<Self> {
+        if config.needs_stages() {
+            // A loop chosen for a config that asks for no stage; serving
+            // this one in the clear would be worse than refusing it.
+            return Err(io::Error::other("this loop runs without stages (TLS)"));
+        }
+        Ok(sock)
+    }
+}
