@@ -250,6 +250,9 @@ pub struct Server<P: Protocol, S: Accept = Stream> {
     spares: Vec<Outbox>,
     /// Per loop: the batch being gathered for it this turn.
     remote: Vec<Outbox>,
+    /// Receivers that messages gave output this turn: flushed once each
+    /// after the deliveries, `(key, generation)`.
+    delivered: Vec<(usize, u64)>,
     /// `protocol.name()`, for access-log lines.
     protocol: &'static str,
     access_log: Option<LoopLog>,
@@ -356,6 +359,7 @@ impl<P: Protocol, S: Accept> Server<P, S> {
             routing: Vec::new(),
             spares: Vec::new(),
             remote: vec![Outbox::default()],
+            delivered: Vec::new(),
             protocol,
             access_log: None,
             trace_events: None,
@@ -634,6 +638,7 @@ impl<P: Protocol, S: Accept> Server<P, S> {
                 self.spares.push(outbox);
             }
             self.routing = outgoing;
+            self.flush_delivered(now);
             for id in 0..self.remote.len() {
                 if self.remote[id].is_empty() {
                     continue;
@@ -659,6 +664,7 @@ impl<P: Protocol, S: Accept> Server<P, S> {
             self.deliver(&batch, now);
         }
         self.inbox = Some(inbox);
+        self.flush_delivered(now);
     }
 
     /// Hand the messages of `outbox` meant for this loop to their receivers.
@@ -679,8 +685,32 @@ impl<P: Protocol, S: Accept> Server<P, S> {
             self.stats.messages_dropped += 1;
             return;
         };
+        let was_owing = conn.owed() > 0;
         let progress = conn.deliver(now, msg, &mut self.scratch, &self.config.limits);
+        if progress == Progress::Idle {
+            // Its first message this turn: flush it once all are delivered
+            // (and collect what its protocol sent in answer, if anything).
+            if (!was_owing && conn.wants_write()) || conn.has_sent() {
+                self.delivered.push((to.key, to.generation));
+            }
+            return;
+        }
         self.after_drive(to.key, progress, now);
+    }
+
+    /// Write what the turn's messages queued, once per receiver.
+    fn flush_delivered(&mut self, now: Instant) {
+        for (key, generation) in std::mem::take(&mut self.delivered) {
+            let Some(conn) = self
+                .conns
+                .get_mut(key)
+                .filter(|c| c.generation() == generation)
+            else {
+                continue;
+            };
+            let progress = conn.drive(now, &mut self.scratch, &self.config.limits);
+            self.after_drive(key, progress, now);
+        }
     }
 
     /// Take what the connection's protocol finished (HTTP responses, RESP

@@ -392,8 +392,13 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         }
         scratch.out.clear();
         let decision = self.proto.on_message(now, msg, &mut scratch.out);
-        if let Err(reason) = self.send_scratch(now, scratch, limits) {
-            return Progress::Closed(reason);
+        // Queued, not written: the loop flushes each receiver once after
+        // delivering the turn's messages, so a subscriber sent a hundred
+        // messages in one turn costs one write, not a hundred (redis
+        // batches its pub/sub output the same way).
+        if !scratch.out.is_empty() {
+            self.out.extend(&scratch.out);
+            self.update_backpressure(limits);
         }
         if self.out.len() > limits.slow_consumer_limit {
             log::debug!(
