@@ -5,6 +5,22 @@
 //! owns everything else about one peer: its [`State`], the readiness the
 //! kernel last reported, the bytes it still owes, and its protocol.
 //!
+//! # The byte path
+//! ```text
+//!   socket ──► PROXY preamble ──► TLS ──────────► protocol
+//!   Stream     preamble.rs        tls::session     P: Protocol
+//!   (Plain)    Option<Preamble>   (Stream::Tls)
+//! ```
+//! Each stage is its own file, tested alone. Below the protocol is a
+//! [`Transport`] ([`pipeline::Stream`]: the socket, or TLS over it); the
+//! PROXY [`preamble`] is sans-IO and, while a header is expected, takes
+//! the bytes read before anything else does (TLS has not started and
+//! passes them through). `through_preamble` is the one place the stages
+//! are chained: the header's client becomes the peer, and the bytes after
+//! it go to TLS ([`Transport::preamble_done`]) or to the protocol. Plain
+//! echo pays one test of `preamble` (`None`) and one `match` arm of
+//! `Stream` per read.
+//!
 //! # Readiness rules (edge-triggered)
 //! Each socket is registered **once**, for readable *and* writable. The
 //! kernel reports an edge only when something changes, so the connection
@@ -95,9 +111,10 @@ pub trait Transport: Read + Write {
         false
     }
 
-    /// The PROXY preamble is read; `rest` is what followed it. Returns
-    /// whether the stage took those bytes as its own (TLS records) rather
-    /// than payload for the protocol.
+    /// The PROXY [`preamble`] stage is done; `rest` is what followed the
+    /// header, already out of the socket. Returns whether this stage took
+    /// those bytes as its own (TLS records) rather than payload for the
+    /// protocol. Until then a stage passes bytes through untouched.
     fn preamble_done(&mut self, _rest: &[u8]) -> bool {
         false
     }
