@@ -846,8 +846,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         // PROXY header is expected, TLS has not started and the bytes read
         // are the socket's: they go through the preamble stage first.
         if let Some(preamble) = self.preamble {
-            self.through_preamble(preamble, now, scratch, limits, n)?;
-            return Ok(n);
+            return self.through_preamble(preamble, now, scratch, limits, n);
         }
         self.answer(now, scratch, limits, n)?;
         Ok(n)
@@ -873,7 +872,6 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
     /// header goes on down the path: to the TLS stage, which takes it as
     /// its first records ([`Transport::preamble_done`]), or else to the
     /// protocol as payload. Runs only while a header is expected.
-    #[cold]
     #[inline(never)]
     fn through_preamble(
         &mut self,
@@ -882,10 +880,10 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         scratch: &mut Scratch,
         limits: &Limits,
         n: usize,
-    ) -> Io<()> {
+    ) -> Io<usize> {
         // Until the header is done, the input queue holds only its bytes.
         let (client, to_tls) = match preamble.feed(&mut self.input, &scratch.read[..n]) {
-            preamble::Step::Incomplete => return Ok(()), // wait for more
+            preamble::Step::Incomplete => return Ok(n), // wait for more
             preamble::Step::Invalid(why) => return Err(CloseReason::ProtocolError(why)),
             preamble::Step::Done { client, rest } => (client, self.stream.preamble_done(rest)),
         };
@@ -911,12 +909,10 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
             // socket, so read them without waiting for an edge.
             self.input.consume(self.input.len());
             self.readable = true;
-            return Ok(());
+        } else if !self.input.is_empty() {
+            self.answer(now, scratch, limits, 0)?; // payload behind the header
         }
-        if self.input.is_empty() {
-            return Ok(());
-        }
-        self.answer(now, scratch, limits, 0) // payload behind the header
+        Ok(n)
     }
 
     /// Hand input to the protocol and send its answer: the first `fresh`
