@@ -1,11 +1,11 @@
-//! The byte path of one connection, as stages:
+//! The byte path of one connection, as stages, and [`Stream`], which holds
+//! the ones below the protocol:
 //!
 //! ```text
 //!   socket ──► PROXY preamble ──► TLS ──► protocol
-//!   (Stream)   (proto::proxy,     (tls::session,   (proto::*, fed by Conn)
-//!               read by Conn       a Transport
-//!               before anything    over the socket)
-//!               else)
+//!   (Stream)   (conn::preamble,   (tls::session,   (proto::*, fed by Conn)
+//!               sans-IO, fed by    a Transport
+//!               Conn first)        over the socket)
 //! ```
 //!
 //! A stage below the protocol is a [`Transport`]: the connection reads and
@@ -15,8 +15,9 @@
 //! end its output (close_notify before our FIN), and whether it takes the
 //! bytes that followed a PROXY header (TLS does: they are its records).
 //! Each stage is tested alone over an in-memory transport
-//! (`tests/tls.rs`, `tests/fuzz_conn.rs`); the PROXY preamble is tested in
-//! `proto::proxy` and `tests/proxy.rs`.
+//! (`tests/tls.rs`, `tests/fuzz_tls.rs`); the PROXY preamble, which is no
+//! `Transport` but a sans-IO stage the connection feeds, in
+//! [`preamble`](super::preamble), `proto::proxy` and `tests/proxy.rs`.
 //!
 //! [`Stream`] is what the loop hands every connection: the plain socket —
 //! the echo fast path, one `match` arm — or, with `--tls-cert`, the TLS
