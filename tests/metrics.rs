@@ -318,3 +318,40 @@ fn a_scrape_during_a_drain_says_draining() {
     let samples = scrape_until(metrics, "tcp_reactor_draining", 1.0);
     assert_eq!(samples["tcp_reactor_draining"], 1.0, "{samples:?}");
 }
+
+/// Completed TLS handshakes and connections closed before theirs completed
+/// are counted apart: an operator sees clients that cannot speak TLS (or
+/// scanners) without reading the log.
+#[test]
+fn tls_handshakes_and_failed_handshakes_are_counted() {
+    let certs = util::tls::Certs::new();
+    let args = certs.args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (server, metrics) = start_with_metrics(&args);
+    for _ in 0..2 {
+        let mut client = util::tls::connect(server.addr, certs.client()).expect("handshake");
+        util::tls::echo(&mut client, b"over TLS");
+    }
+    let mut plain = TcpStream::connect(server.addr).expect("connect");
+    plain
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    plain.write_all(b"not TLS at all\r\n\r\n").expect("send");
+    plain
+        .shutdown(std::net::Shutdown::Write)
+        .expect("half-close");
+    let mut rest = Vec::new();
+    let _ = plain.read_to_end(&mut rest); // closed by the server
+    let samples = scrape_until(metrics, "tcp_reactor_tls_handshake_failures_total", 1.0);
+    assert_eq!(
+        samples.get("tcp_reactor_tls_handshakes_total"),
+        Some(&2.0),
+        "{samples:?}"
+    );
+    assert_eq!(
+        samples.get("tcp_reactor_tls_handshake_failures_total"),
+        Some(&1.0),
+        "{samples:?}"
+    );
+    drop(server);
+}

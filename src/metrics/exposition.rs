@@ -87,6 +87,16 @@ pub fn render(snapshot: &Snapshot, out: &mut String) {
         ],
     );
     w.counter(
+        "tcp_reactor_tls_handshakes_total",
+        "TLS handshakes completed.",
+        &[("", t.tls_handshakes)],
+    );
+    w.counter(
+        "tcp_reactor_tls_handshake_failures_total",
+        "TLS connections closed before their handshake completed: bad or plain-text input, the handshake timeout, a client that gave up.",
+        &[("", t.tls_handshake_failures)],
+    );
+    w.counter(
         "tcp_reactor_backpressure_pauses_total",
         "Times a connection stopped reading because its owed output reached the high watermark.",
         &[("", t.backpressure_pauses)],

@@ -36,7 +36,7 @@ use crate::reactor::conn::{CloseReason, Conn, ForceCause, Progress, Scratch};
 use crate::reactor::listener::{self, Accepted, Listener};
 use crate::reactor::mailbox::{ConnId, Hub, Message, Outbox};
 use crate::reactor::signals::{SignalEvent, SignalSource};
-use crate::reactor::stats::Stats;
+use crate::reactor::stats::{self, Stats};
 use crate::reactor::timer::{Timers, Wake};
 use crate::reactor::trace_events::{self, TraceEvents};
 
@@ -936,6 +936,9 @@ impl<P: Protocol, S: Accept> Server<P, S> {
             self.outgoing.push(spare); // its farewells
         } else {
             self.spares.push(spare);
+        }
+        if conn.stream_mut().handshaking() {
+            stats::tally(|t| t.tls_handshake_failures += 1);
         }
         drop(conn); // closes the socket (which also removes it from epoll); leaves its groups
         self.limit.release();

@@ -73,6 +73,11 @@ pub struct Tally {
     pub resp_commands: [u64; RESP_COMMANDS.len()],
     /// Access-log lines dropped because the writer fell behind.
     pub access_log_dropped: u64,
+    /// TLS handshakes completed.
+    pub tls_handshakes: u64,
+    /// TLS connections closed before their handshake completed (bad or
+    /// plain-text input, a timeout, a client that gave up).
+    pub tls_handshake_failures: u64,
 }
 
 /// The RESP commands counted by name; anything else counts as `other`.
@@ -121,6 +126,8 @@ impl Tally {
     /// Add another thread's tally.
     pub fn add(&mut self, other: &Tally) {
         self.backpressure_pauses += other.backpressure_pauses;
+        self.tls_handshakes += other.tls_handshakes;
+        self.tls_handshake_failures += other.tls_handshake_failures;
         self.accept_skipped += other.accept_skipped;
         self.accept_exhausted += other.accept_exhausted;
         self.accept_other += other.accept_other;

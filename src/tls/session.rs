@@ -85,8 +85,10 @@ pub struct TlsStream<S> {
     owed: usize,
     /// close_notify has been queued.
     closing: bool,
-    /// While the handshake runs: when it must be done.
+    /// While the handshake runs: when it must be done (`None`: no limit).
     handshake_deadline: Option<Instant>,
+    /// The handshake finished (counted once, in the loop's metrics).
+    handshaken: bool,
 }
 
 /// A socket reader that remembers whether its last read came up short
@@ -144,6 +146,7 @@ impl<S: Transport> TlsStream<S> {
             owed: 0,
             closing: false,
             handshake_deadline,
+            handshaken: false,
         })
     }
 
@@ -231,8 +234,10 @@ impl<S: Transport> TlsStream<S> {
             let _ = self.push_records(); // the alert, if the socket takes it
             return Err(StageError::new(classify(&e)).into());
         }
-        if self.handshake_deadline.is_some() && !self.tls.is_handshaking() {
+        if !self.handshaken && !self.tls.is_handshaking() {
+            self.handshaken = true;
             self.handshake_deadline = None;
+            crate::reactor::stats::tally(|t| t.tls_handshakes += 1);
             log::debug!(
                 "{} TLS handshake done: {:?} {:?}, ALPN {}, SNI {}",
                 ConnName(self.key),
@@ -405,6 +410,10 @@ impl<S: Transport> Transport for TlsStream<S> {
     fn stage_deadline(&self) -> Option<(Instant, &'static str)> {
         self.handshake_deadline
             .map(|at| (at, "TLS handshake not finished in time"))
+    }
+
+    fn handshaking(&self) -> bool {
+        !self.handshaken
     }
 }
 

@@ -124,6 +124,12 @@ pub trait Transport: Read + Write {
     fn stage_deadline(&self) -> Option<(Instant, &'static str)> {
         None
     }
+
+    /// A handshake (TLS) has begun and not finished: a close now is a
+    /// failed handshake, for the metrics.
+    fn handshaking(&self) -> bool {
+        false
+    }
 }
 
 impl Transport for mio::net::TcpStream {

@@ -178,6 +178,14 @@ impl Transport for Stream {
         }
     }
 
+    fn handshaking(&self) -> bool {
+        match self {
+            Stream::Plain(_) => false,
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.handshaking(),
+        }
+    }
+
     fn stage_deadline(&self) -> Option<(Instant, &'static str)> {
         match self {
             Stream::Plain(_) => None,
