@@ -68,7 +68,8 @@ const EXTEND_EVERY: Duration = Duration::from_secs(5);
 /// What a loop thread tells the supervisor.
 enum LoopEvent {
     Started(usize, ShutdownHandle),
-    Stats(usize, Stats),
+    /// Boxed: the counters are far larger than the other events.
+    Stats(usize, Box<Stats>),
     StoppedAccepting,
     Finished(usize, Result<Outcome, Error>),
 }
@@ -433,7 +434,7 @@ impl Supervisor {
                         while let Ok(event) = rx.try_recv() {
                             match event {
                                 LoopEvent::Stats(id, stats) => {
-                                    last_stats[id] = stats;
+                                    last_stats[id] = *stats;
                                     if let Some(round) = round.as_mut() {
                                         round.answered[id] = true;
                                     }
@@ -658,7 +659,7 @@ fn run_loop<P, F, S>(
         .worker(id)
         .hub(hub, id)
         .shared_limit(limit)
-        .on_stats(move |stats| stats_send(LoopEvent::Stats(id, stats.clone())))
+        .on_stats(move |stats| stats_send(LoopEvent::Stats(id, Box::new(stats.clone()))))
         .on_stopped_accepting(move || stop_send(LoopEvent::StoppedAccepting));
     send(LoopEvent::Started(id, server.shutdown_handle()));
     let result = server.run();
