@@ -71,17 +71,21 @@
 //! # Costs
 //! A protocol that does not message returns `None` from `mailbox()` (the
 //! default): the connection checks nothing else, and the echo fast path is
-//! unchanged. Groups are a directory shared by every loop, behind one
-//! `RwLock`: `join`/`leave` take it for writing, `publish` for reading
-//! (uncontended with one loop). Sending by id takes no lock at all.
+//! unchanged. With one loop, the group directory lives on the loop's own
+//! thread and `join`/`leave`/`publish` take no lock at all (a `RefCell` in
+//! a thread-local, found by the hub's id). With several loops it is one
+//! directory they share behind an `RwLock`: `join`/`leave` take it for
+//! writing, `publish` for reading. Sending by id never takes a lock.
 //!
 //! [`Limits::slow_consumer_limit`]: crate::reactor::conn::Limits::slow_consumer_limit
 
 pub mod glob;
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
@@ -236,6 +240,10 @@ struct Groups {
 }
 
 impl Groups {
+    fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.patterns.is_empty()
+    }
+
     fn leave(&mut self, topic: &[u8], me: ConnId) {
         if let Some(members) = self.exact.get_mut(topic) {
             members.retain(|&m| m != me);
@@ -270,8 +278,23 @@ struct Door {
 #[derive(Debug)]
 pub struct Hub {
     doors: Vec<Door>,
-    groups: RwLock<Groups>,
+    /// The group directory shared by several loops; `None` with one loop,
+    /// whose directory lives on the loop's own thread (no lock at all).
+    shared: Option<RwLock<Groups>>,
+    /// Names this hub's directory among those of the loop's thread.
+    id: u64,
 }
+
+thread_local! {
+    /// The group directories of the one-loop hubs whose loop runs on this
+    /// thread, by hub id (in practice one). Only that loop's protocols
+    /// touch them, from that thread: a `RefCell` is all they need.
+    static LOCAL_GROUPS: RefCell<Vec<(u64, Groups)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Hub ids, unique in the process (a directory left behind by a hub that
+/// is gone can never be taken for a new hub's).
+static NEXT_HUB: AtomicU64 = AtomicU64::new(0);
 
 impl Hub {
     /// A hub for `loops` event loops.
@@ -287,8 +310,9 @@ impl Hub {
             })
             .collect();
         Arc::new(Self {
+            shared: (loops > 1).then(RwLock::default),
             doors,
-            groups: RwLock::default(),
+            id: NEXT_HUB.fetch_add(1, Ordering::Relaxed),
         })
     }
 
@@ -322,18 +346,47 @@ impl Hub {
         }
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Groups> {
-        self.groups.read().unwrap_or_else(|e| e.into_inner())
+    /// Look at the group directory: one loop's own, with no lock, or the
+    /// one several loops share, under its read lock.
+    fn with_groups<R>(&self, f: impl FnOnce(&Groups) -> R) -> R {
+        match &self.shared {
+            Some(shared) => f(&shared.read().unwrap_or_else(|e| e.into_inner())),
+            None => LOCAL_GROUPS.with(|local| {
+                let local = local.borrow();
+                match local.iter().find(|(id, _)| *id == self.id) {
+                    Some((_, groups)) => f(groups),
+                    None => f(&Groups::default()),
+                }
+            }),
+        }
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Groups> {
-        self.groups.write().unwrap_or_else(|e| e.into_inner())
+    /// Change the group directory (see [`Hub::with_groups`]).
+    fn with_groups_mut<R>(&self, f: impl FnOnce(&mut Groups) -> R) -> R {
+        match &self.shared {
+            Some(shared) => f(&mut shared.write().unwrap_or_else(|e| e.into_inner())),
+            None => LOCAL_GROUPS.with(|local| {
+                let mut local = local.borrow_mut();
+                let at = match local.iter().position(|(id, _)| *id == self.id) {
+                    Some(at) => at,
+                    None => {
+                        local.push((self.id, Groups::default()));
+                        local.len() - 1
+                    }
+                };
+                let result = f(&mut local[at].1);
+                if local[at].1.is_empty() {
+                    local.swap_remove(at); // nobody left: nothing kept
+                }
+                result
+            }),
+        }
     }
 
     /// How many connections are members of `topic` itself (patterns not
     /// counted).
     pub fn members(&self, topic: &[u8]) -> usize {
-        self.read().exact.get(topic).map_or(0, Vec::len)
+        self.with_groups(|g| g.exact.get(topic).map_or(0, Vec::len))
     }
 }
 
@@ -450,38 +503,39 @@ impl Mailbox {
         let Some(hub) = self.hub.as_ref() else {
             return 0;
         };
-        let groups = hub.read();
         let sent = &mut self.used.get_or_insert_with(Box::default).sent;
-        let before = sent.routes.len();
-        let topic_at = sent.push_bytes(topic);
-        let payload_at = sent.push_bytes(payload);
-        let route = |to, pattern| Route {
-            from,
-            to,
-            topic: Some(topic_at.clone()),
-            pattern,
-            payload: payload_at.clone(),
-        };
-        if let Some(members) = groups.exact.get(topic) {
-            sent.routes
-                .extend(members.iter().map(|&to| route(to, None)));
-        }
-        for (pattern, members) in &groups.patterns {
-            if members.is_empty() || !glob::matches(pattern, topic) {
-                continue;
+        hub.with_groups(|groups| {
+            let before = sent.routes.len();
+            let topic_at = sent.push_bytes(topic);
+            let payload_at = sent.push_bytes(payload);
+            let route = |to, pattern| Route {
+                from,
+                to,
+                topic: Some(topic_at.clone()),
+                pattern,
+                payload: payload_at.clone(),
+            };
+            if let Some(members) = groups.exact.get(topic) {
+                sent.routes
+                    .extend(members.iter().map(|&to| route(to, None)));
             }
-            let pattern_at = sent.push_bytes(pattern);
-            sent.routes.extend(
-                members
-                    .iter()
-                    .map(|&to| route(to, Some(pattern_at.clone()))),
-            );
-        }
-        let receivers = sent.routes.len() - before;
-        if receivers == 0 {
-            sent.bytes.truncate(topic_at.start);
-        }
-        receivers
+            for (pattern, members) in &groups.patterns {
+                if members.is_empty() || !glob::matches(pattern, topic) {
+                    continue;
+                }
+                let pattern_at = sent.push_bytes(pattern);
+                sent.routes.extend(
+                    members
+                        .iter()
+                        .map(|&to| route(to, Some(pattern_at.clone()))),
+                );
+            }
+            let receivers = sent.routes.len() - before;
+            if receivers == 0 {
+                sent.bytes.truncate(topic_at.start);
+            }
+            receivers
+        })
     }
 
     /// The hub and identity, once attached.
@@ -496,11 +550,7 @@ impl Mailbox {
         }
         self.topics_mut().push(topic.to_vec());
         if let Some((hub, me)) = self.attached() {
-            hub.write()
-                .exact
-                .entry(topic.to_vec())
-                .or_default()
-                .push(me);
+            hub.with_groups_mut(|g| g.exact.entry(topic.to_vec()).or_default().push(me));
         }
         true
     }
@@ -512,7 +562,7 @@ impl Mailbox {
         };
         self.topics_mut().remove(i);
         if let Some((hub, me)) = self.attached() {
-            hub.write().leave(topic, me);
+            hub.with_groups_mut(|g| g.leave(topic, me));
         }
         true
     }
@@ -525,11 +575,12 @@ impl Mailbox {
         }
         self.patterns_mut().push(pattern.to_vec());
         if let Some((hub, me)) = self.attached() {
-            let mut groups = hub.write();
-            match groups.patterns.iter_mut().find(|(p, _)| p == pattern) {
-                Some((_, members)) => members.push(me),
-                None => groups.patterns.push((pattern.to_vec(), vec![me])),
-            }
+            hub.with_groups_mut(|groups| {
+                match groups.patterns.iter_mut().find(|(p, _)| p == pattern) {
+                    Some((_, members)) => members.push(me),
+                    None => groups.patterns.push((pattern.to_vec(), vec![me])),
+                }
+            });
         }
         true
     }
@@ -541,7 +592,7 @@ impl Mailbox {
         };
         self.patterns_mut().remove(i);
         if let Some((hub, me)) = self.attached() {
-            hub.write().leave_pattern(pattern, me);
+            hub.with_groups_mut(|g| g.leave_pattern(pattern, me));
         }
         true
     }
@@ -579,19 +630,41 @@ impl Drop for Mailbox {
         if used.topics.is_empty() && used.patterns.is_empty() {
             return;
         }
-        let mut groups = hub.write();
-        for topic in &used.topics {
-            groups.leave(topic, me);
-        }
-        for pattern in &used.patterns {
-            groups.leave_pattern(pattern, me);
-        }
+        hub.with_groups_mut(|groups| {
+            for topic in &used.topics {
+                groups.leave(topic, me);
+            }
+            for pattern in &used.patterns {
+                groups.leave_pattern(pattern, me);
+            }
+        });
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_loop_keeps_its_groups_on_its_own_thread_with_no_lock() {
+        let (hub, other_hub) = (Hub::new(1), Hub::new(1));
+        assert!(hub.shared.is_none(), "one loop: no shared directory");
+        assert!(Hub::new(2).shared.is_some(), "several loops share one");
+        let mut mailbox = Mailbox::new();
+        mailbox.attach(id(0, 1, 1), Arc::clone(&hub));
+        mailbox.join(b"news");
+        assert_eq!(hub.members(b"news"), 1);
+        assert_eq!(other_hub.members(b"news"), 0, "another hub's directory");
+        let elsewhere = {
+            let hub = Arc::clone(&hub);
+            std::thread::spawn(move || hub.members(b"news"))
+                .join()
+                .expect("thread")
+        };
+        assert_eq!(elsewhere, 0, "the directory is the loop thread's own");
+        drop(mailbox);
+        assert_eq!(hub.members(b"news"), 0, "a closed connection leaves");
+    }
 
     fn id(loop_id: usize, key: usize, generation: u64) -> ConnId {
         ConnId {
