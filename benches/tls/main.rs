@@ -62,6 +62,9 @@ pub struct Cli {
     /// Seconds per wrk run.
     #[arg(long, default_value_t = 5)]
     wrk_secs: u32,
+    /// Message sizes of the echo part, bytes.
+    #[arg(long, value_delimiter = ',', default_value = "64,16384")]
+    echo_sizes: Vec<usize>,
     /// Client threads of the handshake loop.
     #[arg(long, default_value_t = 4)]
     hs_threads: usize,
@@ -71,6 +74,15 @@ pub struct Cli {
     /// Parts to run (comma-separated): echo, handshake, https, idle. Default: all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Run every server under this command (split at spaces), e.g.
+    /// `--wrap 'valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p'` to see
+    /// where a server's time goes (the figures are then those of the wrapped run).
+    #[arg(long)]
+    wrap: Option<String>,
+    /// Seconds the run may spend, in total, waiting before cells while other
+    /// processes keep the machine busy (more than a quarter of a core).
+    #[arg(long, default_value_t = 180.0)]
+    max_wait: f64,
     /// Report directory (default: target/bench-report).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -130,6 +142,9 @@ struct Settings {
     hs_threads: usize,
     idle_conns: usize,
     conns: usize,
+    wrap: Vec<String>,
+    /// Seconds still allowed for waiting until the machine is quiet.
+    wait_budget: f64,
 }
 
 /// What a cell runs.
@@ -152,7 +167,14 @@ fn harness(cli: Cli) -> Result<bool, String> {
         hs_threads: if quick { 2 } else { cli.hs_threads.max(1) },
         idle_conns: if quick { 50 } else { cli.idle_conns.max(1) },
         conns: 50,
+        wrap: cli
+            .wrap
+            .as_deref()
+            .map(|w| w.split_whitespace().map(String::from).collect())
+            .unwrap_or_default(),
+        wait_budget: if quick { 0.0 } else { cli.max_wait },
     };
+    let mut s = s;
     raise_nofile_limit();
     let layout = pin::layout();
     if let Some(cpus) = layout.load {
@@ -187,7 +209,7 @@ fn harness(cli: Cli) -> Result<bool, String> {
     // (part, load label, load, servers: each tcp-reactor row is followed by its reference)
     let mut groups: Vec<(&str, String, Load, Vec<Kind>)> = Vec::new();
     if wanted("echo") {
-        for size in [64, 16 * 1024] {
+        for &size in &cli.echo_sizes {
             let label = format!("echo {} × {}", s.conns, report::bytes(size));
             groups.push((
                 "echo",
@@ -245,7 +267,7 @@ fn harness(cli: Cli) -> Result<bool, String> {
         }
         for &k in kinds {
             if let std::collections::btree_map::Entry::Vacant(e) = live.entry(k) {
-                e.insert(Server::start(k, &certs, layout.server)?);
+                e.insert(Server::start(k, &certs, layout.server, &s.wrap)?);
             }
         }
     }
@@ -265,6 +287,7 @@ fn harness(cli: Cli) -> Result<bool, String> {
                     rep + 1,
                     s.reps
                 );
+                wait_for_quiet(&mut s.wait_budget);
                 let result = match load {
                     Load::Idle => idle(kind, &certs, &config, &layout, &s),
                     _ => {
@@ -432,7 +455,7 @@ fn idle(
     s: &Settings,
 ) -> Result<Sample, String> {
     let settle = std::time::Duration::from_millis(300);
-    let server = Server::start(kind, certs, layout.server)?;
+    let server = Server::start(kind, certs, layout.server, &s.wrap)?;
     // One connection first, so one-time start-up costs (rustls' config,
     // buffers of the first accept) are in the baseline, not in the slope.
     let warm = client::open_idle(server.addr, config, kind.http(), 1)?;
@@ -448,6 +471,31 @@ fn idle(
     std::thread::sleep(settle);
     server.stop()?;
     Ok(Sample::idle(conns, before, after))
+}
+
+/// Wait (within `budget` seconds, spent across the run) while other processes
+/// keep more than [`NOISY`] of a core busy. The servers are idle between
+/// cells, so what `/proc/stat` shows busy now is someone else.
+fn wait_for_quiet(budget: &mut f64) {
+    let sample = std::time::Duration::from_millis(300);
+    let mut told = false;
+    while *budget > 0.0 {
+        let a = servers::machine_busy_ns();
+        std::thread::sleep(sample);
+        let others = (servers::machine_busy_ns() - a) as f64 / 1e9 / sample.as_secs_f64();
+        *budget -= sample.as_secs_f64();
+        if others <= NOISY {
+            return;
+        }
+        if !told {
+            eprintln!(
+                "          other processes use {:.0}% of a core; waiting for quiet ({:.0} s of --max-wait left)",
+                100.0 * others,
+                budget.max(0.0)
+            );
+            told = true;
+        }
+    }
 }
 
 fn raise_nofile_limit() {

@@ -9,6 +9,7 @@
 //! SIGTERM and checking the exit status. Must not: generate load.
 
 use std::collections::VecDeque;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -20,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use crate::pin::CpuSet;
 
-const START_TIMEOUT: Duration = Duration::from_secs(10);
-const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 const LOG_TAIL: usize = 20;
 
 /// Which server, and which of its services.
@@ -103,46 +104,72 @@ pub struct Server {
 }
 
 impl Server {
-    /// Start `kind` on 127.0.0.1 (a free port), pinned to `cpu`, and wait until it listens.
-    pub fn start(kind: Kind, certs: &Certs, cpu: Option<CpuSet>) -> Result<Server, String> {
-        let (mut cmd, port) = match kind {
+    /// Start `kind` on 127.0.0.1 (a free port), pinned to `cpu`, and wait until it
+    /// listens. `wrap` (empty: none) runs the server's command line, e.g.
+    /// `valgrind --tool=callgrind`; it must keep the server in its own pid.
+    pub fn start(
+        kind: Kind,
+        certs: &Certs,
+        cpu: Option<CpuSet>,
+        wrap: &[String],
+    ) -> Result<Server, String> {
+        let mut args: Vec<OsString> = Vec::new();
+        let mut arg = |a: &dyn AsRef<OsStr>| args.push(a.as_ref().to_os_string());
+        let (program, port, log_env) = match kind {
             Kind::ReactorEcho | Kind::ReactorHttp => {
-                let mut cmd = Command::new(env!("CARGO_BIN_EXE_tcp-reactor"));
                 let proto = if kind == Kind::ReactorHttp {
                     "http"
                 } else {
                     "echo"
                 };
-                cmd.args(["--protocol", proto, "--listen", "127.0.0.1:0"])
-                    .arg("--tls-cert")
-                    .arg(&certs.cert)
-                    .arg("--tls-key")
-                    .arg(&certs.key)
-                    .env("RUST_LOG", "warn,tcp_reactor=info");
-                (cmd, None)
+                for a in ["--protocol", proto, "--listen", "127.0.0.1:0", "--tls-cert"] {
+                    arg(&a);
+                }
+                arg(&certs.cert);
+                arg(&"--tls-key");
+                arg(&certs.key);
+                let exe = PathBuf::from(env!("CARGO_BIN_EXE_tcp-reactor"));
+                (exe, None, "warn,tcp_reactor=info")
             }
             Kind::TokioRustls => {
                 let exe = std::env::current_exe()
                     .map_err(|e| format!("cannot find the bench binary to re-execute: {e}"))?;
-                let mut cmd = Command::new(exe);
-                cmd.args(["--serve", "tokio-rustls", "--listen", "127.0.0.1:0"])
-                    .arg("--cert")
-                    .arg(&certs.cert)
-                    .arg("--key")
-                    .arg(&certs.key)
-                    .env("RUST_LOG", "info");
-                (cmd, None)
+                for a in [
+                    "--serve",
+                    "tokio-rustls",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--cert",
+                ] {
+                    arg(&a);
+                }
+                arg(&certs.cert);
+                arg(&"--key");
+                arg(&certs.key);
+                (exe, None, "info")
             }
             Kind::Nginx => {
                 let nginx = find_tool("nginx").ok_or("nginx not installed")?;
                 let port = free_port()?;
                 let conf = nginx_conf(certs, port)?;
-                let mut cmd = Command::new(nginx);
-                cmd.arg("-p").arg(&certs.dir).arg("-c").arg(conf);
-                cmd.arg("-e").arg("stderr");
-                (cmd, Some(port))
+                arg(&"-p");
+                arg(&certs.dir);
+                arg(&"-c");
+                arg(&conf);
+                arg(&"-e");
+                arg(&"stderr");
+                (nginx, Some(port), "info")
             }
         };
+        let mut cmd = match wrap.split_first() {
+            Some((first, rest)) => {
+                let mut cmd = Command::new(first);
+                cmd.args(rest).arg(&program);
+                cmd
+            }
+            None => Command::new(&program),
+        };
+        cmd.args(&args).env("RUST_LOG", log_env);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
