@@ -301,6 +301,8 @@ pub fn open_idle(
 pub struct EchoRun {
     /// Messages echoed in full inside the window.
     pub msgs: u64,
+    /// Messages echoed over the connections' whole life (warm-up included).
+    pub msgs_total: u64,
     pub p50_us: f64,
     pub p99_us: f64,
     pub errors: u64,
@@ -425,11 +427,13 @@ pub fn echo(
     let open = started + Duration::from_secs_f64(warmup);
     let close = open + Duration::from_secs_f64(secs);
     let mut first: Option<Snapshot> = None;
+    let mut warmup_msgs = 0;
     let mut last_progress = Instant::now();
     loop {
         let now = Instant::now();
         if first.is_none() && now >= open {
             first = Some(Snapshot::take(server_pid).ok_or("server gone before the window")?);
+            warmup_msgs = lat.len() as u64;
             lat.clear();
         }
         if now >= close {
@@ -466,6 +470,7 @@ pub fn echo(
     let first = first.ok_or("the window never opened")?;
     run.window = crate::servers::Window::between(&first, &last);
     run.msgs = lat.len() as u64;
+    run.msgs_total = warmup_msgs + run.msgs;
     lat.sort_unstable();
     let pct = |p: f64| {
         lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))

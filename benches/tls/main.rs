@@ -40,7 +40,7 @@ use std::time::Instant;
 
 use clap::Parser;
 
-use report::{Report, Row, Sample};
+use report::{Report, Row, Sample, NOISY};
 use servers::{find_tool, Certs, Kind, Server, Snapshot, Window};
 
 /// TLS benchmark: tcp-reactor against tokio-rustls and nginx.
@@ -104,7 +104,6 @@ pub struct Cli {
 /// A cell is re-run (at most this often) while other processes used more
 /// than [`NOISY`] of a core during its window; the quietest attempt is kept.
 const RETRIES: usize = 2;
-const NOISY: f64 = 0.25;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -382,6 +381,13 @@ fn timed_once(
     match load {
         Load::Echo { size } => {
             let r = client::echo(addr, config, s.conns, size, s.warmup, s.duration, pid)?;
+            if !s.wrap.is_empty() {
+                // For a profile: its counts cover the process's life.
+                eprintln!(
+                    "          {} (pid {pid}): {} messages echoed in all",
+                    server.kind, r.msgs_total
+                );
+            }
             Ok(Sample::timed(
                 r.msgs,
                 &r.window,

@@ -12,6 +12,9 @@ use serde_json::{json, Value};
 
 use crate::servers::{Kind, Window};
 
+/// A window is noisy when other processes used more than this share of a core.
+pub const NOISY: f64 = 0.25;
+
 /// One measured cell.
 #[derive(Debug, Clone, Default)]
 pub struct Sample {
@@ -116,8 +119,24 @@ impl Row {
         }
     }
 
+    /// The samples the medians are taken over: those whose window other
+    /// processes left quiet (at most [`NOISY`] of a core), or all of them
+    /// when none was quiet. (The idle rows do not depend on CPU time.)
+    fn used(&self) -> Vec<&Sample> {
+        let quiet: Vec<&Sample> = self
+            .samples
+            .iter()
+            .filter(|s| self.idle || s.others_cpu <= NOISY)
+            .collect();
+        if quiet.is_empty() {
+            self.samples.iter().collect()
+        } else {
+            quiet
+        }
+    }
+
     fn med(&self, f: impl Fn(&Sample) -> Option<f64>) -> Option<f64> {
-        median(self.samples.iter().filter_map(f).collect())
+        median(self.used().into_iter().filter_map(f).collect())
     }
 
     fn value(&self) -> Option<f64> {
@@ -126,7 +145,7 @@ impl Row {
 
     /// (max − min) / median of the value over the repetitions, in percent.
     fn spread(&self) -> Option<f64> {
-        let v: Vec<f64> = self.samples.iter().map(|s| s.value).collect();
+        let v: Vec<f64> = self.used().iter().map(|s| s.value).collect();
         let (lo, hi) = v
             .iter()
             .fold((f64::MAX, f64::MIN), |(l, h), &x| (l.min(x), h.max(x)));
@@ -329,9 +348,11 @@ impl Report {
              certificate, no resumption; `(n×)` = this row ÷ its reference in the same run; \
              server CPU from /proc/PID/stat (ns per operation, and busy share of its one \
              core); client CPU = this bench's client threads or wrk, share of the load core \
-             (near 100%: the client, not the server, set the rate); spread = (max − min) ÷ \
-             median over the reps; others = CPU other processes used during the window \
-             (median, % of one core); \
+             (near 100%: the client, not the server, set the rate); medians over the \
+             repetitions whose window other processes left quiet (≤ 25% of a core; all \
+             of them when none was), `used` = how many; spread = (max − min) ÷ median \
+             over those; others = CPU other processes used during the window (median, \
+             % of one core); \
              run took {:.0} s.\n",
             self.layout,
             self.reps,
@@ -344,8 +365,8 @@ impl Report {
         let timed: Vec<&Row> = self.rows.iter().filter(|r| !r.idle).collect();
         if !timed.is_empty() {
             m.push_str(
-                "| load | server | rate | spread | p50 µs | p99 µs | user ns/op | sys ns/op | server CPU | client CPU | others | errors |\n\
-                 |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+                "| load | server | rate | used | spread | p50 µs | p99 µs | user ns/op | sys ns/op | server CPU | client CPU | others | errors |\n\
+                 |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
             );
             for row in timed {
                 let cell = |f: &dyn Fn(&Row) -> Option<f64>, digits: usize| -> String {
@@ -359,11 +380,13 @@ impl Report {
                 let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.0}%", 100.0 * v));
                 let _ = writeln!(
                     m,
-                    "| {} | {} | {} {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} {} | {}/{} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     row.label,
                     row.kind,
                     cell(&|r: &Row| r.value(), 0),
                     row.unit(),
+                    row.used().len(),
+                    row.samples.len(),
                     row.spread().map_or("-".into(), |s| format!("{s:.0}%")),
                     cell(&|r: &Row| r.med(|s| s.p50_us), 0),
                     cell(&|r: &Row| r.med(|s| s.p99_us), 0),
@@ -453,6 +476,7 @@ impl Report {
                         "sys_ns": self.ratio(r, |r| r.med(|s| s.sys_ns)),
                     },
                     "spread_pct": r.spread(),
+                    "samples_used": r.used().len(),
                     "samples": r.samples.iter().map(Sample::json).collect::<Vec<_>>(),
                 })
             })
