@@ -5,6 +5,10 @@
 # golang-go, for the Go comparison server (without it: a loud SKIP of that row).
 # `cargo bench --bench protocols` also needs nginx (nginx-light), wrk,
 # redis-server and redis-benchmark (redis-tools); without them it SKIPs that half.
+# `cargo bench --bench tls` needs nginx built with http_ssl_module (Debian's
+# nginx-light has it; its stream module is not installed, so nginx serves the
+# HTTPS rows only) and wrk (built with OpenSSL, for https://); without them it
+# SKIPs those rows.
 # Debian/Ubuntu (apt-get). Idempotent: re-running installs nothing new.
 # Uses sudo only when not already root.
 set -eu
