@@ -16,7 +16,7 @@
 //!   and [`notify`](process::notify), the fd limit, the command line.
 //! * [`proto`]: sans-IO protocols (bytes and `now` in, bytes and decisions out).
 //! * `metrics` (feature `metrics`): Prometheus text over HTTP for `--metrics`.
-//! * [`config`], [`error`], [`human`]: what every layer shares.
+//! * [`config`], [`error`], [`human`], [`text`]: what every layer shares.
 //!
 //! ```no_run
 //! use tcp_reactor::{proto::Echo, Config, Server};
@@ -39,6 +39,7 @@ pub mod metrics;
 pub mod process;
 pub mod proto;
 pub mod reactor;
+pub mod text;
 #[cfg(feature = "tls")]
 pub mod tls;
 

@@ -56,6 +56,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::chunked::{self, Decoder};
 use super::{budget_spent, stream_room, Decision, Protocol, Report, Step, MAX_REPORTS};
+use crate::text::{civil_from_days, push_u64};
 
 /// Longest request head (request line, headers, blank line) we read: 8 KiB,
 /// like nginx's `large_client_header_buffers` line limit and Node's default.
@@ -950,21 +951,6 @@ fn parse_length(value: &[u8]) -> Option<u64> {
     )
 }
 
-/// Append `n` in decimal, without allocating.
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
-}
-
 /// Length of an IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`.
 const DATE_LEN: usize = 29;
 
@@ -996,16 +982,8 @@ fn format_date(unix_secs: u64) -> [u8; DATE_LEN] {
     ];
     let days = unix_secs / 86_400;
     let secs_of_day = unix_secs % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = (yoe + era * 400 + u64::from(month <= 2)) % 10_000;
+    let (year, month, day) = civil_from_days(days);
+    let year = year % 10_000;
 
     let mut t = *b"Thu, 01 Jan 1970 00:00:00 GMT";
     t[..3].copy_from_slice(DAYS[(days % 7) as usize]);

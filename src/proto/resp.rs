@@ -44,6 +44,7 @@ use std::time::Instant;
 use super::pubsub::{self, PubSub, Whole};
 use super::{budget_spent, stream_room, Decision, Protocol, Report, Step, REPLY_MAX};
 use crate::reactor::mailbox::{Mailbox, Message};
+use crate::text::push_u64;
 
 /// Longest inline command line (Redis allows 64 KiB; we keep a quarter of
 /// the connection's pending-input bound).
@@ -559,21 +560,6 @@ fn push_sanitized(out: &mut Vec<u8>, bytes: &[u8]) {
             .iter()
             .map(|&b| if b < 0x20 || b == 0x7f { b' ' } else { b }),
     );
-}
-
-/// Append `n` in decimal, without allocating.
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
 }
 
 #[cfg(test)]

@@ -33,6 +33,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::reactor::conn::CloseReason;
+use crate::text::push_u64;
 
 /// A loop hands its buffer over once it holds this much.
 pub const CHUNK: usize = 64 * 1024;
@@ -259,7 +260,7 @@ impl LoopLog {
         let since = wall.duration_since(UNIX_EPOCH).unwrap_or_default();
         let secs = since.as_secs();
         if self.second.0 != secs {
-            let (year, month, day) = civil(secs / 86_400);
+            let (year, month, day) = crate::text::civil_from_days(secs / 86_400);
             let t = secs % 86_400;
             let mut text = [0u8; 19];
             let _ = write!(
@@ -298,34 +299,6 @@ impl LoopLog {
         self.buf.extend_from_slice(&text[..len]);
         self.client = Some((client, text, len));
     }
-}
-
-/// Year, month, day of `days` since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + u64::from(month <= 2), month, day)
-}
-
-/// Append `n` in decimal, without the formatting machinery.
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
 }
 
 /// `1.204113`: seconds with microseconds.
