@@ -587,25 +587,7 @@ fn pipelining_clients_that_never_read_cannot_grow_server_memory() {
     let one = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
     let chunk: Vec<u8> = one.iter().copied().cycle().take(one.len() * 2400).collect();
     let n = 50;
-    let socks: Vec<TcpStream> = (0..n)
-        .map(|_| {
-            let s = TcpStream::connect(server.addr).unwrap();
-            s.set_nonblocking(true).unwrap();
-            s
-        })
-        .collect();
-    let mut stalled = 0;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while stalled < 30 && Instant::now() < deadline {
-        let mut progressed = false;
-        for mut s in &socks {
-            while let Ok(k) = s.write(&chunk) {
-                progressed |= k > 0;
-            }
-        }
-        stalled = if progressed { 0 } else { stalled + 1 };
-        thread::sleep(Duration::from_millis(10));
-    }
+    let _open = util::flood_without_reading(server.addr, n, &chunk); // kept open until measured
     let peak_kib = util::procfs::rss_kib(server.pid());
     let per_conn_kib = 64 + 64 + 64 + 8; // high watermark + output budget + pending input + slack
     let bound_kib = base_kib + n as u64 * per_conn_kib + 16 * 1024;

@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::process::{Command, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use util::tools::require;
 use util::ServerProcess;
@@ -192,25 +192,7 @@ fn inline_commands_from_clients_that_never_read_cannot_grow_server_memory() {
     let base_kib = util::procfs::rss_kib(server.pid());
     let chunk: Vec<u8> = b"x\n".iter().copied().cycle().take(64 * 1024).collect();
     let n = 64;
-    let socks: Vec<TcpStream> = (0..n)
-        .map(|_| {
-            let s = TcpStream::connect(server.addr).unwrap();
-            s.set_nonblocking(true).unwrap();
-            s
-        })
-        .collect();
-    let mut stalled = 0;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while stalled < 30 && Instant::now() < deadline {
-        let mut progressed = false;
-        for mut s in &socks {
-            while let Ok(k) = s.write(&chunk) {
-                progressed |= k > 0;
-            }
-        }
-        stalled = if progressed { 0 } else { stalled + 1 };
-        thread::sleep(Duration::from_millis(10));
-    }
+    let _open = util::flood_without_reading(server.addr, n, &chunk); // kept open until measured
     let peak_kib = util::procfs::rss_kib(server.pid());
     let per_conn_kib = 64 + 64 + 64 + 16; // high watermark + output budget + input + slack
     let bound_kib = base_kib + n as u64 * per_conn_kib + 16 * 1024;

@@ -259,3 +259,31 @@ fn spawn_retrying_busy_text(cmd: &mut Command) -> Child {
     }
     panic!("spawn tcp-reactor: text file busy for 1 s");
 }
+
+/// Open `n` connections that never read and write `chunk` on each, again
+/// and again, until the server stops taking bytes from every one of them
+/// (30 rounds without progress, 20 s at most): a server holding its
+/// memory bound has then stopped reading them. Returns the sockets, still
+/// open, so the caller can measure before they close.
+pub fn flood_without_reading(addr: SocketAddr, n: usize, chunk: &[u8]) -> Vec<TcpStream> {
+    let socks: Vec<TcpStream> = (0..n)
+        .map(|_| {
+            let s = TcpStream::connect(addr).expect("connect");
+            s.set_nonblocking(true).expect("nonblocking");
+            s
+        })
+        .collect();
+    let mut stalled = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while stalled < 30 && Instant::now() < deadline {
+        let mut progressed = false;
+        for mut s in &socks {
+            while let Ok(k) = s.write(chunk) {
+                progressed |= k > 0;
+            }
+        }
+        stalled = if progressed { 0 } else { stalled + 1 };
+        thread::sleep(Duration::from_millis(10));
+    }
+    socks
+}
