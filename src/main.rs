@@ -121,6 +121,8 @@ fn main() -> ExitCode {
                 max_body: invocation.max_body,
                 header_timeout: invocation.header_timeout,
                 date: Some(DateAnchor::now()),
+                // Requests are copied for the access log only.
+                log_requests: invocation.access_log.is_some(),
             });
             supervisor.run(move || Http::new(std::sync::Arc::clone(&http)))
         }

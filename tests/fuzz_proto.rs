@@ -83,6 +83,7 @@ impl Subject for Http {
             max_body: s.max_body,
             header_timeout: s.header_timeout,
             date: None,
+            log_requests: true,
         }))
     }
 

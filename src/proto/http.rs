@@ -88,6 +88,10 @@ pub struct HttpConfig {
     pub header_timeout: Option<Duration>,
     /// Where `Date` comes from; `None` leaves the header out.
     pub date: Option<DateAnchor>,
+    /// Keep each request's method and target for [`Protocol::report`]
+    /// (the access log). Without it a report still carries the status,
+    /// the size and the timing (the metrics), and no request is copied.
+    pub log_requests: bool,
 }
 
 impl HttpConfig {
@@ -103,6 +107,7 @@ impl Default for HttpConfig {
             max_body: Self::DEFAULT_MAX_BODY,
             header_timeout: Some(Self::DEFAULT_HEADER_TIMEOUT),
             date: None,
+            log_requests: true,
         }
     }
 }
@@ -750,11 +755,13 @@ impl Protocol for Http {
                                     .and_then(|b| std::str::from_utf8(b).ok())
                                     .unwrap_or("-")
                             };
-                            self.answered.get_or_insert_with(Box::default).begin(
-                                text(method),
-                                text(target),
-                                since,
-                            );
+                            let (method, target) = match self.config.log_requests {
+                                true => (text(method), text(target)),
+                                false => ("", ""),
+                            };
+                            self.answered
+                                .get_or_insert_with(Box::default)
+                                .begin(method, target, since);
                             pos += len;
                             if expect_continue {
                                 out.extend_from_slice(CONTINUE);
