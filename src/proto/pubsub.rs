@@ -253,18 +253,7 @@ fn arity(command: &[u8], out: &mut Vec<u8>) {
 }
 
 fn push_num(out: &mut Vec<u8>, n: usize) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
+    crate::text::push_u64(out, n as u64);
 }
 
 fn push_bulk(out: &mut Vec<u8>, bytes: &[u8]) {

@@ -576,7 +576,14 @@ impl<P: Protocol, S: Accept> Server<P, S> {
         if self.ready.is_empty() {
             return;
         }
-        for (key, generation) in std::mem::take(&mut self.ready) {
+        let ready = std::mem::take(&mut self.ready);
+        self.drive_each(ready, now);
+    }
+
+    /// Drive each `(key, generation)` of `list` whose connection is still
+    /// open (not a later tenant of the same slot).
+    fn drive_each(&mut self, list: Vec<(usize, u64)>, now: Instant) {
+        for (key, generation) in list {
             let Some(conn) = self
                 .conns
                 .get_mut(key)
@@ -700,17 +707,8 @@ impl<P: Protocol, S: Accept> Server<P, S> {
 
     /// Write what the turn's messages queued, once per receiver.
     fn flush_delivered(&mut self, now: Instant) {
-        for (key, generation) in std::mem::take(&mut self.delivered) {
-            let Some(conn) = self
-                .conns
-                .get_mut(key)
-                .filter(|c| c.generation() == generation)
-            else {
-                continue;
-            };
-            let progress = conn.drive(now, &mut self.scratch, &self.config.limits);
-            self.after_drive(key, progress, now);
-        }
+        let delivered = std::mem::take(&mut self.delivered);
+        self.drive_each(delivered, now);
     }
 
     /// Take what the connection's protocol finished (HTTP responses, RESP
