@@ -234,6 +234,33 @@ fn a_handshake_never_finished_is_closed_at_the_handshake_timeout() {
     tls::echo(&mut client, b"unaffected");
 }
 
+/// `--tls-handshake-timeout 0` is no limit of its own, as `0` is for every
+/// `*-timeout` flag: a stalled handshake is then ended by the idle timeout,
+/// with that reason, and a slow client that does finish is served.
+#[test]
+fn tls_handshake_timeout_0_leaves_a_stalled_handshake_to_the_idle_timeout() {
+    let certs = Certs::new();
+    let server = tls_server(
+        &certs,
+        &["--tls-handshake-timeout", "0", "--idle-timeout", "1"],
+    );
+    let hello = client_hello(&certs);
+    let mut slow = TcpStream::connect(server.addr).unwrap();
+    slow.write_all(&hello[..10]).unwrap();
+    let _ = read_to_close(&mut slow);
+    let line = wait_log(&server, " closed: ");
+    assert!(line.contains("closed: idle timeout"), "{}", server.log());
+    assert!(
+        server
+            .log_lines_with("TLS handshake not finished in time")
+            .is_empty(),
+        "{}",
+        server.log()
+    );
+    let mut client = tls::connect(server.addr, certs.client()).expect("handshake");
+    tls::echo(&mut client, b"served");
+}
+
 /// Graceful drain over TLS: the reply in flight, then close_notify, then
 /// FIN. rustls reports a close without close_notify as `UnexpectedEof`;
 /// a clean one is `Ok(0)`.
