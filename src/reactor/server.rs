@@ -695,6 +695,15 @@ impl<P: Protocol, S: Accept> Server<P, S> {
         let was_owing = conn.owed() > 0;
         let progress = conn.deliver(now, msg, &mut self.scratch, &self.config.limits);
         if progress == Progress::Idle {
+            if conn.owed() >= self.config.limits.write_high_watermark {
+                // A burst (many publishers this turn, or many batches from
+                // other loops) has queued a full write's worth: write it
+                // now, so a subscriber that keeps up never nears the
+                // slow-consumer bound just because the turn's flush is late.
+                let progress = conn.drive(now, &mut self.scratch, &self.config.limits);
+                self.after_drive(to.key, progress, now);
+                return;
+            }
             // Its first message this turn: flush it once all are delivered
             // (and collect what its protocol sent in answer, if anything).
             if (!was_owing && conn.wants_write()) || conn.has_sent() {
