@@ -1140,8 +1140,9 @@ impl<P: Protocol, S: Accept> Server<P, S> {
                 self.local_addr,
                 Count(self.conns.len() as u64, "connection"),
             ),
-            Some(id) => log::info!(
-                "loop {id}: draining {} (deadline {deadline})",
+            // `loop N: ` only when there are several (see `human::LoopName`).
+            Some(_) => log::info!(
+                "{LoopName}draining {} (deadline {deadline})",
                 Count(self.conns.len() as u64, "connection"),
             ),
         }
@@ -1197,12 +1198,8 @@ impl<P: Protocol, S: Accept> Server<P, S> {
     fn check_finished(&mut self, now: Instant) -> Option<Outcome> {
         match self.phase {
             Phase::Draining { started } if self.conns.is_empty() => {
-                let loop_name = self
-                    .worker
-                    .map(|id| format!("loop {id}: "))
-                    .unwrap_or_default();
                 log::info!(
-                    "{loop_name}drained in {}: {}",
+                    "{LoopName}drained in {}: {}",
                     Dur(now.saturating_duration_since(started)),
                     self.stats
                 );
