@@ -23,6 +23,10 @@ mod scaling;
 mod scenario;
 mod server;
 mod syscalls;
+// The benches' shared helpers (tools, ports, /proc, wrk's durations).
+#[allow(dead_code)]
+#[path = "../common/sys.rs"]
+mod sys;
 mod tokio_echo;
 
 use std::net::SocketAddr;

@@ -17,6 +17,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::pin::Layout;
+use crate::sys::listening_addr;
 
 /// How long a server may take to print `listening on`.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -290,14 +291,6 @@ fn read_log(
         }
         log.push_back(line);
     }
-}
-
-/// The address in a `... listening on 127.0.0.1:PORT ...` line.
-pub fn listening_addr(line: &str) -> Option<SocketAddr> {
-    let rest = &line[line.find("listening on ")? + "listening on ".len()..];
-    let token = rest.split_whitespace().next()?;
-    let token = token.trim_end_matches(|c: char| !c.is_ascii_digit());
-    token.parse().ok()
 }
 
 /// Path of the load generator: its own crate (tools/load), so cargo does

@@ -13,7 +13,7 @@
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -28,6 +28,12 @@ use clap::Parser;
 mod pin;
 
 use pin::CpuSet;
+
+// The benches' shared helpers (tools, ports, /proc, wrk's durations).
+#[allow(dead_code)]
+#[path = "../common/sys.rs"]
+mod sys;
+use sys::{cpu_ns, duration_us, find_tool, free_port, listening_addr};
 
 mod pubsub;
 
@@ -72,35 +78,6 @@ fn prepare(cmd: &mut Command, cpus: Option<CpuSet>) {
             Ok(())
         })
     };
-}
-
-/// (utime, stime) of a process in nanoseconds, from `/proc/PID/stat` (all threads).
-fn cpu_ns(pid: u32) -> Option<(u64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Some((utime * 1_000_000_000 / tck, stime * 1_000_000_000 / tck))
-}
-
-/// Find an executable on PATH or in the sbin directories (nginx lives in /usr/sbin).
-fn find_tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var("PATH").unwrap_or_default();
-    let found = path
-        .split(':')
-        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"])
-        .map(|dir| Path::new(dir).join(name))
-        .find(|p| p.is_file());
-    found
-}
-
-fn free_port() -> Result<u16, String> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind 127.0.0.1:0: {e}"))?;
-    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
 }
 
 // ---------------------------------------------------------------- servers
@@ -215,15 +192,6 @@ impl Drop for Server {
     }
 }
 
-fn listening_addr(line: &str) -> Option<SocketAddr> {
-    let rest = &line[line.find("listening on ")? + "listening on ".len()..];
-    let token = rest.split_whitespace().next()?;
-    token
-        .trim_end_matches(|c: char| !c.is_ascii_digit())
-        .parse()
-        .ok()
-}
-
 /// nginx, one process (`master_process off`), config and temp paths in `dir`.
 fn start_nginx(nginx: &Path, dir: &Path, cpu: Option<CpuSet>) -> Result<Server, String> {
     let port = free_port()?;
@@ -321,20 +289,6 @@ fn run_load(
     Ok((stdout, after.0 - before.0, after.1 - before.1))
 }
 
-/// `1.23ms`, `456.00us`, `1.02s` → microseconds.
-fn parse_duration_us(s: &str) -> Option<f64> {
-    let (num, mul) = if let Some(n) = s.strip_suffix("us") {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix("ms") {
-        (n, 1e3)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1e6)
-    } else {
-        return None;
-    };
-    Some(num.parse::<f64>().ok()? * mul)
-}
-
 fn wrk(wrk: &Path, server: &Server, secs: u32, cpu: Option<CpuSet>) -> Result<Sample, String> {
     let url = format!("http://{}/", server.addr);
     let mut cmd = Command::new(wrk);
@@ -346,8 +300,8 @@ fn wrk(wrk: &Path, server: &Server, secs: u32, cpu: Option<CpuSet>) -> Result<Sa
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             ["Requests/sec:", v] => s.rps = v.parse().unwrap_or(0.0),
-            ["50%", v] => s.p50_us = parse_duration_us(v),
-            ["99%", v] => s.p99_us = parse_duration_us(v),
+            ["50%", v] => s.p50_us = duration_us(v),
+            ["99%", v] => s.p99_us = duration_us(v),
             [n, "requests", "in", ..] => requests = n.parse().unwrap_or(0),
             ["Socket", "errors:", rest @ ..] => {
                 s.errors += rest

@@ -31,6 +31,10 @@ mod tokio_tls;
 #[allow(dead_code)]
 #[path = "../echo/pin.rs"]
 mod pin;
+// The benches' shared helpers (tools, ports, /proc, wrk's durations).
+#[allow(dead_code)]
+#[path = "../common/sys.rs"]
+mod sys;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -41,7 +45,8 @@ use std::time::Instant;
 use clap::Parser;
 
 use report::{Report, Row, Sample, NOISY};
-use servers::{find_tool, Certs, Kind, Server, Snapshot, Window};
+use servers::{Certs, Kind, Server, Snapshot, Window};
+use sys::find_tool;
 
 /// TLS benchmark: tcp-reactor against tokio-rustls and nginx.
 #[derive(Parser, Debug)]

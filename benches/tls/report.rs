@@ -11,6 +11,7 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use crate::servers::{Kind, Window};
+use crate::sys::duration_us;
 
 /// A window is noisy when other processes used more than this share of a core.
 pub const NOISY: f64 = 0.25;
@@ -535,20 +536,6 @@ pub struct Wrk {
     pub p50_us: f64,
     pub p99_us: f64,
     pub errors: u64,
-}
-
-/// `1.23ms`, `456.00us`, `1.02s` → microseconds.
-fn duration_us(s: &str) -> Option<f64> {
-    let (num, mul) = if let Some(n) = s.strip_suffix("us") {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix("ms") {
-        (n, 1e3)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1e6)
-    } else {
-        return None;
-    };
-    Some(num.parse::<f64>().ok()? * mul)
 }
 
 pub fn parse_wrk(out: &str) -> Result<Wrk, String> {

@@ -12,14 +12,15 @@ use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::pin::CpuSet;
+use crate::sys::{cpu_ns, find_tool, free_port, listening_addr, stat_fields, ticks_to_ns};
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -309,15 +310,6 @@ fn read_log(
     }
 }
 
-fn listening_addr(line: &str) -> Option<SocketAddr> {
-    let rest = &line[line.find("listening on ")? + "listening on ".len()..];
-    let token = rest.split_whitespace().next()?;
-    token
-        .trim_end_matches(|c: char| !c.is_ascii_digit())
-        .parse()
-        .ok()
-}
-
 /// nginx: one process (`master_process off`), TLS on, `return 200`, room
 /// for many idle connections, no per-connection request cap (wrk's 50
 /// connections stay open for the whole run, as with tcp-reactor).
@@ -341,48 +333,7 @@ fn nginx_conf(certs: &Certs, port: u16) -> Result<PathBuf, String> {
     Ok(path)
 }
 
-/// An executable on PATH or in the sbin directories (nginx lives in /usr/sbin).
-pub fn find_tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var("PATH").unwrap_or_default();
-    let found = path
-        .split(':')
-        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"])
-        .map(|dir| Path::new(dir).join(name))
-        .find(|p| p.is_file());
-    found
-}
-
-fn free_port() -> Result<u16, String> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind 127.0.0.1:0: {e}"))?;
-    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
-}
-
 // ---------------------------------------------------------------- /proc
-
-fn ticks_to_ns(ticks: u64) -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    ticks * 1_000_000_000 / tck
-}
-
-/// Fields of `/proc/PID/stat` after `(comm)`: index 0 is the state (field 3).
-fn stat_fields(pid: &str) -> Option<Vec<u64>> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    Some(
-        rest.split_whitespace()
-            .skip(1)
-            .map(|f| f.parse::<i64>().unwrap_or(0) as u64)
-            .collect(),
-    )
-}
-
-/// (user, system) CPU of a process, all threads, in ns.
-pub fn cpu_ns(pid: u32) -> Option<(u64, u64)> {
-    let f = stat_fields(&pid.to_string())?;
-    // utime is field 14, stime 15; f[0] is field 4.
-    Some((ticks_to_ns(*f.get(10)?), ticks_to_ns(*f.get(11)?)))
-}
 
 /// CPU of this process: its threads and its waited-for children (wrk), in ns.
 pub fn self_cpu_ns() -> u64 {
