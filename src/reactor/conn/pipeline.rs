@@ -71,22 +71,6 @@ pub enum Stream {
     Tls(Box<crate::tls::TlsStream<TcpStream>>),
 }
 
-impl Stream {
-    /// The stages `config` asks for, over an accepted socket in slab slot
-    /// `key`. A PROXY preamble (if configured) is read before TLS starts.
-    #[allow(unused_variables)]
-    pub fn accept(sock: TcpStream, key: usize, config: &Config, now: Instant) -> io::Result<Self> {
-        #[cfg(feature = "tls")]
-        if let Some(tls) = &config.tls {
-            let preamble = config.proxy != crate::proto::proxy::ProxyMode::Off;
-            let deadline = tls.handshake_timeout.map(|t| now + t);
-            let stream = crate::tls::TlsStream::new(sock, tls.current(), key, preamble, deadline)?;
-            return Ok(Stream::Tls(Box::new(stream)));
-        }
-        Ok(Stream::Plain(sock))
-    }
-}
-
 impl Read for Stream {
     #[inline]
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -208,9 +192,18 @@ pub trait Accept: Transport + Sized {
 }
 
 impl Accept for Stream {
-    #[inline]
+    /// The stages `config` asks for, over an accepted socket in slab slot
+    /// `key`. A PROXY preamble (if configured) is read before TLS starts.
+    #[allow(unused_variables)]
     fn accept(sock: TcpStream, key: usize, config: &Config, now: Instant) -> io::Result<Self> {
-        Stream::accept(sock, key, config, now)
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &config.tls {
+            let preamble = config.proxy != crate::proto::proxy::ProxyMode::Off;
+            let deadline = tls.handshake_timeout.map(|t| now + t);
+            let stream = crate::tls::TlsStream::new(sock, tls.current(), key, preamble, deadline)?;
+            return Ok(Stream::Tls(Box::new(stream)));
+        }
+        Ok(Stream::Plain(sock))
     }
 }
 
