@@ -185,3 +185,59 @@ fn forcing_the_drain_still_runs_each_cleanup_once() {
         .all(|i| i.reason == CloseReason::Forced(ForceCause::SecondSignal)));
     drop(stuck);
 }
+
+/// Every connection holds one `--max-conns` slot, and gives it back
+/// however it ends — also when it never starts: here a loop on bare
+/// sockets is given a TLS config, so building each connection's stream
+/// fails right after `accept`. The limit is one count for the process (two
+/// loops share it): after more failed connections than slots, a client of
+/// the other loop is still served.
+#[cfg(feature = "tls")]
+#[test]
+fn a_connection_whose_stream_cannot_be_built_gives_its_slot_back() {
+    use tcp_reactor::process::limit::ConnLimit;
+    use tcp_reactor::tls::TlsConfig;
+
+    const SLOTS: usize = 2;
+    let limit = Arc::new(ConnLimit::new(SLOTS));
+    let certs = util::tls::Certs::new();
+    let mut staged = config();
+    staged.tls = Some(TlsConfig::load(&certs.cert, &certs.key, &[], None).unwrap());
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let broken = Server::<Echo, mio::net::TcpStream>::on_sockets(staged, vec![socket], || Echo)
+        .unwrap()
+        .shared_limit(Arc::clone(&limit));
+    let good = Server::bind(config(), || Echo)
+        .unwrap()
+        .shared_limit(Arc::clone(&limit));
+    let (broken_addr, good_addr) = (broken.local_addr(), good.local_addr());
+    let handles = [broken.shutdown_handle(), good.shutdown_handle()];
+    let running = [
+        thread::spawn(move || broken.run().unwrap()),
+        thread::spawn(move || good.run().unwrap()),
+    ];
+
+    for i in 0..3 * SLOTS {
+        let mut refused = util::connect(broken_addr);
+        let mut byte = [0u8; 1];
+        // Closed at once (EOF, or a reset); a timeout means it waits in the
+        // backlog behind slots that were never given back.
+        match refused.read(&mut byte) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!(
+                "failed connection {i}: {other:?} (slots in use: {})",
+                limit.open()
+            ),
+        }
+    }
+    wait_until("every slot given back", || limit.open() == 0);
+    let mut served = util::connect(good_addr);
+    echo_once(&mut served, b"a slot was free");
+    drop(served);
+
+    handles.iter().for_each(|h| h.shutdown());
+    for run in running {
+        assert_eq!(run.join().unwrap(), Outcome::Clean);
+    }
+}

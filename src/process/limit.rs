@@ -18,9 +18,18 @@
 //! second time, and a releaser frees the slot *before* it looks for parked
 //! loops (both sequentially consistent), so at least one of the two sees
 //! the other.
+//!
+//! A slot is a value, not a number to remember: [`ConnLimit::try_take`]
+//! hands out a [`Slot`] that gives itself back when dropped, so a
+//! connection that never makes it into the loop (the accept found nothing,
+//! its stream could not be built, its peer was refused) cannot keep one.
+//! Once the connection is in the loop's slab its slot moves into the loop's
+//! [`Held`] — one count for all of them, which keeps a connection's own
+//! memory what it was — and comes out again when the loop closes it, or
+//! all at once when the loop is dropped with connections still open.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::reactor::server::ShutdownHandle;
 
@@ -68,7 +77,16 @@ impl ConnLimit {
             .is_ok()
     }
 
-    /// Give a slot back and wake every parked loop.
+    /// Take a slot if one is free: it is given back when the [`Slot`] is
+    /// dropped.
+    pub fn try_take(self: &Arc<Self>) -> Option<Slot> {
+        self.try_reserve().then(|| Slot {
+            limit: Arc::clone(self),
+        })
+    }
+
+    /// Give a slot back and wake every parked loop. Only for a slot taken
+    /// with [`try_reserve`](Self::try_reserve); a [`Slot`] gives itself back.
     pub fn release(&self) {
         let before = self.open.fetch_sub(1, Ordering::SeqCst);
         debug_assert!(before > 0, "released more slots than were reserved");
@@ -108,6 +126,73 @@ impl ConnLimit {
     }
 }
 
+/// One connection's place in the count, from just before its `accept`
+/// until it is closed. Dropping it gives the place back (and wakes the
+/// loops parked at the limit).
+#[must_use = "dropping a slot gives it back at once"]
+#[derive(Debug)]
+pub struct Slot {
+    limit: Arc<ConnLimit>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.limit.release();
+    }
+}
+
+/// The slots of the connections one loop holds, one per slab entry: a
+/// count rather than a [`Slot`] in each connection, so that an idle
+/// connection stays one slab entry of the documented size. Each slot comes
+/// back out as a [`Slot`] when its connection closes; whatever is still
+/// held when the loop is dropped is given back then.
+#[derive(Debug)]
+pub struct Held {
+    limit: Arc<ConnLimit>,
+    count: usize,
+}
+
+impl Held {
+    /// Nothing held yet, against `limit`.
+    pub fn new(limit: Arc<ConnLimit>) -> Self {
+        Self { limit, count: 0 }
+    }
+
+    /// The limit the slots count against.
+    pub fn limit(&self) -> &Arc<ConnLimit> {
+        &self.limit
+    }
+
+    /// How many slots are held.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Keep `slot` for a connection that entered the loop.
+    pub fn keep(&mut self, slot: Slot) {
+        debug_assert!(
+            Arc::ptr_eq(&slot.limit, &self.limit),
+            "a slot of another limit"
+        );
+        std::mem::forget(slot); // its place is now in `count`
+        self.count += 1;
+    }
+
+    /// The slot of a connection that left the loop; dropping it gives it back.
+    pub fn take(&mut self) -> Option<Slot> {
+        self.count = self.count.checked_sub(1)?;
+        Some(Slot {
+            limit: Arc::clone(&self.limit),
+        })
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        while self.take().is_some() {}
+    }
+}
+
 /// The `--max-conns` in force: what was asked, lowered to what
 /// `RLIMIT_NOFILE` allows (logged at warn when it is) and to the most
 /// tokens a loop can give out. Computed once per process, before any loop
@@ -138,6 +223,24 @@ mod tests {
         assert_eq!(limit.open(), 1);
         assert!(limit.try_reserve());
         assert!(!limit.try_reserve());
+    }
+
+    #[test]
+    fn a_slot_gives_itself_back_wherever_it_is_dropped() {
+        let limit = Arc::new(ConnLimit::new(2));
+        let first = limit.try_take().expect("a free slot");
+        let second = limit.try_take().expect("a free slot");
+        assert!(limit.try_take().is_none(), "a third slot past max 2");
+        drop(first);
+        assert_eq!(limit.open(), 1);
+        let mut held = Held::new(Arc::clone(&limit));
+        held.keep(second);
+        held.keep(limit.try_take().expect("the freed slot"));
+        assert_eq!((limit.open(), held.count()), (2, 2));
+        drop(held.take());
+        assert_eq!(limit.open(), 1);
+        drop(held); // a loop dropped with a connection still open
+        assert_eq!(limit.open(), 0);
     }
 
     #[test]

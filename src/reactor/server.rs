@@ -27,7 +27,7 @@ use slab::Slab;
 use crate::config::Config;
 use crate::error::Error;
 use crate::human::{ConnName, Count, Dur, LoopName, Timeout};
-use crate::process::limit::{self, ConnLimit};
+use crate::process::limit::{self, ConnLimit, Held, Slot};
 use crate::proto::proxy::ProxyMode;
 use crate::proto::{Protocol, Report};
 use crate::reactor::access_log::{AccessLog, LoopLog};
@@ -219,9 +219,11 @@ pub struct Server<P: Protocol, S: Accept = Stream> {
     accept_pending: bool,
     /// Accepting stopped at `max_conns`.
     at_limit: bool,
-    /// Open connections in the whole process (shared by a supervisor's
-    /// loops): one slot per slab entry, taken at accept, freed at close.
-    limit: Arc<ConnLimit>,
+    /// Our slots in the process-wide count of open connections (shared by
+    /// a supervisor's loops): one per slab entry, taken just before the
+    /// accept, given back when the connection leaves the slab or the loop
+    /// is dropped (see [`crate::process::limit`]).
+    slots: Held,
     scratch: Scratch,
     config: Config,
     make_protocol: Box<dyn FnMut() -> P + Send>,
@@ -340,7 +342,7 @@ impl<P: Protocol, S: Accept> Server<P, S> {
             ready: Vec::new(),
             accept_pending: false,
             at_limit: false,
-            limit: Arc::new(ConnLimit::new(config.max_conns)),
+            slots: Held::new(Arc::new(ConnLimit::new(config.max_conns))),
             scratch: Scratch::new(),
             config,
             make_protocol: Box::new(make_protocol),
@@ -390,7 +392,7 @@ impl<P: Protocol, S: Accept> Server<P, S> {
     /// Call before [`run`](Self::run).
     pub fn shared_limit(mut self, limit: Arc<ConnLimit>) -> Self {
         self.config.max_conns = limit.max();
-        self.limit = limit;
+        self.slots = Held::new(limit);
         self
     }
 
@@ -784,36 +786,31 @@ impl<P: Protocol, S: Accept> Server<P, S> {
                 self.accept_pending = true;
                 return;
             }
-            if !self.reserve_slot() {
+            let Some(slot) = self.reserve_slot() else {
                 self.at_limit = true;
                 // Filling the last slot is not news; a client left waiting
                 // is. A retry after a slot freed (another loop may have
                 // taken it) proves no client waits: only an arrival does.
-                if accepted == 0 && arrived && self.limit.start_warning() {
+                if accepted == 0 && arrived && self.slots.limit().start_warning() {
                     log::warn!(
                         "connection limit {} reached: new connections wait in the backlog",
                         self.config.max_conns
                     );
                 }
                 return;
-            }
-            // A slot is ours: it goes to the connection, or back at once.
+            };
+            // A slot is ours: it goes to the connection, or (dropped) back at once.
             match self.listeners[i].accept(now, &mut self.stats.accept_errors) {
                 Accepted::Conn(stream, peer) => {
                     accepted += 1;
-                    self.open(stream, peer, now);
+                    self.open(stream, peer, slot, now);
                 }
-                Accepted::Empty => {
-                    self.limit.release();
-                    i += 1;
-                }
+                Accepted::Empty => i += 1,
                 Accepted::PausedUntil(until) => {
-                    self.limit.release();
                     self.timers.schedule(until, Wake::AcceptResume);
                     i += 1;
                 }
                 Accepted::Closed => {
-                    self.limit.release();
                     // Shut down under us (the supervisor stopping the
                     // process): nothing more will come from it.
                     let mut gone = self.listeners.remove(i);
@@ -826,12 +823,13 @@ impl<P: Protocol, S: Accept> Server<P, S> {
     /// Take a process-wide connection slot; if there is none, park this
     /// loop to be woken when one frees, and look once more (see
     /// [`crate::process::limit`] for why the second look is needed).
-    fn reserve_slot(&mut self) -> bool {
-        if self.limit.try_reserve() {
-            return true;
+    fn reserve_slot(&mut self) -> Option<Slot> {
+        let limit = Arc::clone(self.slots.limit());
+        if let Some(slot) = limit.try_take() {
+            return Some(slot);
         }
-        self.limit.park(self.shutdown_handle());
-        self.limit.try_reserve()
+        limit.park(self.shutdown_handle());
+        limit.try_take()
     }
 
     /// A slot may be free again (ours closed one, or another loop woke us):
@@ -839,16 +837,22 @@ impl<P: Protocol, S: Accept> Server<P, S> {
     fn resume_accepting(&mut self) {
         if self.at_limit && self.phase == Phase::Serving {
             self.at_limit = false;
-            if self.limit.end_warning() {
+            if self.slots.limit().end_warning() {
                 log::info!("below the connection limit again: accepting");
             }
             self.accept_pending = true;
         }
     }
 
-    /// Set up an accepted connection; it holds a slot reserved by the caller
-    /// (given back here if it is not kept).
-    fn open(&mut self, mut stream: mio::net::TcpStream, peer: SocketAddr, now: Instant) {
+    /// Set up an accepted connection with the `slot` reserved for it; the
+    /// slot goes back (dropped) on every path that does not keep it.
+    fn open(
+        &mut self,
+        mut stream: mio::net::TcpStream,
+        peer: SocketAddr,
+        slot: Slot,
+        now: Instant,
+    ) {
         let proxy = self.config.proxy;
         if proxy != ProxyMode::Off && !self.config.proxy_from.iter().any(|c| c.contains(peer.ip()))
         {
@@ -860,7 +864,6 @@ impl<P: Protocol, S: Accept> Server<P, S> {
             self.stats.open += 1;
             self.stats
                 .record_close(CloseReason::ProtocolError("untrusted PROXY source"), 0, 0);
-            self.limit.release();
             return;
         }
         // Replies go out at once; the protocol already batches per read.
@@ -874,7 +877,6 @@ impl<P: Protocol, S: Accept> Server<P, S> {
             .register(&mut stream, Token(key), interest)
         {
             log::warn!("conn from {peer}: cannot register: {e}; closing it");
-            self.limit.release();
             return;
         }
         let stream = match S::accept(stream, key, &self.config, now) {
@@ -884,6 +886,7 @@ impl<P: Protocol, S: Accept> Server<P, S> {
                 return;
             }
         };
+        self.slots.keep(slot);
         self.next_generation += 1;
         let proto = (self.make_protocol)();
         let conn = entry.insert(Conn::new(
@@ -948,7 +951,7 @@ impl<P: Protocol, S: Accept> Server<P, S> {
             stats::tally(|t| t.tls_handshake_failures += 1);
         }
         drop(conn); // closes the socket (which also removes it from epoll); leaves its groups
-        self.limit.release();
+        drop(self.slots.take()); // and then its slot: the descriptor is already free
         log::trace!(
             "{} socket closed and removed from the poller; slot {key} is free",
             ConnName(key)
