@@ -100,6 +100,41 @@ fn counters_move_with_traffic_and_are_summed_over_loops() {
     assert_eq!(after["tcp_reactor_draining"], 0.0);
 }
 
+/// The counters are one list (`reactor::stats::COUNTERS`): every row of it
+/// is a sample of a real scrape (those of one protocol only when serving
+/// it), and every row with words for the log is in the `SIGUSR1` line.
+#[test]
+fn every_counter_of_the_list_reaches_metrics_and_the_sigusr1_line() {
+    use tcp_reactor::reactor::stats::COUNTERS;
+    for protocol in ["echo", "http", "resp"] {
+        let (server, metrics) = start_with_metrics(&["--protocol", protocol]);
+        let samples = scrape(metrics);
+        for counter in COUNTERS {
+            let name = counter.sample_name();
+            assert_eq!(
+                samples.contains_key(&name),
+                counter.shown_for(protocol),
+                "{protocol}: {name} ({})",
+                counter.field
+            );
+        }
+        // What issue 19 found missing: counted by the loop, never exported.
+        for name in [
+            "tcp_reactor_connections_closed_total{reason=\"slow_consumer\"}",
+            "tcp_reactor_messages_dropped_total",
+        ] {
+            assert_eq!(samples.get(name), Some(&0.0), "{protocol}: {name}");
+        }
+        server.signal(libc::SIGUSR1);
+        let line = server
+            .wait_for_log("stats: ", Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("no stats line:\n{}", server.log()));
+        for words in COUNTERS.iter().filter_map(|c| c.line) {
+            assert!(line.contains(&format!("{words} 0")), "{words}: {line}");
+        }
+    }
+}
+
 #[test]
 fn an_open_connection_is_active_and_its_bytes_count_before_it_closes() {
     let (server, metrics) = start_with_metrics(&[]);

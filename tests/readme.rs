@@ -89,3 +89,34 @@ fn the_library_snippet_sets_up_a_logger() {
     let bind = snippet.find("Server::bind").unwrap_or(0);
     assert!(logger < bind, "the logger must be set up before the server");
 }
+
+/// The metrics table documents every counter of the one list
+/// (`reactor::stats::COUNTERS`): each family, and each of its label values
+/// in its row.
+#[test]
+fn the_metrics_table_names_every_counter_of_the_list() {
+    let rows: Vec<&str> = README
+        .lines()
+        .filter(|l| l.starts_with("| `tcp_reactor_"))
+        .collect();
+    for counter in tcp_reactor::reactor::stats::COUNTERS {
+        let row = rows
+            .iter()
+            .find(|r| {
+                r.contains(&format!("`{}`", counter.family))
+                    || r.contains(&format!("`{}{{", counter.family))
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "{} has no row in the README's metrics table",
+                    counter.family
+                )
+            });
+        if let Some((_, value)) = counter.label {
+            assert!(
+                row.contains(&format!("`{value}`")),
+                "{value} is missing from {row}"
+            );
+        }
+    }
+}

@@ -9,7 +9,7 @@
 use std::fmt::Write;
 
 use crate::metrics::process::ProcessInfo;
-use crate::reactor::stats::{Stats, RESP_COMMANDS};
+use crate::reactor::stats::{Stats, COUNTERS, FAMILY_TITLES};
 
 /// The media type of what [`render`] writes.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -40,72 +40,8 @@ pub struct Snapshot {
 
 /// Write `snapshot` as Prometheus text into `out`.
 pub fn render(snapshot: &Snapshot, out: &mut String) {
-    let s = &snapshot.loops;
-    let t = &s.tally;
     let mut w = Writer(out);
-    w.counter(
-        "tcp_reactor_connections_accepted_total",
-        "Connections accepted.",
-        &[("", s.accepted)],
-    );
-    w.gauge(
-        "tcp_reactor_connections_active",
-        "Connections open now.",
-        &[("", s.open)],
-    );
-    w.counter_labeled(
-        "tcp_reactor_connections_closed_total",
-        "Connections closed, by why: ok (orderly end or drained), aborted (reset between messages, nothing lost), reset (reset with a reply owed or a request half-received, or another I/O error), timeout (idle), protocol_error, forced (drain deadline or second signal).",
-        "reason",
-        &[
-            ("ok", s.closed_ok),
-            ("aborted", s.closed_aborted),
-            ("reset", s.closed_reset),
-            ("timeout", s.closed_timeout),
-            ("protocol_error", s.closed_protocol),
-            ("forced", s.closed_forced),
-        ],
-    );
-    w.counter(
-        "tcp_reactor_bytes_received_total",
-        "Bytes read from peers, open connections included.",
-        &[("", s.bytes_in)],
-    );
-    w.counter(
-        "tcp_reactor_bytes_sent_total",
-        "Bytes written to peers, open connections included.",
-        &[("", s.bytes_out)],
-    );
-    w.counter_labeled(
-        "tcp_reactor_accept_errors_total",
-        "Failed accept calls, by kind: skipped (that one connection failed), exhausted (out of descriptors or memory: accepting paused), other (accepting paused).",
-        "kind",
-        &[
-            ("skipped", t.accept_skipped),
-            ("exhausted", t.accept_exhausted),
-            ("other", t.accept_other),
-        ],
-    );
-    w.counter(
-        "tcp_reactor_tls_handshakes_total",
-        "TLS handshakes completed.",
-        &[("", t.tls_handshakes)],
-    );
-    w.counter(
-        "tcp_reactor_tls_handshake_failures_total",
-        "TLS connections closed before their handshake completed: bad or plain-text input, the handshake timeout, a client that gave up.",
-        &[("", t.tls_handshake_failures)],
-    );
-    w.counter(
-        "tcp_reactor_backpressure_pauses_total",
-        "Times a connection stopped reading because its owed output reached the high watermark.",
-        &[("", t.backpressure_pauses)],
-    );
-    w.gauge(
-        "tcp_reactor_loops_at_connection_limit",
-        "Event loops that stopped accepting at their share of --max-conns.",
-        &[("", s.at_limit)],
-    );
+    w.loop_counters(&snapshot.loops, snapshot.protocol);
     if let Some(queue) = snapshot.listen_queue {
         w.gauge(
             "tcp_reactor_listen_queue_connections",
@@ -128,50 +64,10 @@ pub fn render(snapshot: &Snapshot, out: &mut String) {
             ("failed", snapshot.upgrades_failed),
         ],
     );
-    match snapshot.protocol {
-        "http" => w.counter_labeled(
-            "tcp_reactor_http_responses_total",
-            "HTTP responses sent, by status class.",
-            "code",
-            &[
-                ("1xx", t.http_responses[0]),
-                ("2xx", t.http_responses[1]),
-                ("3xx", t.http_responses[2]),
-                ("4xx", t.http_responses[3]),
-                ("5xx", t.http_responses[4]),
-            ],
-        ),
-        "resp" => {
-            let samples: Vec<(&str, u64)> =
-                RESP_COMMANDS.iter().copied().zip(t.resp_commands).collect();
-            w.counter_labeled(
-                "tcp_reactor_resp_commands_total",
-                "RESP commands answered, by command (other: unknown commands and errors).",
-                "command",
-                &samples,
-            );
-        }
-        _ => {}
-    }
-    w.counter(
-        "tcp_reactor_access_log_dropped_total",
-        "Access-log lines dropped because the writer thread fell behind (never waited for).",
-        &[("", t.access_log_dropped)],
-    );
     w.gauge(
         "tcp_reactor_loops",
         "Event loops (threads) serving connections.",
         &[("", snapshot.loop_count as u64)],
-    );
-    w.counter(
-        "tcp_reactor_loop_polls_total",
-        "Turns of the event loops: poll calls that returned.",
-        &[("", s.polls)],
-    );
-    w.counter(
-        "tcp_reactor_loop_events_total",
-        "Readiness events the polls returned (events per poll = this / polls).",
-        &[("", s.events)],
     );
     let p = &snapshot.process;
     w.counter_f64(
@@ -209,13 +105,34 @@ pub fn render(snapshot: &Snapshot, out: &mut String) {
 struct Writer<'a>(&'a mut String);
 
 impl Writer<'_> {
-    fn head(&mut self, name: &str, help: &str, kind: &str) {
-        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    /// Every row of [`COUNTERS`] shown for `protocol`: a family's
+    /// `# HELP`/`# TYPE` before its first sample.
+    fn loop_counters(&mut self, stats: &Stats, protocol: &str) {
+        let shown = || COUNTERS.iter().filter(|c| c.shown_for(protocol));
+        let mut family = "";
+        for counter in shown() {
+            if counter.family != family {
+                family = counter.family;
+                let help = match FAMILY_TITLES.iter().find(|(f, _)| *f == family) {
+                    Some((_, title)) => {
+                        let labels: Vec<String> = shown()
+                            .filter(|c| c.family == family)
+                            .filter_map(|c| {
+                                c.label.map(|(_, value)| format!("{value} ({})", c.help))
+                            })
+                            .collect();
+                        format!("{title}: {}.", labels.join(", "))
+                    }
+                    None => counter.help.to_owned(),
+                };
+                self.head(family, &help, counter.kind.name());
+            }
+            let _ = writeln!(self.0, "{} {}", counter.sample_name(), (counter.get)(stats));
+        }
     }
 
-    fn counter(&mut self, name: &str, help: &str, value: &[(&str, u64)]) {
-        self.head(name, help, "counter");
-        let _ = writeln!(self.0, "{name} {}", value[0].1);
+    fn head(&mut self, name: &str, help: &str, kind: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
     }
 
     fn gauge(&mut self, name: &str, help: &str, value: &[(&str, u64)]) {
@@ -253,7 +170,7 @@ mod tests {
         };
         snapshot.loops.accepted = 3;
         snapshot.loops.closed_reset = 1;
-        snapshot.loops.tally.http_responses[1] = 7;
+        snapshot.loops.http_2xx = 7;
         let mut out = String::new();
         render(&snapshot, &mut out);
         assert!(out.contains("tcp_reactor_connections_accepted_total 3\n"));

@@ -134,7 +134,7 @@ impl Listener {
     }
 
     /// Accept one connection, skipping failed ones, pausing on exhaustion.
-    pub fn accept(&mut self, now: Instant, errors: &mut u64) -> Accepted {
+    pub fn accept(&mut self, now: Instant) -> Accepted {
         if let Some(until) = self.paused_until.filter(|&until| now < until) {
             return Accepted::PausedUntil(until);
         }
@@ -151,7 +151,6 @@ impl Listener {
                     return Accepted::Closed;
                 }
                 Err(e) => {
-                    *errors += 1;
                     let class = classify(&e);
                     crate::reactor::stats::tally(|t| match class {
                         AcceptErrorClass::Skip => t.accept_skipped += 1,

@@ -732,9 +732,9 @@ impl<P: Protocol, S: Accept> Server<P, S> {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let (tally, log, peer) = (&mut self.stats.tally, &mut self.access_log, conn.peer());
+        let (stats, log, peer) = (&mut self.stats, &mut self.access_log, conn.peer());
         conn.report(&mut |report| {
-            tally.count(&report);
+            stats.count(&report);
             if let (
                 Some(log),
                 Report::Http {
@@ -800,7 +800,7 @@ impl<P: Protocol, S: Accept> Server<P, S> {
                 return;
             };
             // A slot is ours: it goes to the connection, or (dropped) back at once.
-            match self.listeners[i].accept(now, &mut self.stats.accept_errors) {
+            match self.listeners[i].accept(now) {
                 Accepted::Conn(stream, peer) => {
                     accepted += 1;
                     self.open(stream, peer, slot, now);
@@ -1089,8 +1089,8 @@ impl<P: Protocol, S: Accept> Server<P, S> {
     pub fn live_stats(&self) -> Stats {
         let mut stats = self.stats.clone();
         stats.at_limit = u64::from(self.at_limit);
-        stats.tally.add(&crate::reactor::stats::tally_now());
-        stats.tally.access_log_dropped = self.access_log.as_ref().map_or(0, LoopLog::dropped);
+        stats.add(&stats::tally_now());
+        stats.access_log_dropped = self.access_log.as_ref().map_or(0, LoopLog::dropped);
         for (_, conn) in self.conns.iter() {
             let (bytes_in, bytes_out) = conn.bytes();
             stats.bytes_in += bytes_in;
@@ -1204,7 +1204,7 @@ impl<P: Protocol, S: Accept> Server<P, S> {
                 log::info!(
                     "{LoopName}drained in {}: {}",
                     Dur(now.saturating_duration_since(started)),
-                    self.stats
+                    self.live_stats()
                 );
                 self.phase = Phase::Done(Outcome::Clean);
                 trace_events::instant("drained", now);

@@ -1,11 +1,24 @@
-//! Counters the loop owns: what `SIGUSR1` prints and `--metrics` serves.
+//! Counters the loop owns: what `SIGUSR1` prints, what each loop's drain
+//! line ends with, and what `--metrics` serves — all three generated from
+//! the one list in this file ([`COUNTERS`]).
 //!
 //! Plain integers, no atomics: only the loop thread touches them. The loop
-//! counts what it sees itself (accepts, closes, polls) in [`Stats`];
-//! rarer things noticed deep inside a connection or a listener (a
-//! backpressure pause, an accept error's kind) go to this thread's
-//! [`Tally`] through [`tally`], a `thread_local` like sozu's metrics, and
-//! are folded in when the counters are read. Nothing here runs per message.
+//! counts what it sees itself (accepts, closes, polls) in its own
+//! [`Stats`]; rarer things noticed deep inside a connection or a listener
+//! (a backpressure pause, an accept error's kind) go to this thread's
+//! tally through [`tally`] — another `Stats`, in a `thread_local` like
+//! sozu's metrics — and are folded in when the counters are read. Nothing
+//! here runs per message.
+//!
+//! # Adding a counter
+//! One row in the `counters!` list below: the field it becomes, its kind,
+//! its Prometheus family and label, its words in the log lines (`-`: none;
+//! a leading space goes on with the previous item, as ` out` after `bytes
+//! in`), the protocol it is shown for (`*`: every one) and what it counts. The
+//! struct field, the sum over loops, the `SIGUSR1`/drain line and the
+//! `/metrics` samples all follow from that row, and `tests/metrics.rs`
+//! checks that every row reaches a real scrape. A family with a label
+//! (several rows) also needs its title in [`FAMILY_TITLES`].
 
 use std::cell::RefCell;
 use std::fmt;
@@ -13,135 +26,251 @@ use std::fmt;
 use crate::proto::Report;
 use crate::reactor::conn::CloseReason;
 
-/// Live counters of one event loop.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Connections accepted.
-    pub accepted: u64,
-    /// Connections open now.
-    pub open: u64,
-    /// Closed after an orderly end (peer closed, protocol done, drained).
-    pub closed_ok: u64,
-    /// Reset by the peer between messages, with nothing owed: how load
-    /// tools and some clients end a connection. Nothing was lost.
-    pub closed_aborted: u64,
-    /// Closed because the peer reset the connection while a reply was owed
-    /// or a request was half-received (or it broke otherwise).
-    pub closed_reset: u64,
-    /// Closed by the idle timeout.
-    pub closed_timeout: u64,
-    /// Closed because the peer broke the protocol.
-    pub closed_protocol: u64,
-    /// Closed by a forced shutdown.
-    pub closed_forced: u64,
-    /// Closed as slow consumers (messages piled up unread).
-    pub closed_slow: u64,
-    /// Messages dropped: their receiver had closed (or was closing), or
-    /// the receiving loop's queue was full.
-    pub messages_dropped: u64,
-    /// Accept calls that failed (excluding `WouldBlock`).
-    pub accept_errors: u64,
-    /// Bytes read from peers of closed connections.
-    pub bytes_in: u64,
-    /// Bytes written to peers of closed connections.
-    pub bytes_out: u64,
-    /// Turns of the loop: `poll` calls that returned.
-    pub polls: u64,
-    /// Readiness events those polls returned.
-    pub events: u64,
-    /// This loop stopped accepting at its share of `--max-conns` (0 or 1).
-    pub at_limit: u64,
-    /// Counted by connections and listeners of this thread: see [`Tally`].
-    pub tally: Tally,
+/// How Prometheus is told to read a sample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up (summed over loops, reset only by a restart).
+    Counter,
+    /// Goes up and down (a level now: open connections).
+    Gauge,
 }
 
-/// Counters that code below the loop bumps through [`tally`]: plain
-/// integers in a `thread_local`, read by the loop of the same thread.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Tally {
-    /// Times a connection stopped reading because it owed too much output.
-    pub backpressure_pauses: u64,
-    /// Accept errors that cost one connection (`ECONNABORTED`, ...).
-    pub accept_skipped: u64,
-    /// Accept errors that paused accepting: out of descriptors or memory.
-    pub accept_exhausted: u64,
-    /// Accept errors of any other kind (accepting pauses too).
-    pub accept_other: u64,
-    /// HTTP responses by status class: `[1xx, 2xx, 3xx, 4xx, 5xx]`.
-    pub http_responses: [u64; 5],
-    /// RESP commands by name, in the order of [`RESP_COMMANDS`].
-    pub resp_commands: [u64; RESP_COMMANDS.len()],
-    /// Access-log lines dropped because the writer fell behind.
-    pub access_log_dropped: u64,
-    /// TLS handshakes completed.
-    pub tls_handshakes: u64,
-    /// TLS connections closed before their handshake completed (bad or
-    /// plain-text input, a timeout, a client that gave up).
-    pub tls_handshake_failures: u64,
+impl Kind {
+    /// The word in `# TYPE`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        }
+    }
 }
 
-/// The RESP commands counted by name; anything else counts as `other`.
+/// One row of the list: a field of [`Stats`] and how each place shows it.
+#[derive(Clone, Copy, Debug)]
+pub struct Counter {
+    /// The field of [`Stats`] (`closed_slow`).
+    pub field: &'static str,
+    /// Counter or gauge.
+    pub kind: Kind,
+    /// The Prometheus family (`tcp_reactor_connections_closed_total`);
+    /// the rows of one family are next to each other.
+    pub family: &'static str,
+    /// Its label in a family of several samples (`("reason", "slow_consumer")`).
+    pub label: Option<(&'static str, &'static str)>,
+    /// Its words in the `SIGUSR1` and drain lines (`None`: `/metrics` only).
+    /// Words with a leading space go on with the previous item, without a
+    /// comma: `closed ok 3 aborted 0 …`, `bytes in 6 out 6`.
+    pub line: Option<&'static str>,
+    /// Shown only when serving this protocol (`None`: always).
+    pub protocol: Option<&'static str>,
+    /// What it counts: the `# HELP` text (a labeled family's is its title
+    /// from [`FAMILY_TITLES`], then each label with this).
+    pub help: &'static str,
+    /// Read it from a [`Stats`].
+    pub get: fn(&Stats) -> u64,
+}
+
+impl Counter {
+    /// The sample's name in the exposition: `family` or `family{label="value"}`.
+    pub fn sample_name(&self) -> String {
+        match self.label {
+            Some((key, value)) => format!("{}{{{key}=\"{value}\"}}", self.family),
+            None => self.family.to_owned(),
+        }
+    }
+
+    /// Whether it is shown for `protocol`.
+    pub fn shown_for(&self, protocol: &str) -> bool {
+        self.protocol.map_or(true, |only| only == protocol)
+    }
+}
+
+macro_rules! option {
+    (-) => {
+        None
+    };
+    (*) => {
+        None
+    };
+    ($value:literal) => {
+        Some($value)
+    };
+}
+
+macro_rules! label {
+    () => {
+        None
+    };
+    ($key:ident = $value:literal) => {
+        Some((stringify!($key), $value))
+    };
+}
+
+macro_rules! kind {
+    (counter) => {
+        Kind::Counter
+    };
+    (gauge) => {
+        Kind::Gauge
+    };
+}
+
+/// The list: one row per counter. Generates [`Stats`] (one `u64` field per
+/// row), [`Stats::add`] and [`COUNTERS`].
+macro_rules! counters {
+    ($(
+        $field:ident : $kind:ident $family:literal [$($key:ident = $value:literal)?]
+            $line:tt $protocol:tt $help:literal
+    ),* $(,)?) => {
+        /// Live counters of one event loop (or, summed, of the process).
+        /// One field per row of [`COUNTERS`], which says what each counts.
+        #[derive(Clone, Debug, Default, PartialEq, Eq)]
+        pub struct Stats {
+            $(
+                #[doc = concat!(
+                    $help, " (`", $family, $("{", stringify!($key), "=\"", $value, "\"}",)? "`)"
+                )]
+                pub $field: u64,
+            )*
+        }
+
+        impl Stats {
+            /// Add another loop's counters (for the process's totals).
+            pub fn add(&mut self, other: &Stats) {
+                $( self.$field += other.$field; )*
+            }
+        }
+
+        /// Every counter, in the order the log line and `/metrics` show them.
+        pub const COUNTERS: &[Counter] = &[
+            $(
+                Counter {
+                    field: stringify!($field),
+                    kind: kind!($kind),
+                    family: $family,
+                    label: label!($($key = $value)?),
+                    line: option!($line),
+                    protocol: option!($protocol),
+                    help: $help,
+                    get: |s: &Stats| s.$field,
+                },
+            )*
+        ];
+    };
+}
+
+counters! {
+    // field:               kind    family                                     [label]                     log line                only   what it counts
+    open:                   gauge   "tcp_reactor_connections_active"           []                          "open"                  *      "Connections open now.",
+    accepted:               counter "tcp_reactor_connections_accepted_total"   []                          "accepted"              *      "Connections accepted.",
+    closed_ok:              counter "tcp_reactor_connections_closed_total"     [reason = "ok"]             "closed ok"             *      "an orderly end: the peer closed, the protocol was done, or drained",
+    closed_aborted:         counter "tcp_reactor_connections_closed_total"     [reason = "aborted"]        " aborted"              *      "reset by the peer between messages with nothing owed: nothing lost, it is how load tools end",
+    closed_reset:           counter "tcp_reactor_connections_closed_total"     [reason = "reset"]          " reset"                *      "reset with a reply owed or a request half-received, or another I/O error",
+    closed_timeout:         counter "tcp_reactor_connections_closed_total"     [reason = "timeout"]        " timeout"              *      "the idle timeout",
+    closed_protocol:        counter "tcp_reactor_connections_closed_total"     [reason = "protocol_error"] " protocol"             *      "the peer broke the protocol",
+    closed_forced:          counter "tcp_reactor_connections_closed_total"     [reason = "forced"]         " forced"               *      "cut off by the drain deadline or a second quit signal",
+    closed_slow:            counter "tcp_reactor_connections_closed_total"     [reason = "slow_consumer"]  " slow"                 *      "a slow consumer: messages for it piled up unread past the slow-consumer limit",
+    messages_dropped:       counter "tcp_reactor_messages_dropped_total"       []                          "messages dropped"      *      "Messages between connections dropped: the receiver had closed (or was closing), or the receiving loop's queue was full.",
+    accept_skipped:         counter "tcp_reactor_accept_errors_total"          [kind = "skipped"]          "accept errors skipped" *      "that one connection failed",
+    accept_exhausted:       counter "tcp_reactor_accept_errors_total"          [kind = "exhausted"]        " exhausted"            *      "out of descriptors or memory: accepting paused",
+    accept_other:           counter "tcp_reactor_accept_errors_total"          [kind = "other"]            " other"                *      "any other error: accepting paused",
+    bytes_in:               counter "tcp_reactor_bytes_received_total"         []                          "bytes in"              *      "Bytes read from peers, open connections included.",
+    bytes_out:              counter "tcp_reactor_bytes_sent_total"             []                          " out"                  *      "Bytes written to peers, open connections included.",
+    tls_handshakes:         counter "tcp_reactor_tls_handshakes_total"         []                          -                       *      "TLS handshakes completed.",
+    tls_handshake_failures: counter "tcp_reactor_tls_handshake_failures_total" []                          -                       *      "TLS connections closed before their handshake completed: bad or plain-text input, the handshake timeout, a client that gave up.",
+    backpressure_pauses:    counter "tcp_reactor_backpressure_pauses_total"    []                          -                       *      "Times a connection stopped reading because its owed output reached the high watermark.",
+    at_limit:               gauge   "tcp_reactor_loops_at_connection_limit"    []                          -                       *      "Event loops that stopped accepting at their share of --max-conns.",
+    http_1xx:               counter "tcp_reactor_http_responses_total"         [code = "1xx"]              -                       "http" "informational",
+    http_2xx:               counter "tcp_reactor_http_responses_total"         [code = "2xx"]              -                       "http" "success",
+    http_3xx:               counter "tcp_reactor_http_responses_total"         [code = "3xx"]              -                       "http" "redirection",
+    http_4xx:               counter "tcp_reactor_http_responses_total"         [code = "4xx"]              -                       "http" "client error",
+    http_5xx:               counter "tcp_reactor_http_responses_total"         [code = "5xx"]              -                       "http" "server error",
+    resp_ping:              counter "tcp_reactor_resp_commands_total"          [command = "ping"]          -                       "resp" "PING",
+    resp_echo:              counter "tcp_reactor_resp_commands_total"          [command = "echo"]          -                       "resp" "ECHO",
+    resp_quit:              counter "tcp_reactor_resp_commands_total"          [command = "quit"]          -                       "resp" "QUIT",
+    resp_other:             counter "tcp_reactor_resp_commands_total"          [command = "other"]         -                       "resp" "unknown commands and errors",
+    access_log_dropped:     counter "tcp_reactor_access_log_dropped_total"     []                          -                       *      "Access-log lines dropped because the writer thread fell behind (never waited for).",
+    polls:                  counter "tcp_reactor_loop_polls_total"             []                          -                       *      "Turns of the event loops: poll calls that returned.",
+    events:                 counter "tcp_reactor_loop_events_total"            []                          -                       *      "Readiness events the polls returned (events per poll = this / polls).",
+}
+
+/// The `# HELP` title of each family with a label; each label and its
+/// row's text follow it: `Connections closed, by reason: ok (an orderly
+/// end…), aborted (…)`.
+pub const FAMILY_TITLES: &[(&str, &str)] = &[
+    (
+        "tcp_reactor_connections_closed_total",
+        "Connections closed, by reason",
+    ),
+    (
+        "tcp_reactor_accept_errors_total",
+        "Failed accept calls, by kind",
+    ),
+    (
+        "tcp_reactor_http_responses_total",
+        "HTTP responses sent, by status class",
+    ),
+    (
+        "tcp_reactor_resp_commands_total",
+        "RESP commands answered, by command",
+    ),
+];
+
+/// The RESP commands counted by name, in the order of
+/// [`Report::Resp`]'s counts; anything else counts as `other`.
 pub const RESP_COMMANDS: [&str; 4] = ["ping", "echo", "quit", "other"];
 
 thread_local! {
-    static TALLY: RefCell<Tally> = RefCell::new(Tally::default());
+    static TALLY: RefCell<Stats> = RefCell::new(Stats::default());
 }
 
-/// Bump this thread's [`Tally`]. Cheap (a thread-local borrow, no atomic),
-/// but meant for events rarer than messages.
-pub fn tally(f: impl FnOnce(&mut Tally)) {
+/// Bump this thread's tally: counters noticed below the loop, folded into
+/// the loop's [`Stats`] when they are read. Cheap (a thread-local borrow,
+/// no atomic), but meant for events rarer than messages.
+pub fn tally(f: impl FnOnce(&mut Stats)) {
     TALLY.with(|t| f(&mut t.borrow_mut()));
 }
 
-/// A copy of this thread's [`Tally`].
-pub fn tally_now() -> Tally {
+/// A copy of this thread's tally.
+pub fn tally_now() -> Stats {
     TALLY.with(|t| t.borrow().clone())
 }
 
-/// Start this thread's [`Tally`] from zero (a new loop on a reused thread).
+/// Start this thread's tally from zero (a new loop on a reused thread).
 pub fn tally_reset() {
-    TALLY.with(|t| *t.borrow_mut() = Tally::default());
+    TALLY.with(|t| *t.borrow_mut() = Stats::default());
 }
 
-impl Tally {
+impl Stats {
     /// Count what a protocol reported.
     pub fn count(&mut self, report: &Report<'_>) {
         match *report {
             Report::Http { status, .. } => {
-                if let Some(n) = (status / 100)
-                    .checked_sub(1)
-                    .and_then(|class| self.http_responses.get_mut(usize::from(class)))
-                {
-                    *n += 1;
-                }
+                let class = match status / 100 {
+                    1 => &mut self.http_1xx,
+                    2 => &mut self.http_2xx,
+                    3 => &mut self.http_3xx,
+                    4 => &mut self.http_4xx,
+                    5 => &mut self.http_5xx,
+                    _ => return,
+                };
+                *class += 1;
             }
             Report::Resp { commands } => {
-                for (n, c) in self.resp_commands.iter_mut().zip(commands) {
+                // The order of RESP_COMMANDS.
+                let counts = [
+                    &mut self.resp_ping,
+                    &mut self.resp_echo,
+                    &mut self.resp_quit,
+                    &mut self.resp_other,
+                ];
+                for (n, c) in counts.into_iter().zip(commands) {
                     *n += u64::from(c);
                 }
             }
         }
     }
 
-    /// Add another thread's tally.
-    pub fn add(&mut self, other: &Tally) {
-        self.backpressure_pauses += other.backpressure_pauses;
-        self.tls_handshakes += other.tls_handshakes;
-        self.tls_handshake_failures += other.tls_handshake_failures;
-        self.accept_skipped += other.accept_skipped;
-        self.accept_exhausted += other.accept_exhausted;
-        self.accept_other += other.accept_other;
-        self.access_log_dropped += other.access_log_dropped;
-        for (a, b) in self.http_responses.iter_mut().zip(other.http_responses) {
-            *a += b;
-        }
-        for (a, b) in self.resp_commands.iter_mut().zip(other.resp_commands) {
-            *a += b;
-        }
-    }
-}
-
-impl Stats {
     /// Count one closed connection.
     pub fn record_close(&mut self, reason: CloseReason, bytes_in: u64, bytes_out: u64) {
         self.open = self.open.saturating_sub(1);
@@ -160,48 +289,145 @@ impl Stats {
         };
         *counter += 1;
     }
+}
 
-    /// Add another loop's counters (for per-thread totals).
-    pub fn add(&mut self, other: &Stats) {
-        self.accepted += other.accepted;
-        self.open += other.open;
-        self.closed_ok += other.closed_ok;
-        self.closed_aborted += other.closed_aborted;
-        self.closed_reset += other.closed_reset;
-        self.closed_timeout += other.closed_timeout;
-        self.closed_protocol += other.closed_protocol;
-        self.closed_forced += other.closed_forced;
-        self.closed_slow += other.closed_slow;
-        self.messages_dropped += other.messages_dropped;
-        self.accept_errors += other.accept_errors;
-        self.bytes_in += other.bytes_in;
-        self.bytes_out += other.bytes_out;
-        self.polls += other.polls;
-        self.events += other.events;
-        self.at_limit += other.at_limit;
-        self.tally.add(&other.tally);
+/// The `SIGUSR1` line and the end of each drain line: every row of
+/// [`COUNTERS`] with words for the log, `open 0, accepted 1, closed ok 1
+/// aborted 0 …, bytes in 6 out 6`.
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for counter in COUNTERS {
+            let Some(words) = counter.line else {
+                continue;
+            };
+            let sep = if first || words.starts_with(' ') {
+                ""
+            } else {
+                ", "
+            };
+            write!(f, "{sep}{words} {}", (counter.get)(self))?;
+            first = false;
+        }
+        Ok(())
     }
 }
 
-impl fmt::Display for Stats {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "open {}, accepted {}, closed ok {} aborted {} reset {} timeout {} protocol {} forced {}, \
-             slow {}, accept errors {}, bytes in {} out {}, messages dropped {}",
-            self.open,
-            self.accepted,
-            self.closed_ok,
-            self.closed_aborted,
-            self.closed_reset,
-            self.closed_timeout,
-            self.closed_protocol,
-            self.closed_forced,
-            self.closed_slow,
-            self.accept_errors,
-            self.bytes_in,
-            self.bytes_out,
-            self.messages_dropped
-        )
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::io;
+
+    use super::*;
+    use crate::reactor::conn::ForceCause;
+
+    #[test]
+    fn the_rows_of_a_family_are_together_and_labeled_ones_have_a_title() {
+        let mut seen = HashSet::new();
+        let mut previous = "";
+        for c in COUNTERS {
+            if c.family != previous {
+                assert!(seen.insert(c.family), "{} is split in two", c.family);
+                previous = c.family;
+            }
+            let title = FAMILY_TITLES.iter().any(|(f, _)| *f == c.family);
+            assert_eq!(title, c.label.is_some(), "{}: title iff labeled", c.field);
+            assert!(c.family.starts_with("tcp_reactor_"), "{}", c.family);
+            let counter = c.kind == Kind::Counter;
+            assert_eq!(counter, c.family.ends_with("_total"), "{}", c.family);
+        }
+        for (family, _) in FAMILY_TITLES {
+            assert!(seen.contains(family), "a title for no family: {family}");
+        }
+    }
+
+    #[test]
+    fn each_field_is_read_by_its_own_row() {
+        let mut stats = Stats::default();
+        stats.add(&Stats {
+            closed_slow: 7,
+            ..Stats::default()
+        });
+        let read: Vec<&str> = COUNTERS
+            .iter()
+            .filter(|c| (c.get)(&stats) == 7)
+            .map(|c| c.field)
+            .collect();
+        assert_eq!(read, ["closed_slow"]);
+    }
+
+    #[test]
+    fn every_close_reason_moves_exactly_one_closed_counter() {
+        let reasons = [
+            CloseReason::PeerClosed,
+            CloseReason::Done,
+            CloseReason::ProtocolError("x"),
+            CloseReason::Drained,
+            CloseReason::PeerAborted,
+            CloseReason::Reset,
+            CloseReason::Io(io::ErrorKind::Other),
+            CloseReason::IdleTimeout,
+            CloseReason::Forced(ForceCause::DrainDeadline),
+            CloseReason::SlowConsumer,
+        ];
+        let closed = |s: &Stats| -> Vec<u64> {
+            COUNTERS
+                .iter()
+                .filter(|c| c.family == "tcp_reactor_connections_closed_total")
+                .map(|c| (c.get)(s))
+                .collect()
+        };
+        for reason in reasons {
+            let mut stats = Stats::default();
+            stats.record_close(reason, 0, 0);
+            assert_eq!(closed(&stats).iter().sum::<u64>(), 1, "{reason}");
+        }
+    }
+
+    #[test]
+    fn the_resp_rows_follow_the_order_of_the_report() {
+        let labels: Vec<&str> = COUNTERS
+            .iter()
+            .filter(|c| c.family == "tcp_reactor_resp_commands_total")
+            .filter_map(|c| c.label.map(|(_, v)| v))
+            .collect();
+        assert_eq!(labels, RESP_COMMANDS);
+        let mut stats = Stats::default();
+        stats.count(&Report::Resp {
+            commands: [1, 2, 3, 4],
+        });
+        assert_eq!(
+            [
+                stats.resp_ping,
+                stats.resp_echo,
+                stats.resp_quit,
+                stats.resp_other
+            ],
+            [1, 2, 3, 4]
+        );
+    }
+
+    #[test]
+    fn the_log_line_groups_a_family_and_names_every_logged_row() {
+        let stats = Stats {
+            open: 1,
+            accepted: 2,
+            closed_ok: 1,
+            closed_slow: 3,
+            messages_dropped: 4,
+            ..Stats::default()
+        };
+        let line = stats.to_string();
+        assert!(
+            line.starts_with("open 1, accepted 2, closed ok 1 aborted 0 reset 0 "),
+            "{line}"
+        );
+        assert!(line.contains(" slow 3, messages dropped 4, "), "{line}");
+        assert!(line.ends_with(", bytes in 0 out 0"), "{line}");
+        for c in COUNTERS {
+            if let Some(words) = c.line {
+                assert!(line.contains(words), "{words} missing from {line}");
+            }
+        }
     }
 }
