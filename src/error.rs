@@ -27,6 +27,14 @@ pub enum Error {
     },
     /// `Poll::poll` failed with something other than `Interrupted`.
     Poll(io::Error),
+    /// The event loops asked for would not fit in the descriptor limit
+    /// (`RLIMIT_NOFILE`); none was started.
+    TooManyLoops {
+        /// How many were asked for.
+        loops: usize,
+        /// What they need, the limit, and how many would fit.
+        fit: crate::process::rlimit::TooManyLoops,
+    },
     /// A descriptor handed over by `LISTEN_FDS` is unusable.
     Inherited {
         /// The descriptor number.
@@ -45,6 +53,11 @@ impl fmt::Display for Error {
             Error::Inherited { fd, problem } => {
                 write!(f, "inherited descriptor {fd} (LISTEN_FDS) {problem}")
             }
+            Error::TooManyLoops { loops, fit } => write!(
+                f,
+                "{loops} event loops need about {} descriptors; the limit is {} (ulimit -n): at most {} fit",
+                fit.needed, fit.limit, fit.most
+            ),
         }
     }
 }
@@ -55,7 +68,7 @@ impl std::error::Error for Error {
             Error::Bind { source, .. } | Error::Setup { source, .. } | Error::Poll(source) => {
                 Some(source)
             }
-            Error::Inherited { .. } => None,
+            Error::Inherited { .. } | Error::TooManyLoops { .. } => None,
         }
     }
 }

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 use tcp_reactor::process::activation;
 use tcp_reactor::process::cli::{self, ProtocolName, EXIT_USAGE};
-use tcp_reactor::process::supervisor::Supervisor;
+use tcp_reactor::process::rlimit;
+use tcp_reactor::process::supervisor::{self, Supervisor};
 use tcp_reactor::proto::{DateAnchor, Echo, Http, HttpConfig, Resp};
 use tcp_reactor::reactor::access_log::AccessLog;
 use tcp_reactor::reactor::listener;
@@ -59,8 +60,22 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(EXIT_USAGE);
     }
-    if let Some(limit) = tcp_reactor::process::rlimit::raise_nofile() {
+    if let Some(limit) = rlimit::raise_nofile() {
         log::debug!("RLIMIT_NOFILE soft limit: {limit}");
+    }
+    // A usage error, found before a socket is bound or a thread started.
+    let loops = supervisor::loops_for(invocation.threads);
+    let listeners = inherited.as_ref().map_or(1, |i| i.listeners.len());
+    if let Err(fit) = rlimit::fit_loops(loops, listeners) {
+        let asked = match invocation.threads {
+            0 => format!("0 ({loops} cores)"),
+            n => n.to_string(),
+        };
+        eprintln!(
+            "tcp-reactor: error: --threads {asked} needs about {} descriptors; the limit is {} (ulimit -n): at most {} fit",
+            fit.needed, fit.limit, fit.most
+        );
+        return ExitCode::from(EXIT_USAGE);
     }
 
     let config = invocation.config;

@@ -71,6 +71,36 @@ fn upgrade_timeout_0_is_refused_with_a_one_line_reason_and_exit_2() {
     assert!(stderr.contains("--upgrade-timeout"), "{stderr}");
 }
 
+/// Each event loop holds descriptors of its own (epoll, waker, its copy of
+/// the listener): more loops than the limit allows are refused before any
+/// is started — not thousands of threads started, then `EMFILE`.
+#[test]
+fn more_threads_than_the_descriptor_limit_allows_is_refused_up_front_with_exit_2() {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(BINARY);
+    cmd.args(["--listen", "127.0.0.1:0", "--threads", "10000"]);
+    // SAFETY: setrlimit is async-signal-safe and only reads `lim`.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 1024,
+                rlim_max: 1024,
+            };
+            match libc::setrlimit(libc::RLIMIT_NOFILE, &lim) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+    }
+    let out = cmd.output().expect("run tcp-reactor");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--threads 10000"), "{stderr}");
+    assert!(stderr.contains("the limit is 1024 (ulimit -n)"), "{stderr}");
+    assert!(stderr.contains("at most 330 fit"), "{stderr}");
+}
+
 #[test]
 fn a_port_in_use_is_a_one_line_error_with_address_and_reason_and_exit_1() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -133,11 +163,12 @@ fn port_0_logs_the_real_port_and_ipv6_works() {
 }
 
 /// The start-up line shows the `--max-conns` in force, not the one asked
-/// for: with `RLIMIT_NOFILE` at 1000 that is 1000 less the 32 reserved.
+/// for: with `RLIMIT_NOFILE` at 1000 that is 1000 less the 32 reserved and
+/// the 3 each loop holds (epoll, waker, its copy of the listener).
 #[test]
 fn the_startup_line_shows_the_connection_limit_in_force() {
     use std::os::unix::process::CommandExt;
-    for threads in ["1", "2"] {
+    for (threads, max_conns) in [("1", 965), ("2", 962)] {
         let mut cmd = Command::new(BINARY);
         cmd.args(["--max-conns", "99999999", "--threads", threads]);
         // SAFETY: setrlimit is async-signal-safe and only reads `lim`.
@@ -156,7 +187,8 @@ fn the_startup_line_shows_the_connection_limit_in_force() {
         cmd.args(["--listen", "127.0.0.1:0"]);
         let server = ServerProcess::launch(cmd);
         let line = server.log_lines_with("listening on").remove(0);
-        assert!(line.contains("max-conns 968,"), "threads {threads}: {line}");
+        let in_force = format!("max-conns {max_conns},");
+        assert!(line.contains(&in_force), "threads {threads}: {line}");
         assert!(!line.contains("99999999"), "threads {threads}: {line}");
         assert_eq!(
             server

@@ -194,12 +194,13 @@ impl Drop for Held {
 }
 
 /// The `--max-conns` in force: what was asked, lowered to what
-/// `RLIMIT_NOFILE` allows (logged at warn when it is) and to the most
-/// tokens a loop can give out. Computed once per process, before any loop
-/// starts, and printed in the start-up line.
-pub fn effective_max_conns(requested: usize) -> usize {
+/// `RLIMIT_NOFILE` allows besides the `held` descriptors of the event loops
+/// (logged at warn when it is) and to the most tokens a loop can give out.
+/// Computed once per process, before any loop starts, and printed in the
+/// start-up line.
+pub fn effective_max_conns(requested: usize, held: u64) -> usize {
     let mut max = requested.max(1);
-    if let Some(allowed) = crate::process::rlimit::max_conns_allowed() {
+    if let Some(allowed) = crate::process::rlimit::max_conns_allowed(held) {
         if max > allowed {
             log::warn!("max-conns {max} is above what RLIMIT_NOFILE allows; using {allowed}");
             max = allowed;

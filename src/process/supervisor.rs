@@ -41,6 +41,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::process::limit::{self, ConnLimit};
 use crate::process::notify::{self, Notifier};
+use crate::process::rlimit;
 use crate::process::upgrade::{self, Readiness, Upgrade};
 use crate::proto::Protocol;
 use crate::reactor::access_log::AccessLog;
@@ -121,11 +122,7 @@ impl Supervisor {
     /// Supervise `threads` loops (0 = one per available core) serving on
     /// `listeners` (already listening).
     pub fn new(config: Config, threads: usize, listeners: Vec<TcpListener>) -> Self {
-        let threads = if threads == 0 {
-            thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            threads
-        };
+        let threads = loops_for(threads);
         let names = vec!["tcp-reactor".to_owned(); listeners.len()];
         Self {
             config,
@@ -210,9 +207,14 @@ impl Supervisor {
         let (tx, rx) = mpsc::channel();
         let n = self.threads;
 
+        // Before any thread exists: thousands of loops that cannot all get
+        // their descriptors would each be started for nothing.
+        rlimit::fit_loops(n, self.listeners.len())
+            .map_err(|fit| Error::TooManyLoops { loops: n, fit })?;
         // One limit for the process, computed (and printed) once; every
         // loop counts against it (see crate::process::limit).
-        self.config.max_conns = limit::effective_max_conns(self.config.max_conns);
+        let loop_fds = n as u64 * rlimit::fds_per_loop(self.listeners.len());
+        self.config.max_conns = limit::effective_max_conns(self.config.max_conns, loop_fds);
         let limit = Arc::new(ConnLimit::new(self.config.max_conns));
         let mut per_loop = self.config.clone();
         per_loop.handle_signals = false;
@@ -221,13 +223,22 @@ impl Supervisor {
         }
         let mut joins = Vec::with_capacity(n);
         let hub = Hub::new(n);
+        // A loop that cannot be started stops the start-up; those already
+        // running are stopped below, not left behind.
+        let mut failed = None;
         for id in 0..n {
-            let sockets = self
+            let sockets = match self
                 .listeners
                 .iter()
                 .map(TcpListener::try_clone)
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(setup("a listener copy"))?;
+            {
+                Ok(sockets) => sockets,
+                Err(e) => {
+                    failed = Some(setup("a listener copy")(e));
+                    break;
+                }
+            };
             let (tx, waker, make, config, hub, limit, log) = (
                 tx.clone(),
                 Arc::clone(&waker),
@@ -240,7 +251,7 @@ impl Supervisor {
             // A config with no stage (no TLS) runs its loops on bare sockets:
             // no per-message dispatch to a stage it does not have.
             let staged = config.needs_stages();
-            let join = thread::Builder::new()
+            let spawned = thread::Builder::new()
                 .name(format!("loop-{id}"))
                 .spawn(move || match staged {
                     true => run_loop::<P, F, Stream>(
@@ -249,34 +260,38 @@ impl Supervisor {
                     false => run_loop::<P, F, mio::net::TcpStream>(
                         id, config, limit, sockets, make, hub, tx, waker, log,
                     ),
-                })
-                .map_err(setup("a loop thread"))?;
-            joins.push(join);
-        }
-
-        // Wait until every loop is up (or one failed).
-        let mut handles: Vec<Option<ShutdownHandle>> = (0..n).map(|_| None).collect();
-        let mut finished: Vec<Option<Result<Outcome, Error>>> = (0..n).map(|_| None).collect();
-        while handles.iter().any(Option::is_none) {
-            match rx.recv() {
-                Ok(LoopEvent::Started(id, handle)) => handles[id] = Some(handle),
-                Ok(LoopEvent::Finished(id, result)) => {
-                    finished[id] = Some(result);
-                    handles.iter().flatten().for_each(ShutdownHandle::force);
+                });
+            match spawned {
+                Ok(join) => joins.push(join),
+                Err(e) => {
+                    failed = Some(setup("a loop thread")(e));
                     break;
                 }
+            }
+        }
+
+        // Wait until every loop started is up, or has failed.
+        let mut handles: Vec<Option<ShutdownHandle>> = (0..n).map(|_| None).collect();
+        let mut finished: Vec<Option<Result<Outcome, Error>>> = (0..n).map(|_| None).collect();
+        while (0..joins.len()).any(|id| handles[id].is_none() && finished[id].is_none()) {
+            match rx.recv() {
+                Ok(LoopEvent::Started(id, handle)) => handles[id] = Some(handle),
+                Ok(LoopEvent::Finished(id, result)) => finished[id] = Some(result),
                 Ok(LoopEvent::Stats(..) | LoopEvent::StoppedAccepting) => {}
                 Err(_) => break,
             }
         }
+        let broken = finished.iter().any(|f| matches!(f, Some(Err(_))));
         let handles: Vec<ShutdownHandle> = handles.into_iter().flatten().collect();
-        if handles.len() < n {
+        if handles.len() < n || broken {
+            handles.iter().for_each(ShutdownHandle::force);
             for join in joins {
                 let _ = join.join();
             }
-            return match finished.into_iter().flatten().next() {
-                Some(Err(e)) => Err(e),
-                _ => Ok(Outcome::Clean),
+            let first_error = finished.into_iter().flatten().find_map(Result::err);
+            return match failed.or(first_error) {
+                Some(e) => Err(e),
+                None => Ok(Outcome::Clean),
             };
         }
 
@@ -611,6 +626,14 @@ impl Supervisor {
                 None
             }
         }
+    }
+}
+
+/// How many loops `--threads N` means: `N`, or one per available core for 0.
+pub fn loops_for(threads: usize) -> usize {
+    match threads {
+        0 => thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
     }
 }
 

@@ -323,7 +323,8 @@ impl<P: Protocol, S: Accept> Server<P, S> {
             None
         };
         let mut config = config;
-        config.max_conns = limit::effective_max_conns(config.max_conns);
+        let held = crate::process::rlimit::fds_per_loop(listeners.len());
+        config.max_conns = limit::effective_max_conns(config.max_conns, held);
         let waker = Arc::new(waker);
         let hub = Hub::new(1);
         let inbox = hub.open_door(0, Arc::clone(&waker));
