@@ -42,8 +42,10 @@ fn main() -> ExitCode {
         }
     };
     tcp_reactor::process::logging::init();
-    // Still single-threaded: taking inherited sockets edits the environment.
-    let inherited = match activation::take() {
+    // Still single-threaded, as it must be: taking the inherited sockets
+    // reads and clears the environment (see `activation`). No thread
+    // exists before this line, and nothing touches the environment after.
+    let mut inherited = match activation::take() {
         Ok(inherited) => inherited,
         Err(e) => return fail(&e),
     };
@@ -51,7 +53,7 @@ fn main() -> ExitCode {
     // sockets are the ones `--listen` bound. From systemd, both is a mistake.
     let conflict = inherited
         .as_ref()
-        .filter(|i| !i.from_upgrade && invocation.listen_given);
+        .filter(|i| i.upgrade.is_none() && invocation.listen_given);
     if let Some(inherited) = conflict {
         eprintln!(
             "tcp-reactor: error: --listen cannot be used with {} inherited socket(s) (LISTEN_FDS); \
@@ -79,9 +81,21 @@ fn main() -> ExitCode {
     }
 
     let config = invocation.config;
+    // An upgrade hands over the metrics listener too: the previous process
+    // still holds the address, so binding it again would fail.
+    let inherited_metrics = inherited
+        .as_mut()
+        .and_then(|i| i.upgrade.as_mut())
+        .and_then(|h| h.metrics.take());
     let supervisor = match inherited {
-        Some(inherited) => Supervisor::new(config, invocation.threads, inherited.listeners)
-            .inherited(inherited.names, inherited.from_upgrade),
+        Some(inherited) => {
+            let supervisor = Supervisor::new(config, invocation.threads, inherited.listeners)
+                .inherited(inherited.names);
+            match inherited.upgrade {
+                Some(handover) => supervisor.upgraded_from(handover),
+                None => supervisor,
+            }
+        }
         None => match listener::bind(config.listen, config.backlog) {
             Ok(socket) => Supervisor::new(config, invocation.threads, vec![socket]),
             Err(e) => return fail(&e),
@@ -89,12 +103,13 @@ fn main() -> ExitCode {
     }
     .upgrade_timeout(invocation.upgrade_timeout)
     .signals(signals);
-    let supervisor = match invocation.metrics {
-        Some(addr) => match listener::bind(addr, 64) {
+    let supervisor = match (invocation.metrics, inherited_metrics) {
+        (Some(_), Some(socket)) => supervisor.metrics(socket),
+        (Some(addr), None) => match listener::bind(addr, 64) {
             Ok(socket) => supervisor.metrics(socket),
             Err(e) => return fail(&e),
         },
-        None => supervisor,
+        (None, _) => supervisor,
     };
 
     let access_log = match invocation.access_log.as_deref().map(AccessLog::open) {

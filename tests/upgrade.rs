@@ -263,3 +263,199 @@ fn a_hung_upgrade_times_out_and_a_second_sigusr2_meanwhile_is_ignored() {
     );
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
+
+/// The address from a `… on http://ADDR/metrics` line.
+fn metrics_addr(server: &ServerProcess) -> SocketAddr {
+    let line = server
+        .wait_for_log("metrics on http://", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no `metrics on` line:\n{}", server.log()));
+    line.split("metrics on http://")
+        .nth(1)
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+}
+
+/// One `GET /metrics`: the body of a `200 OK`, or what went wrong.
+fn scrape(addr: SocketAddr) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .map_err(|e| format!("send: {e}"))?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| format!("read: {e} after {response:?}"))?;
+    match response.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.1 200 OK") => Ok(body.to_owned()),
+        _ => Err(format!("not a 200: {response:?}")),
+    }
+}
+
+/// The pid in the `upgrade: new process PID is ready` line of upgrade `round`.
+fn wait_ready(server: &ServerProcess, round: usize) -> i32 {
+    let ready = "upgrade: new process ";
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let lines = server.log_lines_with(ready);
+        if let Some(line) = lines.get(round - 1).filter(|l| l.contains("is ready")) {
+            return line
+                .split(ready)
+                .nth(1)
+                .and_then(|rest| rest.split(' ').next())
+                .and_then(|pid| pid.parse().ok())
+                .unwrap_or_else(|| panic!("no pid in {line:?}"));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "upgrade {round} never ready:\n{}",
+            server.log()
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `--metrics` binds an address the old process still holds during the
+/// overlap: the metrics listener is handed over like the others. Three
+/// upgrades in a row while a client scrapes without pause: each completes
+/// (the old process exits 0), and every scrape is answered.
+#[test]
+fn three_upgrades_with_metrics_hand_the_metrics_socket_over_while_it_is_scraped() {
+    become_subreaper();
+    let server = ServerProcess::start_with(&["--metrics", "127.0.0.1:0"], |cmd| {
+        cmd.env("RUST_LOG", "info");
+    });
+    let metrics = metrics_addr(&server);
+    let mut generations = Generations(vec![server.pid()]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let scraper = {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            let (mut answered, mut failed) = (0, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                match scrape(metrics) {
+                    Ok(body) if body.contains("tcp_reactor_connections_accepted_total") => {
+                        answered += 1
+                    }
+                    Ok(body) => failed.push(format!("no counters in {body:?}")),
+                    Err(e) => failed.push(e),
+                }
+                thread::sleep(Duration::from_millis(2));
+            }
+            (answered, failed)
+        })
+    };
+
+    let mut current = server.pid();
+    for round in 1..=3 {
+        thread::sleep(Duration::from_millis(200));
+        // SAFETY: signalling a server generation we started.
+        assert_eq!(unsafe { libc::kill(current, libc::SIGUSR2) }, 0);
+        let next = wait_ready(&server, round);
+        generations.0.push(next);
+        assert_eq!(
+            wait_pid(current, Duration::from_secs(30)),
+            Some(0),
+            "generation {current} exit; log:\n{}",
+            server.log()
+        );
+        current = next;
+    }
+    thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    let (answered, failed) = scraper.join().unwrap();
+    eprintln!("{answered} scrapes answered over three upgrades");
+    assert!(
+        failed.is_empty(),
+        "{} scrapes failed, the first: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(answered >= 20, "the scraper barely ran: {answered}");
+    assert_eq!(
+        server.log_lines_with("upgrade failed").len(),
+        0,
+        "{}",
+        server.log()
+    );
+    // The address now serves the last generation's counters: a fresh
+    // process, which has started no upgrade of its own.
+    let body = scrape(metrics).expect("a scrape of the last generation");
+    assert!(
+        body.contains("tcp_reactor_upgrades_total{result=\"started\"} 0\n"),
+        "{body}"
+    );
+    // SAFETY: signalling the last generation.
+    unsafe { libc::kill(current, libc::SIGTERM) };
+    assert_eq!(wait_pid(current, Duration::from_secs(30)), Some(0));
+}
+
+/// `kill -9` of the old process just after `SIGUSR2`, while the new one is
+/// still starting (a wrapper that sleeps, then execs the real binary): the
+/// new process is no longer the old one's child when it looks, yet it must
+/// serve on the sockets it was handed — the listener and the metrics one —
+/// since nothing else can. Repeated, the address serves every time.
+#[test]
+fn the_new_process_serves_on_the_handed_over_sockets_when_the_old_one_is_killed_mid_upgrade() {
+    become_subreaper();
+    const TRIALS: usize = 4;
+    for trial in 0..TRIALS {
+        let path = binary_copy(&format!("killed-{trial}"));
+        let real = path.with_file_name("tcp-reactor-real");
+        std::fs::copy(util::BINARY, &real).unwrap();
+        let mut cmd = Command::new(&path);
+        cmd.args(["--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0"]);
+        let server = ServerProcess::launch(cmd);
+        let metrics = metrics_addr(&server);
+        let mut generations = Generations(vec![server.pid()]);
+        replace_with_script(
+            &path,
+            &format!("#!/bin/sh\nsleep 0.3\nexec '{}' \"$@\"\n", real.display()),
+        );
+
+        server.signal(libc::SIGUSR2);
+        let started = "upgrade: started new process ";
+        let line = server
+            .wait_for_log(started, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("trial {trial}: no upgrade started:\n{}", server.log()));
+        server.signal(libc::SIGKILL); // before the new binary is even running
+        let next: i32 = line
+            .split(started)
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|pid| pid.parse().ok())
+            .unwrap_or_else(|| panic!("no pid in {line:?}"));
+        generations.0.push(next);
+
+        // Connects meanwhile wait in the socket's queue: answered once the
+        // new process is up.
+        util::echo_and_close(server.addr, format!("trial {trial}").as_bytes());
+        let body = scrape(metrics)
+            .unwrap_or_else(|e| panic!("trial {trial}: metrics: {e}\n{}", server.log()));
+        assert!(
+            body.contains("tcp_reactor_connections_accepted_total 1\n"),
+            "{body}"
+        );
+        assert!(
+            server
+                .wait_for_log("which is gone", Duration::from_secs(5))
+                .is_some(),
+            "trial {trial}: the new process did not say its parent was gone:\n{}",
+            server.log()
+        );
+        // SAFETY: signalling the generation we started (through the old one).
+        unsafe { libc::kill(next, libc::SIGTERM) };
+        assert_eq!(
+            wait_pid(next, Duration::from_secs(10)),
+            Some(0),
+            "trial {trial}:\n{}",
+            server.log()
+        );
+        drop(server);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+}

@@ -12,9 +12,16 @@
 //! wait in the listen queue); each must finish within [`SCRAPE_TIMEOUT`].
 //! The same readiness rules as a connection of the loop: registered once,
 //! edge-triggered, read and write until `WouldBlock`.
+//!
+//! In an upgrade the listening socket is handed to the new process with
+//! the others; once the new process has taken over, the old one
+//! [stops accepting](Endpoint::stop_accepting) on it and only finishes the
+//! scrapes it has, so every scrape after the hand-over reads the new
+//! process's counters.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use mio::event::Event;
@@ -51,7 +58,8 @@ struct Scrape {
 /// The metrics listener and its scrapes; tokens `base` (listener) to
 /// `base + MAX_SCRAPES` (scrapes).
 pub struct Endpoint {
-    listener: TcpListener,
+    /// `None` once it stopped accepting (the socket went to a new process).
+    listener: Option<TcpListener>,
     addr: SocketAddr,
     base: usize,
     scrapes: Slab<Scrape>,
@@ -70,7 +78,7 @@ impl Endpoint {
         let mut listener = TcpListener::from_std(listener);
         registry.register(&mut listener, base, Interest::READABLE)?;
         Ok(Self {
-            listener,
+            listener: Some(listener),
             addr,
             base: base.0,
             scrapes: Slab::with_capacity(MAX_SCRAPES),
@@ -85,6 +93,24 @@ impl Endpoint {
     /// Whether `token` is the listener's or a scrape's.
     pub fn owns(&self, token: Token) -> bool {
         (self.base..=self.base + MAX_SCRAPES).contains(&token.0)
+    }
+
+    /// The listening socket, to hand to an upgraded process.
+    pub fn listener_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.listener.as_ref().map(AsFd::as_fd)
+    }
+
+    /// Accept no more scrapes (a new process took the socket over); the
+    /// ones accepted are still answered.
+    pub fn stop_accepting(&mut self, registry: &Registry) {
+        if let Some(mut listener) = self.listener.take() {
+            let _ = registry.deregister(&mut listener);
+        }
+    }
+
+    /// Whether any scrape is in flight.
+    pub fn busy(&self) -> bool {
+        !self.scrapes.is_empty()
     }
 
     /// Whether a scrape waits for [`Endpoint::respond`].
@@ -157,8 +183,11 @@ impl Endpoint {
     }
 
     fn accept(&mut self, registry: &Registry, now: Instant) {
+        let Some(listener) = self.listener.as_ref() else {
+            return;
+        };
         while self.scrapes.len() < MAX_SCRAPES {
-            match self.listener.accept() {
+            match listener.accept() {
                 Ok((mut stream, peer)) => {
                     let entry = self.scrapes.vacant_entry();
                     let token = Token(self.base + 1 + entry.key());

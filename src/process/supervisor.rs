@@ -29,6 +29,7 @@
 
 use std::ffi::OsString;
 use std::net::TcpListener;
+use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -39,6 +40,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::process::activation::Handover;
 use crate::process::limit::{self, ConnLimit};
 use crate::process::notify::{self, Notifier};
 use crate::process::rlimit;
@@ -62,6 +64,10 @@ const METRICS: Token = Token(3);
 
 /// Accept batch of loops sharing a socket (see `Config::accept_batch`).
 const SHARED_ACCEPT_BATCH: usize = 4;
+
+/// How long the scrapes in flight when the last loop finishes may take
+/// before the process exits anyway.
+const SCRAPES_GRACE: Duration = Duration::from_secs(1);
 
 /// How long `EXTEND_TIMEOUT_USEC` extensions are spaced during a drain.
 const EXTEND_EVERY: Duration = Duration::from_secs(5);
@@ -91,7 +97,8 @@ pub struct Supervisor {
     threads: usize,
     listeners: Vec<TcpListener>,
     names: Vec<String>,
-    from_upgrade: bool,
+    /// What a previous tcp-reactor handed over with the sockets (upgrade).
+    handover: Option<Handover>,
     exe: Option<PathBuf>,
     args: Vec<OsString>,
     upgrade_timeout: Duration,
@@ -129,7 +136,7 @@ impl Supervisor {
             threads,
             listeners,
             names,
-            from_upgrade: false,
+            handover: None,
             exe: std::env::current_exe().ok(),
             args: std::env::args_os().skip(1).collect(),
             upgrade_timeout: Duration::from_secs(30),
@@ -141,15 +148,19 @@ impl Supervisor {
         }
     }
 
-    /// The sockets were inherited: their names, and whether they came from
-    /// a previous tcp-reactor (then we report readiness to it).
-    pub fn inherited(mut self, names: Vec<String>, from_upgrade: bool) -> Self {
-        if from_upgrade {
-            // The previous process is still logging while it drains.
-            crate::process::logging::show_pid();
-        }
+    /// The sockets were inherited (systemd, an upgrade): their names.
+    pub fn inherited(mut self, names: Vec<String>) -> Self {
         self.names = names;
-        self.from_upgrade = from_upgrade;
+        self
+    }
+
+    /// The sockets came from a previous tcp-reactor (an upgrade): report
+    /// readiness through its pipe, and take over as systemd's main pid.
+    /// Its metrics listener, if any, is for [`metrics`](Self::metrics).
+    pub fn upgraded_from(mut self, handover: Handover) -> Self {
+        // The previous process is still logging while it drains.
+        crate::process::logging::show_pid();
+        self.handover = Some(handover);
         self
     }
 
@@ -305,10 +316,13 @@ impl Supervisor {
             "listening on {} ({}, threads {n}{})",
             addrs.join(" and "),
             self.config.describe(make_protocol().name()),
-            if self.from_upgrade {
-                ", sockets handed over by the previous process"
-            } else {
-                ""
+            match &self.handover {
+                Some(h) if h.orphaned => format!(
+                    ", sockets handed over by the previous process {}, which is gone",
+                    h.from
+                ),
+                Some(h) => format!(", sockets handed over by the previous process {}", h.from),
+                None => String::new(),
             }
         );
         #[cfg(feature = "metrics")]
@@ -325,7 +339,7 @@ impl Supervisor {
         let protocol_name = make_protocol().name();
         let notifier = Notifier::from_env();
         if let Some(n) = &notifier {
-            let mainpid = if self.from_upgrade {
+            let mainpid = if self.handover.is_some() {
                 format!("\nMAINPID={}", std::process::id())
             } else {
                 String::new()
@@ -335,8 +349,8 @@ impl Supervisor {
                 addrs.join(" ")
             ));
         }
-        if self.from_upgrade {
-            upgrade::report_ready();
+        if let Some(pipe) = self.handover.as_mut().and_then(|h| h.ready.take()) {
+            upgrade::report_ready(pipe);
         }
 
         let watchdog = notifier
@@ -354,8 +368,24 @@ impl Supervisor {
         let mut stopped_accepting = 0;
         let mut events = Events::with_capacity(64);
 
-        while finished.iter().any(Option::is_none) {
+        let mut exit_by: Option<Instant> = None;
+        loop {
             let now = Instant::now();
+            if finished.iter().all(Option::is_some) {
+                // Every loop is done: answer the scrapes already accepted
+                // (an upgrade's old process accepted them just before the
+                // hand-over), for a moment at most, then go.
+                #[cfg(feature = "metrics")]
+                let busy = endpoint.as_mut().is_some_and(|e| {
+                    e.stop_accepting(poll.registry());
+                    e.busy()
+                });
+                #[cfg(not(feature = "metrics"))]
+                let busy = false;
+                if !busy || now >= *exit_by.get_or_insert(now + SCRAPES_GRACE) {
+                    break;
+                }
+            }
             #[cfg(feature = "metrics")]
             let scrape_deadline = endpoint.as_ref().and_then(|e| e.next_deadline());
             #[cfg(not(feature = "metrics"))]
@@ -365,6 +395,7 @@ impl Supervisor {
                 next_extend,
                 upgrading.as_ref().map(|(_, d)| *d),
                 scrape_deadline,
+                exit_by,
             ]
             .into_iter()
             .flatten()
@@ -435,7 +466,12 @@ impl Supervisor {
                                     } else if phase != Phase::Serving {
                                         log::warn!("SIGUSR2: shutting down; upgrade ignored");
                                     } else {
-                                        upgrading = self.start_upgrade(&poll, now);
+                                        #[cfg(feature = "metrics")]
+                                        let metrics =
+                                            endpoint.as_ref().and_then(|e| e.listener_fd());
+                                        #[cfg(not(feature = "metrics"))]
+                                        let metrics = None;
+                                        upgrading = self.start_upgrade(&poll, now, metrics);
                                         counts.upgrades_started += 1;
                                         if upgrading.is_none() {
                                             counts.upgrades_failed += 1;
@@ -473,35 +509,6 @@ impl Supervisor {
                                 LoopEvent::Started(..) => {}
                             }
                         }
-                        // A round is complete once every loop has answered
-                        // or finished (then its last copy counts).
-                        let complete = round.as_ref().is_some_and(|r| {
-                            (0..n).all(|id| r.answered[id] || finished[id].is_some())
-                        });
-                        if complete {
-                            let mut sum = Stats::default();
-                            last_stats.iter().for_each(|s| sum.add(s));
-                            if round.take().is_some_and(|r| r.log) {
-                                log::info!("stats: {sum}");
-                            }
-                            #[cfg(feature = "metrics")]
-                            if let Some(endpoint) = endpoint.as_mut().filter(|e| e.waiting()) {
-                                let snapshot = crate::metrics::Snapshot {
-                                    loops: sum,
-                                    loop_count: n,
-                                    protocol: protocol_name,
-                                    draining: phase != Phase::Serving,
-                                    listen_queue: crate::metrics::listen_queue(&self.listeners),
-                                    upgrades_started: counts.upgrades_started,
-                                    upgrades_completed: counts.upgrades_completed,
-                                    upgrades_failed: counts.upgrades_failed,
-                                    process: crate::metrics::process::ProcessInfo::read(),
-                                };
-                                let mut text = String::with_capacity(8 * 1024);
-                                crate::metrics::render(&snapshot, &mut text);
-                                endpoint.respond(poll.registry(), &text, now);
-                            }
-                        }
                     }
                     UPGRADE => {
                         let Some((up, _)) = upgrading.as_mut() else {
@@ -519,6 +526,11 @@ impl Supervisor {
                                 upgrading = None;
                                 counts.upgrades_completed += 1;
                                 self.listeners.clear(); // our copies only: the socket lives on in the new process
+                                #[cfg(feature = "metrics")]
+                                if let Some(endpoint) = endpoint.as_mut() {
+                                    // Scrapes from now on read the new process.
+                                    endpoint.stop_accepting(poll.registry());
+                                }
                                 handles.iter().for_each(ShutdownHandle::shutdown);
                                 phase = Phase::HandedOver;
                             }
@@ -545,6 +557,35 @@ impl Supervisor {
                         }
                     }
                     _ => {}
+                }
+            }
+            // A round is complete once every loop has answered
+            // or finished (then its last copy counts).
+            let complete = round
+                .as_ref()
+                .is_some_and(|r| (0..n).all(|id| r.answered[id] || finished[id].is_some()));
+            if complete {
+                let mut sum = Stats::default();
+                last_stats.iter().for_each(|s| sum.add(s));
+                if round.take().is_some_and(|r| r.log) {
+                    log::info!("stats: {sum}");
+                }
+                #[cfg(feature = "metrics")]
+                if let Some(endpoint) = endpoint.as_mut().filter(|e| e.waiting()) {
+                    let snapshot = crate::metrics::Snapshot {
+                        loops: sum,
+                        loop_count: n,
+                        protocol: protocol_name,
+                        draining: phase != Phase::Serving,
+                        listen_queue: crate::metrics::listen_queue(&self.listeners),
+                        upgrades_started: counts.upgrades_started,
+                        upgrades_completed: counts.upgrades_completed,
+                        upgrades_failed: counts.upgrades_failed,
+                        process: crate::metrics::process::ProcessInfo::read(),
+                    };
+                    let mut text = String::with_capacity(8 * 1024);
+                    crate::metrics::render(&snapshot, &mut text);
+                    endpoint.respond(poll.registry(), &text, now);
                 }
             }
             // Timers.
@@ -594,14 +635,19 @@ impl Supervisor {
         Ok(outcome)
     }
 
-    fn start_upgrade(&self, poll: &Poll, now: Instant) -> Option<(Upgrade, Instant)> {
+    fn start_upgrade(
+        &self,
+        poll: &Poll,
+        now: Instant,
+        metrics: Option<BorrowedFd<'_>>,
+    ) -> Option<(Upgrade, Instant)> {
         let Some(exe) = &self.exe else {
             log::warn!("upgrade failed: cannot tell which executable to start; still serving");
             return None;
         };
         // Two processes log from here on: tell their lines apart.
         crate::process::logging::show_pid();
-        match Upgrade::spawn(exe, &self.args, &self.listeners, &self.names) {
+        match Upgrade::spawn(exe, &self.args, &self.listeners, &self.names, metrics) {
             Ok(mut up) => {
                 if let Err(e) = poll
                     .registry()

@@ -5,26 +5,34 @@
 //! `SO_REUSEPORT` sockets, whose queued connections would be dropped when
 //! the old one closes. The sockets travel as descriptors 3, 4, … with
 //! `LISTEN_FDS`, so the new process takes them on the socket-activation
-//! path ([`crate::process::activation`]). A pipe's write end travels too (its number
-//! in `TCP_REACTOR_READY_FD`): the new process writes one byte once all its
-//! loops are listening. Until then the old process keeps accepting; if the
-//! pipe reports EOF instead (the new process died) or the byte does not
-//! come in time, the old process keeps serving and says why.
+//! path ([`crate::process::activation`]). The `--metrics` listener travels
+//! the same way, after them (its number in `TCP_REACTOR_METRICS_FD`): the
+//! new process serves metrics on the same socket, where binding the
+//! address again would fail while the old process holds it. A pipe's write
+//! end travels last (its number in `TCP_REACTOR_READY_FD`): the new process
+//! writes one byte once all its loops are listening. Until then the old
+//! process keeps accepting; if the pipe reports EOF instead (the new
+//! process died) or the byte does not come in time, the old process keeps
+//! serving and says why.
+//!
+//! If the old process dies before the new one is ready, the new one still
+//! serves on the sockets it holds; docs/ARCHITECTURE.md ("Inherited sockets
+//! and the upgrade hand-over") says what happens when either process dies
+//! at each step.
 
 use std::ffi::OsString;
 use std::io::{self, Read};
 use std::net::TcpListener;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command};
 
 use mio::unix::pipe;
 
-use crate::process::activation::{LISTEN_FDS_START, UPGRADE_PPID_VAR};
-
-/// Names the readiness pipe's descriptor in the new process.
-pub const READY_FD_VAR: &str = "TCP_REACTOR_READY_FD";
+use crate::process::activation::{
+    LISTEN_FDS_START, METRICS_FD_VAR, READY_FD_VAR, UPGRADE_PPID_VAR,
+};
 
 /// An upgrade under way: the new process and the read end of its pipe.
 #[derive(Debug)]
@@ -47,28 +55,33 @@ pub enum Readiness {
 }
 
 impl Upgrade {
-    /// Start `exe args…` with `listeners` as its inherited sockets.
+    /// Start `exe args…` with `listeners` as its inherited sockets, and
+    /// `metrics` as its metrics listener.
     pub fn spawn(
         exe: &PathBuf,
         args: &[OsString],
         listeners: &[TcpListener],
         names: &[String],
+        metrics: Option<BorrowedFd<'_>>,
     ) -> io::Result<Self> {
         let (sender, ready) = pipe::new()?;
+        // Placed at 3, 4, …: the listeners, the metrics listener, the pipe.
         let mut sources: Vec<RawFd> = listeners.iter().map(AsRawFd::as_raw_fd).collect();
-        sources.push(sender.as_raw_fd());
         let count = listeners.len();
-        let mut scratch = vec![-1; sources.len()];
         let mut cmd = Command::new(exe);
         cmd.args(args)
             .env("LISTEN_FDS", count.to_string())
             .env("LISTEN_FDNAMES", names.join(":"))
             .env_remove("LISTEN_PID")
             .env(UPGRADE_PPID_VAR, std::process::id().to_string())
-            .env(
-                READY_FD_VAR,
-                (LISTEN_FDS_START + count as RawFd).to_string(),
-            );
+            .env_remove(METRICS_FD_VAR);
+        if let Some(metrics) = metrics {
+            cmd.env(METRICS_FD_VAR, place(sources.len()).to_string());
+            sources.push(metrics.as_raw_fd());
+        }
+        cmd.env(READY_FD_VAR, place(sources.len()).to_string());
+        sources.push(sender.as_raw_fd());
+        let mut scratch = vec![-1; sources.len()];
         // SAFETY: the closure runs in the child between fork and exec and
         // calls only async-signal-safe functions (fcntl, dup2) on memory
         // allocated before the fork.
@@ -111,20 +124,19 @@ impl Upgrade {
     }
 }
 
+/// The descriptor the `i`-th handed-over source lands on in the new process.
+fn place(i: usize) -> RawFd {
+    LISTEN_FDS_START + i as RawFd
+}
+
 /// In a process started by [`Upgrade::spawn`]: tell the old process we
-/// are ready (write a byte to the inherited pipe and close it).
-pub fn report_ready() {
-    let Some(fd) = std::env::var(READY_FD_VAR)
-        .ok()
-        .and_then(|v| v.parse::<RawFd>().ok())
-    else {
-        return;
-    };
-    std::env::remove_var(READY_FD_VAR);
-    // SAFETY: the descriptor was handed to us for exactly this; we write
-    // one byte and close it, and nothing else in the process uses it.
-    unsafe {
-        let _ = libc::write(fd, b"1".as_ptr().cast(), 1);
-        libc::close(fd);
+/// are ready (write a byte to the pipe it handed over, taken with the
+/// sockets by [`activation::take`](crate::process::activation::take), and
+/// close it). If the old process is gone the write fails (`EPIPE`; `SIGPIPE`
+/// is ignored) and nothing else happens: we serve either way.
+pub fn report_ready(pipe: OwnedFd) {
+    let mut pipe = std::fs::File::from(pipe);
+    if let Err(e) = std::io::Write::write_all(&mut pipe, b"1") {
+        log::info!("upgrade: the previous process did not hear we are ready ({e}): it is gone");
     }
 }
