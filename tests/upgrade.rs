@@ -459,3 +459,65 @@ fn the_new_process_serves_on_the_handed_over_sockets_when_the_old_one_is_killed_
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 }
+
+/// Under systemd with `WatchdogSec=`, `WATCHDOG_PID` names the process the
+/// pets are expected from: the old one. The upgraded process must not take
+/// that to mean "not for me" — it is the main process from its `MAINPID=`
+/// on, and without its pets systemd would kill the service once the old
+/// one has exited.
+#[test]
+fn an_upgraded_process_pets_the_systemd_watchdog() {
+    use std::os::unix::net::UnixDatagram;
+    become_subreaper();
+    let path =
+        std::env::temp_dir().join(format!("tcp-reactor-upgrade-notify-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let recv_until = |needle: &str, timeout: Duration| -> Vec<String> {
+        let (deadline, mut buf, mut seen) = (Instant::now() + timeout, [0u8; 4096], Vec::new());
+        while Instant::now() < deadline {
+            if let Ok(n) = sock.recv(&mut buf) {
+                seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                if seen.last().is_some_and(|m| m.contains(needle)) {
+                    break;
+                }
+            }
+        }
+        seen
+    };
+    // systemd sets WATCHDOG_PID to the main pid: `exec` keeps the shell's.
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\"", util::BINARY])
+        .args(["--listen", "127.0.0.1:0"])
+        .env("NOTIFY_SOCKET", &path)
+        .env("WATCHDOG_USEC", "200000");
+    let mut server = ServerProcess::launch(cmd);
+    let mut generations = Generations(vec![server.pid()]);
+    let seen = recv_until("WATCHDOG=1", Duration::from_secs(5));
+    assert!(seen.iter().any(|m| m.contains("WATCHDOG=1")), "{seen:?}");
+
+    server.signal(libc::SIGUSR2);
+    let next = wait_ready(&server, 1);
+    generations.0.push(next);
+    assert_eq!(
+        server
+            .wait_exit(Duration::from_secs(30))
+            .and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        server.log()
+    );
+    let _ = recv_until("no such message", Duration::from_millis(100)); // what the old one sent
+    let seen = recv_until("WATCHDOG=1", Duration::from_secs(2));
+    assert!(
+        seen.iter().any(|m| m.contains("WATCHDOG=1")),
+        "no pet from the new process {next} once the old one exited: {seen:?}\n{}",
+        server.log()
+    );
+    // SAFETY: signalling the generation we started (through the old one).
+    unsafe { libc::kill(next, libc::SIGTERM) };
+    assert_eq!(wait_pid(next, Duration::from_secs(10)), Some(0));
+    let _ = std::fs::remove_file(&path);
+}

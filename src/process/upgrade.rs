@@ -74,7 +74,10 @@ impl Upgrade {
             .env("LISTEN_FDNAMES", names.join(":"))
             .env_remove("LISTEN_PID")
             .env(UPGRADE_PPID_VAR, std::process::id().to_string())
-            .env_remove(METRICS_FD_VAR);
+            .env_remove(METRICS_FD_VAR)
+            // systemd's names us; the new process becomes the main one
+            // (MAINPID=), and must pet the watchdog (WATCHDOG_USEC) too.
+            .env_remove("WATCHDOG_PID");
         if let Some(metrics) = metrics {
             cmd.env(METRICS_FD_VAR, place(sources.len()).to_string());
             sources.push(metrics.as_raw_fd());
