@@ -80,9 +80,6 @@ fn listener_index(token: Token) -> Option<usize> {
 /// rest waits for the next turn, so a ping-pong cannot starve the loop.
 const MAX_ROUTE_ROUNDS: usize = 64;
 
-/// Sweep stale timer entries once this many have piled up.
-const STALE_TIMERS_SWEEP: usize = 1024;
-
 // Requests from other threads: bits in one atomic, taken all at once.
 const REQUEST_SHUTDOWN: u8 = 1;
 const REQUEST_FORCE: u8 = 2;
@@ -212,7 +209,6 @@ pub struct Server<P: Protocol, S: Accept = Stream> {
     request: Arc<AtomicU8>,
     conns: Slab<Conn<P, S>>,
     timers: Timers,
-    stale_timers: usize,
     /// Connections that yielded with work left: `(key, generation)`.
     ready: Vec<(usize, u64)>,
     /// The listener had more to accept when its batch ran out, or a slot freed.
@@ -336,7 +332,6 @@ impl<P: Protocol, S: Accept> Server<P, S> {
             request: Arc::new(AtomicU8::new(0)),
             conns: Slab::with_capacity(config.max_conns.min(1 << 16)),
             timers: Timers::new(),
-            stale_timers: 0,
             ready: Vec::new(),
             accept_pending: false,
             at_limit: false,
@@ -919,9 +914,7 @@ impl<P: Protocol, S: Accept> Server<P, S> {
         let Some(mut conn) = self.conns.try_remove(key) else {
             return;
         };
-        if conn.has_armed() {
-            self.stale_timers += 1;
-        }
+        self.timers.cancel(key); // timer memory follows live connections
         let (bytes_in, bytes_out) = conn.bytes();
         let info = ConnInfo {
             token: Token(key),
@@ -993,13 +986,11 @@ impl<P: Protocol, S: Accept> Server<P, S> {
                             conn.on_timer(at, now, &mut self.scratch, &self.config.limits);
                         self.after_drive(key, progress, now);
                     }
-                    _ => {
-                        log::trace!(
-                            "{} stale timer (generation {generation}): ignored",
-                            ConnName(key)
-                        );
-                        self.stale_timers = self.stale_timers.saturating_sub(1);
-                    }
+                    // Cancelled at close, so not expected; harmless anyway.
+                    _ => log::trace!(
+                        "{} stale timer (generation {generation}): ignored",
+                        ConnName(key)
+                    ),
                 },
                 Wake::DrainDeadline => {
                     log::trace!("{LoopName}drain deadline timer fired");
@@ -1015,16 +1006,6 @@ impl<P: Protocol, S: Accept> Server<P, S> {
                     self.accept_pending = true;
                 }
             }
-        }
-        if self.stale_timers > STALE_TIMERS_SWEEP && self.stale_timers * 2 > self.timers.len() {
-            let conns = &self.conns;
-            self.timers.compact(|wake| match *wake {
-                Wake::Conn { key, generation } => {
-                    conns.get(key).is_some_and(|c| c.generation() == generation)
-                }
-                _ => true,
-            });
-            self.stale_timers = 0;
         }
     }
 

@@ -632,8 +632,9 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
     }
 
     /// If `wanted` is earlier than what is armed, remember it as armed and
-    /// return it so the loop pushes one timer entry. Later deadlines cost
-    /// nothing now: the armed entry fires first and re-arms.
+    /// return it so the loop moves the connection's one timer entry there
+    /// (see [`crate::reactor::timer`]). Later deadlines cost nothing now:
+    /// the armed entry fires first and re-arms.
     ///
     /// The fast path, taken once per message: while `Open` with no PROXY
     /// header expected, the only deadlines are the idle one and the
@@ -655,11 +656,6 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
                 Some(wanted)
             }
         }
-    }
-
-    /// Whether a timer entry is armed for this connection.
-    pub fn has_armed(&self) -> bool {
-        self.armed.is_some()
     }
 
     /// A timer entry armed for `at` fired.
