@@ -30,7 +30,7 @@ use crate::human::{ConnName, Count, Dur, LoopName, Timeout};
 use crate::process::limit::{self, ConnLimit};
 use crate::proto::proxy::ProxyMode;
 use crate::proto::{Protocol, Report};
-use crate::reactor::access_log::{AccessLog, LoopLog};
+use crate::reactor::access_log::{AccessLog, ConnEntry, HttpEntry, LoopLog};
 use crate::reactor::conn::pipeline::{Accept, Stream};
 use crate::reactor::conn::{CloseReason, Conn, ForceCause, Progress, Scratch};
 use crate::reactor::listener::{self, Accepted, Listener};
@@ -70,6 +70,48 @@ fn trace_armed(key: usize, what: &str, at: Instant) {
         ConnName(key),
         Dur(at.saturating_duration_since(Instant::now()))
     );
+}
+
+/// Take what `conn`'s protocol finished into the counters and the access
+/// log. The log's clock is read here, once per call that has something to
+/// log: just after the drive that wrote the responses' last bytes, so a
+/// request's duration runs to its last byte written (the loop's per-turn
+/// `now` would make a fast request take 0).
+fn take_reports<P: Protocol, S: Accept>(
+    conn: &mut Conn<P, S>,
+    tally: &mut stats::Tally,
+    log: &mut Option<LoopLog>,
+) {
+    let peer = conn.peer();
+    let mut written: Option<Instant> = None;
+    conn.report(&mut |report| {
+        tally.count(&report);
+        if let (
+            Some(log),
+            Report::Http {
+                request,
+                referer,
+                user_agent,
+                status,
+                bytes,
+                body_bytes,
+                started,
+            },
+        ) = (log.as_mut(), report)
+        {
+            let at = *written.get_or_insert_with(Instant::now);
+            let entry = HttpEntry {
+                request,
+                referer,
+                user_agent,
+                status,
+                bytes,
+                body_bytes,
+                took: at.saturating_duration_since(started),
+            };
+            log.http(at, peer, &entry);
+        }
+    });
 }
 
 fn listener_index(token: Token) -> Option<usize> {
@@ -402,7 +444,7 @@ impl<P: Protocol, S: Accept> Server<P, S> {
         self
     }
 
-    /// Write an access-log line per HTTP response, or per finished
+    /// Write an access-log line per HTTP request, or per finished
     /// connection of other protocols, to `log` (see [`crate::reactor::access_log`]).
     pub fn access_log(mut self, log: &AccessLog) -> Self {
         self.access_log = Some(log.for_loop());
@@ -595,11 +637,11 @@ impl<P: Protocol, S: Accept> Server<P, S> {
         self.collect_sent(key);
         match progress {
             Progress::Idle => {
-                self.collect_reports(key, now);
+                self.collect_reports(key);
                 self.arm(key);
             }
             Progress::Yield => {
-                self.collect_reports(key, now);
+                self.collect_reports(key);
                 if let Some(conn) = self.conns.get(key) {
                     self.ready.push((key, conn.generation()));
                 }
@@ -715,35 +757,16 @@ impl<P: Protocol, S: Accept> Server<P, S> {
         self.drive_each(delivered, now);
     }
 
-    /// Take what the connection's protocol finished (HTTP responses, RESP
+    /// Take what the connection's protocol finished (HTTP requests, RESP
     /// commands) into the counters and the access log. Echo reports nothing
     /// (`Protocol::REPORTS` is false): this compiles to nothing for it.
-    fn collect_reports(&mut self, key: usize, now: Instant) {
+    fn collect_reports(&mut self, key: usize) {
         if !P::REPORTS {
             return;
         }
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        let (tally, log, peer) = (&mut self.stats.tally, &mut self.access_log, conn.peer());
-        conn.report(&mut |report| {
-            tally.count(&report);
-            if let (
-                Some(log),
-                Report::Http {
-                    method,
-                    path,
-                    status,
-                    bytes,
-                    started,
-                    answered,
-                },
-            ) = (log.as_mut(), report)
-            {
-                let took = answered.saturating_duration_since(started);
-                log.http(now, peer, method, path, status, bytes, took);
-            }
-        });
+        if let Some(conn) = self.conns.get_mut(key) {
+            take_reports(conn, &mut self.stats.tally, &mut self.access_log);
+        }
     }
 
     #[inline]
@@ -910,7 +933,7 @@ impl<P: Protocol, S: Accept> Server<P, S> {
     /// the cleanup hook.
     fn close(&mut self, key: usize, reason: CloseReason, now: Instant) {
         self.collect_sent(key); // its last words still go out
-        self.collect_reports(key, now);
+        self.collect_reports(key);
         let Some(mut conn) = self.conns.try_remove(key) else {
             return;
         };
@@ -931,6 +954,10 @@ impl<P: Protocol, S: Accept> Server<P, S> {
             trace_events::conn_end(conn.generation(), state, now, Some(&reason));
         }
         conn.protocol_mut().on_closed(&info);
+        if P::REPORTS {
+            // A response the close cut short is reported by `on_closed`.
+            take_reports(&mut conn, &mut self.stats.tally, &mut self.access_log);
+        }
         let mut spare = self.spares.pop().unwrap_or_default();
         if conn.take_sent(&mut spare) {
             self.outgoing.push(spare); // its farewells
@@ -954,16 +981,14 @@ impl<P: Protocol, S: Accept> Server<P, S> {
         );
         self.stats.record_close(reason, bytes_in, bytes_out);
         if let Some(log) = self.access_log.as_mut().filter(|_| self.protocol != "http") {
-            let i = &info;
-            log.conn(
-                now,
-                i.peer,
-                self.protocol,
-                i.lifetime,
+            let entry = ConnEntry {
+                protocol: self.protocol,
+                lifetime: info.lifetime,
                 bytes_in,
                 bytes_out,
                 reason,
-            );
+            };
+            log.conn(now, info.peer, &entry);
         }
         if let Some(hook) = self.on_close.as_mut() {
             hook(&info);
