@@ -17,6 +17,8 @@ packages=(
   openssl           # tests/tls.rs: `openssl s_client` echo round trip and clean close
   python3           # tests/tls.rs: Python's ssl reads close_notify (suppress_ragged_eofs=False)
   prometheus        # tests/metrics.rs: `promtool check metrics`, a real Prometheus scraping --metrics
+  goaccess          # tests/access_log.rs: `goaccess --log-format=COMBINED` parses every line, 0 failed
+  jq                # tests/access_log.rs: every `--access-log-format json` line is one object jq reads
 )
 
 missing=()

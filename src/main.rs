@@ -112,7 +112,9 @@ fn main() -> ExitCode {
         (None, _) => supervisor,
     };
 
-    let access_log = match invocation.access_log.as_deref().map(AccessLog::open) {
+    let format = invocation.access_log_format;
+    let open_log = |path| AccessLog::open(path, format);
+    let access_log = match invocation.access_log.as_deref().map(open_log) {
         Some(Ok(log)) => Some(log),
         Some(Err(e)) => {
             eprintln!(

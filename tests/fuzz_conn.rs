@@ -41,6 +41,7 @@ use clap::ValueEnum;
 use tcp_reactor::process::cli::ProtocolName;
 use tcp_reactor::proto::proxy::ProxyMode;
 use tcp_reactor::proto::{Echo, Http, HttpConfig, Protocol, Resp, OUT_BUDGET};
+use tcp_reactor::reactor::conn::buffer::GRANULE;
 use tcp_reactor::reactor::conn::{CloseReason, Conn, Limits, Progress, Scratch, State, Transport};
 use util::clients::Rng;
 
@@ -515,6 +516,9 @@ fn non_reader_case<P: Protocol>(
     let peer_addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
     let mut conn = Conn::new(peer, peer_addr, 0, 1, make(), now, ProxyMode::Off);
     let bound = limits.write_high_watermark + OUT_BUDGET;
+    // What the queues may *hold* (capacity, what RSS pays): output within
+    // a granule of its bound, input one read, and their two headers.
+    let held_bound = bound.next_multiple_of(GRANULE) + Scratch::READ_SIZE + 2 * 64;
     let mut most = 0;
     for _ in 0..rng.range(1, 200) {
         let p = conn.stream_mut();
@@ -529,6 +533,11 @@ fn non_reader_case<P: Protocol>(
                 conn.owed() <= bound,
                 "seed {seed}: owed {} > {bound} (high watermark {high})",
                 conn.owed()
+            );
+            assert!(
+                conn.queued_capacity() <= held_bound,
+                "seed {seed}: queues hold {} B > {held_bound} (high watermark {high})",
+                conn.queued_capacity()
             );
             match progress {
                 Progress::Yield => {

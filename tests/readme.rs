@@ -120,3 +120,31 @@ fn the_metrics_table_names_every_counter_of_the_list() {
         }
     }
 }
+
+/// The access log's fields are declared once, in the code
+/// (`access_log::Field`); the README's table of them must say the same,
+/// row for row.
+#[test]
+fn the_access_log_field_table_is_the_code_s_list() {
+    use tcp_reactor::reactor::access_log::Field;
+    let expected: Vec<String> = Field::ALL
+        .iter()
+        .map(|f| format!("| `{}` | {} |", f.key(), f.meaning()))
+        .collect();
+    let section = README
+        .split("\n### Access log\n")
+        .nth(1)
+        .expect("an `### Access log` section");
+    let rows: Vec<&str> = section
+        .lines()
+        .skip_while(|l| !l.starts_with("| field | what |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .collect();
+    assert_eq!(
+        rows,
+        expected,
+        "the README's access-log fields differ from access_log::Field; the table should read:\n{}",
+        expected.join("\n")
+    );
+}

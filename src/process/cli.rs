@@ -14,6 +14,7 @@ use clap::{Parser, ValueEnum};
 use crate::config::Config;
 use crate::proto::proxy::{Cidr, ProxyMode};
 use crate::proto::HttpConfig;
+use crate::reactor::access_log::Format;
 use crate::tls::TlsConfig;
 
 /// Exit code for a bad flag or value.
@@ -116,11 +117,18 @@ pub struct Args {
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
 
-    /// Write an access log (one line per HTTP response, or per finished
+    /// Write an access log (one line per HTTP request, or per finished
     /// echo/resp connection) to PATH, or `-` for standard output. SIGHUP
     /// reopens it.
     #[arg(long, value_name = "PATH|-")]
     pub access_log: Option<String>,
+
+    /// The access log's lines: `combined` (nginx's default format, which
+    /// goaccess and other log tools read; HTTP requests only) or `json`
+    /// (one object per line, for every protocol) [default: combined with
+    /// --protocol http, json otherwise].
+    #[arg(long, value_enum, value_name = "FORMAT", requires = "access_log")]
+    pub access_log_format: Option<Format>,
 
     /// Record the loops' timeline (polls, dispatch, a span per connection
     /// state) as Chrome trace-event JSON in FILE, for Perfetto or
@@ -250,6 +258,8 @@ pub struct Invocation {
     pub metrics: Option<SocketAddr>,
     /// `--access-log`: a path, or `-` for standard output.
     pub access_log: Option<String>,
+    /// `--access-log-format`, or the protocol's default.
+    pub access_log_format: Format,
     /// `--trace-events`: where to write the Chrome trace-event JSON.
     pub trace_events: Option<String>,
 }
@@ -277,6 +287,20 @@ where
         message: format!("error: {msg}"),
         stdout: false,
     })?;
+    let access_log_format = match (args.access_log_format, args.protocol) {
+        (Some(Format::Combined), ProtocolName::Echo | ProtocolName::Resp) => {
+            return Err(Exit {
+                code: EXIT_USAGE,
+                message: "error: --access-log-format combined is nginx's format for HTTP \
+                          requests; echo and resp connections are logged as json"
+                    .into(),
+                stdout: false,
+            })
+        }
+        (Some(format), _) => format,
+        (None, ProtocolName::Http) => Format::Combined,
+        (None, ProtocolName::Echo | ProtocolName::Resp) => Format::Json,
+    };
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         // HTTP says so in ALPN; echo and RESP have no registered name.
         let alpn: &[&[u8]] = match args.protocol {
@@ -300,6 +324,7 @@ where
         header_timeout: limit(args.header_timeout),
         metrics: args.metrics,
         access_log: args.access_log,
+        access_log_format,
         trace_events: args.trace_events,
     })
 }

@@ -56,6 +56,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::chunked::{self, Decoder};
 use super::{budget_spent, stream_room, Decision, Protocol, Report, Step, MAX_REPORTS};
+use crate::reactor::server::ConnInfo;
 use crate::text::{civil_from_days, push_u64};
 
 /// Longest request head (request line, headers, blank line) we read: 8 KiB,
@@ -88,9 +89,10 @@ pub struct HttpConfig {
     pub header_timeout: Option<Duration>,
     /// Where `Date` comes from; `None` leaves the header out.
     pub date: Option<DateAnchor>,
-    /// Keep each request's method and target for [`Protocol::report`]
-    /// (the access log). Without it a report still carries the status,
-    /// the size and the timing (the metrics), and no request is copied.
+    /// Keep each request's line, `Referer` and `User-Agent` for
+    /// [`Protocol::report`] (the access log). Without it a report still
+    /// carries the status, the sizes and the timing (the metrics), and no
+    /// request text is copied.
     pub log_requests: bool,
 }
 
@@ -205,86 +207,129 @@ pub struct Http {
     phase: Phase,
     /// A graceful drain began: finish the request in flight, then close.
     draining: bool,
-    /// Responses committed since the last [`Protocol::report`]; boxed on
+    /// Requests finished since the last [`Protocol::report`]; boxed on
     /// the first request, so an idle connection pays one pointer for it.
     answered: Option<Box<Answered>>,
 }
 
-/// Longest request target kept for the access log; longer ones are cut.
-const MAX_LOGGED_TARGET: usize = 1024;
+/// Reports an idle connection keeps room for (see `Answered`).
+const KEEP_REPORTS: usize = 32;
 
-/// Responses committed and not yet reported, in buffers that are reused:
-/// after the first requests, recording one copies its method and target
-/// and allocates nothing.
+/// Longest request line kept for the access log; longer ones are cut.
+const MAX_LOGGED_LINE: usize = 2048;
+
+/// Longest `Referer` or `User-Agent` kept for the access log.
+const MAX_LOGGED_HEADER: usize = 1024;
+
+/// Requests finished and not yet reported, in buffers that are reused:
+/// after the first requests, recording one copies its request line (and,
+/// for the access log, two header values) and allocates nothing.
 #[derive(Debug, Default)]
 struct Answered {
-    /// `METHOD target` of the request in flight, and where the method ends.
-    current: String,
-    method_len: usize,
-    /// When the request in flight began to arrive.
+    /// The request in flight: its request line, `Referer` and `User-Agent`
+    /// (each cut to its limit), back to back, and their lengths.
+    current: Vec<u8>,
+    lens: [u16; 3],
+    /// When its first byte arrived.
     since: Option<Instant>,
+    /// Its response so far: the status (0 until committed), the bytes of
+    /// its head (with any `100 Continue` before it) and of its body.
+    status: u16,
+    head: u64,
+    body: u64,
     /// The texts of `done`, back to back.
-    text: String,
+    text: Vec<u8>,
     done: Vec<Done>,
 }
 
 #[derive(Clone, Copy, Debug)]
 struct Done {
-    /// Where this response's `METHOD target` starts in `text`, and its parts' lengths.
+    /// Where this request's texts start in `text`, and their lengths.
     at: usize,
-    method_len: usize,
-    target_len: usize,
+    lens: [u16; 3],
     status: u16,
     bytes: u64,
+    body_bytes: u64,
     started: Instant,
-    answered: Instant,
 }
 
 impl Answered {
-    /// A request head was parsed.
-    fn begin(&mut self, method: &str, target: &str, since: Instant) {
-        self.current.clear();
-        self.current.push_str(method);
-        self.method_len = method.len();
-        let mut end = target.len().min(MAX_LOGGED_TARGET);
-        while !target.is_char_boundary(end) {
-            end -= 1;
+    /// After a long pipeline was reported, free the buffers it grew
+    /// (a connection would keep them for its whole life otherwise: 72 KiB
+    /// for 1 024 reports). What a keep-alive client or a modest pipeline
+    /// needs stays, so those cost no allocation per request.
+    fn give_back_after_a_burst(&mut self) {
+        if self.done.capacity() > KEEP_REPORTS {
+            self.done = Vec::new();
         }
-        self.current.push_str(&target[..end]);
-        self.since = Some(since);
+        if self.text.capacity() > KEEP_REPORTS * 64 {
+            self.text = Vec::new();
+        }
     }
 
-    /// The response to the request in flight (or to an unparsable one,
-    /// logged as `- -`) was committed.
-    fn finish(&mut self, status: &str, bytes: u64, now: Instant) {
-        if self.done.len() >= MAX_REPORTS {
-            return;
+    /// A request began (its head, or the part of it that is here): what
+    /// its line and headers say, and when its first byte came. Its
+    /// response is not committed yet.
+    fn begin(&mut self, line: &[u8], referer: &[u8], user_agent: &[u8], since: Instant) {
+        self.current.clear();
+        let parts = [
+            (line, MAX_LOGGED_LINE),
+            (referer, MAX_LOGGED_HEADER),
+            (user_agent, MAX_LOGGED_HEADER),
+        ];
+        for (len, (part, max)) in self.lens.iter_mut().zip(parts) {
+            let part = &part[..part.len().min(max)];
+            self.current.extend_from_slice(part);
+            *len = part.len() as u16;
         }
-        let status = status
+        self.since = Some(since);
+        (self.status, self.head, self.body) = (0, 0, 0);
+    }
+
+    /// The response's head (and a fixed body) went into the output.
+    fn committed(&mut self, status: &str, head: u64, body: u64) {
+        self.status = status
             .get(..3)
             .and_then(|code| code.parse().ok())
             .unwrap_or(0);
-        let at = self.text.len();
-        let (method_len, target_len) = match self.since {
-            Some(_) => {
-                self.text.push_str(&self.current);
-                (self.method_len, self.current.len() - self.method_len)
-            }
-            None => {
-                self.text.push_str("--");
-                (1, 1)
-            }
-        };
-        self.done.push(Done {
-            at,
-            method_len,
-            target_len,
-            status,
-            bytes,
-            started: self.since.take().unwrap_or(now),
-            answered: now,
-        });
+        self.head += head;
+        self.body += body;
     }
+
+    /// The request is over (its body read, its response written, or cut
+    /// short): record it for the next report. `now` stands for its start
+    /// if it never had one.
+    fn finish(&mut self, now: Instant) {
+        let started = self.since.take().unwrap_or(now);
+        if self.done.len() >= MAX_REPORTS {
+            return;
+        }
+        self.done.push(Done {
+            at: self.text.len(),
+            lens: self.lens,
+            status: self.status,
+            bytes: self.head + self.body,
+            body_bytes: self.body,
+            started,
+        });
+        self.text.extend_from_slice(&self.current);
+        (self.status, self.head, self.body) = (0, 0, 0);
+    }
+}
+
+/// The request line at the front of `input`: up to its line end (without
+/// it), or all of `input` when no line end is there (garbage, a partial
+/// head). What nginx logs as `$request`, for rejected requests too.
+fn first_line(input: &[u8]) -> &[u8] {
+    let input = &input[..input.len().min(MAX_HEAD + 1)];
+    // Empty lines before a request line are skipped (RFC 9112 §2.2).
+    let start = input.iter().position(|&b| b != b'\r' && b != b'\n');
+    let input = &input[start.unwrap_or(input.len())..];
+    let line = match input.iter().position(|&b| b == b'\n') {
+        Some(end) => &input[..end],
+        None => input,
+    };
+    line.strip_suffix(b"\r").unwrap_or(line)
 }
 
 /// An error response that ends the connection.
@@ -319,10 +364,11 @@ enum Parsed {
         body_len: u64,
         chunked: bool,
         expect_continue: bool,
-        /// Where the method and the request target are in the input, for
-        /// the access log (offsets: a version-rewritten copy has the same).
-        method: std::ops::Range<usize>,
-        target: std::ops::Range<usize>,
+        /// Where the `Referer` and `User-Agent` values are in the input,
+        /// for the access log (offsets: a version-rewritten copy has the
+        /// same); empty when absent.
+        referer: std::ops::Range<usize>,
+        user_agent: std::ops::Range<usize>,
     },
     /// Answer with an error and close.
     Fatal(Fatal),
@@ -415,6 +461,7 @@ impl Http {
         let mut hosts = 0;
         let (mut close, mut keep_alive) = (false, false);
         let mut expect_continue = false;
+        let (mut referer, mut user_agent) = (0..0, 0..0);
         for h in parsed.headers.iter() {
             let name = h.name.as_bytes();
             if name.eq_ignore_ascii_case(b"content-length") {
@@ -446,6 +493,12 @@ impl Http {
                 }
             } else if name.eq_ignore_ascii_case(b"expect") {
                 expect_continue |= h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+            } else if !self.config.log_requests {
+                // The two below are for the access log only.
+            } else if name.eq_ignore_ascii_case(b"referer") {
+                referer = offsets(window, h.value);
+            } else if name.eq_ignore_ascii_case(b"user-agent") {
+                user_agent = offsets(window, h.value);
             }
         }
         let chunked = codings > 0;
@@ -489,14 +542,15 @@ impl Http {
             body_len,
             chunked,
             expect_continue: expect_continue && !http10 && (body_len > 0 || chunked),
-            method: offsets(window, method),
-            target: offsets(window, path),
+            referer,
+            user_agent,
         })
     }
 
     /// `req` and its body are done: the connection closes, or waits for
     /// the next request.
-    fn request_done(&mut self, req: &Request, input: &[u8]) -> Option<Step> {
+    fn request_done(&mut self, now: Instant, req: &Request, input: &[u8]) -> Option<Step> {
+        self.record().finish(now);
         if self.closes_after(req) {
             // Whatever follows is never read: take it all, so the
             // connection holds nothing while it flushes.
@@ -514,7 +568,8 @@ impl Http {
     /// cannot change any more, so the response ends unfinished (no last
     /// chunk: the client sees an incomplete message) and the connection
     /// closes.
-    fn abort(&mut self, why: &'static str, input: &[u8]) -> Step {
+    fn abort(&mut self, now: Instant, why: &'static str, input: &[u8]) -> Step {
+        self.record().finish(now);
         self.phase = Phase::Done;
         Step {
             consumed: input.len(),
@@ -556,19 +611,33 @@ impl Http {
         self.push_head(now, out, status, len, extra, close, req.http10);
         let head_len = (out.len() - before) as u64;
         out.extend_from_slice(body);
-        // What the access log says was sent: the head, and the body when its
-        // length is declared (a chunked echo's is not known yet: head only).
-        let sent = match req.route {
-            Route::Hello { head: true } => head_len,
-            _ => head_len + len.unwrap_or(0),
-        };
-        self.answered
-            .get_or_insert_with(Box::default)
-            .finish(status, sent, now);
+        // An echoed body is counted as it streams out.
+        self.record().committed(status, head_len, body.len() as u64);
     }
 
-    /// Write an error response that ends the connection.
-    fn fail(&mut self, now: Instant, fatal: Fatal, consumed: usize, out: &mut Vec<u8>) -> Step {
+    /// The record of the request in flight (allocated on the first one).
+    fn record(&mut self) -> &mut Answered {
+        self.answered.get_or_insert_with(Box::default)
+    }
+
+    /// Write an error response that ends the connection. `line`: the
+    /// request line (or what stands for it), when no head was parsed.
+    fn fail(
+        &mut self,
+        now: Instant,
+        fatal: Fatal,
+        line: Option<&[u8]>,
+        consumed: usize,
+        out: &mut Vec<u8>,
+    ) -> Step {
+        if let Some(line) = line {
+            let since = match self.phase {
+                Phase::Head { since } => since,
+                _ => now,
+            };
+            let line = if self.config.log_requests { line } else { b"" };
+            self.record().begin(line, b"", b"", since);
+        }
         // The reason phrase (after the code) doubles as the body.
         let text = fatal.status.get(4..).unwrap_or("");
         let before = out.len();
@@ -581,14 +650,14 @@ impl Http {
             true,
             false,
         );
+        let head = (out.len() - before) as u64;
         if !fatal.head {
             out.extend_from_slice(text.as_bytes());
             out.push(b'\n');
         }
-        // Whatever request was in flight, its head never parsed: `- -`.
-        let answered = self.answered.get_or_insert_with(Box::default);
-        answered.since = None;
-        answered.finish(fatal.status, (out.len() - before) as u64, now);
+        let record = self.record();
+        record.committed(fatal.status, head, (out.len() - before) as u64 - head);
+        record.finish(now);
         self.phase = Phase::Done;
         Step {
             consumed,
@@ -731,40 +800,48 @@ impl Protocol for Http {
                     }
                     match self.parse_head(rest) {
                         Parsed::Partial => {
-                            if self.phase == Phase::Idle {
-                                self.phase = Phase::Head { since: now };
-                            }
+                            let since = match self.phase {
+                                Phase::Head { since } => since,
+                                _ => now,
+                            };
+                            self.phase = Phase::Head { since };
+                            // What is here of the line, should the head
+                            // never complete (408 logs it).
+                            let line = match self.config.log_requests {
+                                true => first_line(rest),
+                                false => b"",
+                            };
+                            self.record().begin(line, b"", b"", since);
                             return continue_at(pos);
                         }
-                        Parsed::Fatal(fatal) => return self.fail(now, fatal, input.len(), out),
+                        Parsed::Fatal(fatal) => {
+                            let line = first_line(rest);
+                            return self.fail(now, fatal, Some(line), input.len(), out);
+                        }
                         Parsed::Request {
                             len,
                             req,
                             body_len,
                             chunked,
                             expect_continue,
-                            method,
-                            target,
+                            referer,
+                            user_agent,
                         } => {
                             let since = match self.phase {
                                 Phase::Head { since } => since,
                                 _ => now,
                             };
-                            let text = |r: std::ops::Range<usize>| {
-                                rest.get(r)
-                                    .and_then(|b| std::str::from_utf8(b).ok())
-                                    .unwrap_or("-")
+                            let head = &rest[..len];
+                            let part = |r: std::ops::Range<usize>| head.get(r).unwrap_or_default();
+                            let (line, referer, user_agent) = match self.config.log_requests {
+                                true => (first_line(head), part(referer), part(user_agent)),
+                                false => (&b""[..], &b""[..], &b""[..]),
                             };
-                            let (method, target) = match self.config.log_requests {
-                                true => (text(method), text(target)),
-                                false => ("", ""),
-                            };
-                            self.answered
-                                .get_or_insert_with(Box::default)
-                                .begin(method, target, since);
+                            self.record().begin(line, referer, user_agent, since);
                             pos += len;
                             if expect_continue {
                                 out.extend_from_slice(CONTINUE);
+                                self.record().head += CONTINUE.len() as u64;
                             }
                             self.phase = if chunked {
                                 Phase::Chunked {
@@ -800,6 +877,7 @@ impl Protocol for Http {
                         // offered again once the output has drained.
                         take = take.min(stream_room(out.len() - out_start));
                         out.extend_from_slice(&rest[..take]);
+                        self.record().body += take as u64;
                     }
                     pos += take;
                     let remaining = remaining - take as u64;
@@ -811,7 +889,7 @@ impl Protocol for Http {
                         };
                         return continue_at(pos);
                     }
-                    if let Some(step) = self.request_done(&req, input) {
+                    if let Some(step) = self.request_done(now, &req, input) {
                         return step;
                     }
                 }
@@ -834,6 +912,7 @@ impl Protocol for Http {
                                 return self.fail(
                                     now,
                                     fatal("400 Bad Request", why),
+                                    None,
                                     input.len(),
                                     out,
                                 )
@@ -841,7 +920,7 @@ impl Protocol for Http {
                             chunked::Status::TooLarge => {
                                 let fatal =
                                     fatal("413 Content Too Large", "request body over --max-body");
-                                return self.fail(now, fatal, input.len(), out);
+                                return self.fail(now, fatal, None, input.len(), out);
                             }
                             chunked::Status::More if window.len() < BODY_HOLD => {
                                 return continue_at(pos); // hold: the head may still change
@@ -852,8 +931,11 @@ impl Protocol for Http {
                         }
                     }
                     let decoded = if req.route == Route::Echo {
-                        let stop_at = out.len() + stream_room(out.len() - out_start);
-                        decoder.decode(rest, max, Some((out, stop_at)))
+                        let (before, stop_at) =
+                            (out.len(), out.len() + stream_room(out.len() - out_start));
+                        let decoded = decoder.decode(rest, max, Some((out, stop_at)));
+                        self.record().body += (out.len() - before) as u64;
+                        decoded
                     } else {
                         decoder.decode(rest, max, None)
                     };
@@ -868,13 +950,13 @@ impl Protocol for Http {
                             return continue_at(pos);
                         }
                         chunked::Status::Done => {
-                            if let Some(step) = self.request_done(&req, input) {
+                            if let Some(step) = self.request_done(now, &req, input) {
                                 return step;
                             }
                         }
-                        chunked::Status::Invalid(why) => return self.abort(why, input),
+                        chunked::Status::Invalid(why) => return self.abort(now, why, input),
                         chunked::Status::TooLarge => {
-                            return self.abort("request body over --max-body", input)
+                            return self.abort(now, "request body over --max-body", input)
                         }
                     }
                 }
@@ -889,22 +971,49 @@ impl Protocol for Http {
             return;
         };
         for done in a.done.drain(..) {
-            let method = &a.text[done.at..done.at + done.method_len];
-            let target_at = done.at + done.method_len;
+            let mut at = done.at;
+            let [request, referer, user_agent] = done.lens.map(|len| {
+                let part = &a.text[at..at + usize::from(len)];
+                at += usize::from(len);
+                part
+            });
             sink(Report::Http {
-                method,
-                path: &a.text[target_at..target_at + done.target_len],
+                request,
+                referer,
+                user_agent,
                 status: done.status,
                 bytes: done.bytes,
+                body_bytes: done.body_bytes,
                 started: done.started,
-                answered: done.answered,
             });
         }
         a.text.clear();
+        a.give_back_after_a_burst();
     }
 
     fn mid_message(&self) -> bool {
         matches!(self.phase, Phase::Head { .. } | Phase::Body { .. })
+    }
+
+    /// A response cut short by the close (the peer left mid-body, or a
+    /// forced drain) is still a request served: it is reported with the
+    /// status it was sent with and the bytes written so far, as nginx logs
+    /// it.
+    fn on_closed(&mut self, _info: &ConnInfo) {
+        if let Phase::Body {
+            committed: true, ..
+        }
+        | Phase::Chunked {
+            committed: true, ..
+        } = self.phase
+        {
+            if let Some(record) = self.answered.as_deref_mut() {
+                if let Some(since) = record.since {
+                    record.finish(since);
+                }
+            }
+            self.phase = Phase::Done;
+        }
     }
 
     fn on_drain(&mut self, _now: Instant, _out: &mut Vec<u8>) -> Decision {
@@ -931,7 +1040,7 @@ impl Protocol for Http {
         match self.next_deadline() {
             Some(deadline) if now >= deadline => {
                 let fatal = Fatal::new("408 Request Timeout", "request head too slow");
-                self.fail(now, fatal, 0, out).decision
+                self.fail(now, fatal, None, 0, out).decision
             }
             _ => Decision::Continue,
         }
@@ -1009,7 +1118,7 @@ fn format_date(unix_secs: u64) -> [u8; DATE_LEN] {
 }
 
 /// Where `part` (a slice of `whole`) lies in it.
-fn offsets(whole: &[u8], part: &str) -> std::ops::Range<usize> {
+fn offsets(whole: &[u8], part: &[u8]) -> std::ops::Range<usize> {
     let start = (part.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize);
     start..start + part.len()
 }
@@ -1696,48 +1805,202 @@ mod tests {
         }
     }
 
-    #[test]
-    fn each_response_is_reported_once_with_method_target_status_and_size() {
-        let now = Instant::now();
-        let mut d = driver(config());
-        d.feed(now, b"GET /a?b HTTP/1.1\r\nHost: x\r\n\r\nPOST /nope HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nzz");
+    /// What one report says, with its texts as strings.
+    type Seen = (String, String, String, u16, u64, u64);
+
+    fn reports(http: &mut Http) -> Vec<Seen> {
         let mut seen = Vec::new();
-        d.proto.report(&mut |r| {
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        http.report(&mut |r| {
             if let Report::Http {
-                method,
-                path,
+                request,
+                referer,
+                user_agent,
                 status,
                 bytes,
+                body_bytes,
                 ..
             } = r
             {
-                seen.push((method.to_owned(), path.to_owned(), status, bytes));
+                seen.push((
+                    text(request),
+                    text(referer),
+                    text(user_agent),
+                    status,
+                    bytes,
+                    body_bytes,
+                ));
             }
         });
+        seen
+    }
+
+    #[test]
+    fn each_request_is_reported_once_with_its_line_headers_status_and_sizes() {
+        let now = Instant::now();
+        let mut d = driver(config());
+        d.feed(now, b"GET /a?b HTTP/1.1\r\nHost: x\r\nUser-Agent: t/1\r\nReferer: http://r/\r\n\r\nPOST /nope HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nzz");
+        let seen = reports(&mut d.proto);
         let hello = HELLO_RESPONSE.len() as u64;
         // Both responses' bytes, exactly: the 404's is what follows the 200.
         let not_found = d.out.len() as u64 - hello;
         assert!(d.text()[hello as usize..].starts_with("HTTP/1.1 404 "));
+        let s = |t: &str| t.to_owned();
         assert_eq!(
             seen,
             [
-                ("GET".into(), "/a?b".into(), 200, hello),
-                ("POST".into(), "/nope".into(), 404, not_found),
+                (
+                    s("GET /a?b HTTP/1.1"),
+                    s("http://r/"),
+                    s("t/1"),
+                    200,
+                    hello,
+                    13
+                ),
+                (s("POST /nope HTTP/1.1"), s(""), s(""), 404, not_found, 10),
             ]
         );
-        let mut again = 0;
-        d.proto.report(&mut |_| again += 1);
-        assert_eq!(again, 0, "reported twice");
-        // An unparsable head is still a response: `- -` and its status.
+        assert_eq!(reports(&mut d.proto), [], "reported twice");
+        // A request that cannot be parsed is still one: its first line
+        // (what nginx logs as $request), its status, its bytes.
         let mut d = driver(config());
-        d.feed(now, b"GARBAGE\r\n\r\n");
-        let mut statuses = Vec::new();
-        d.proto.report(&mut |r| {
-            if let Report::Http { method, status, .. } = r {
-                statuses.push((method.to_owned(), status));
+        d.feed(now, b"BLAH\r\n\r\n");
+        let seen = reports(&mut d.proto);
+        assert_eq!(seen.len(), 1);
+        assert_eq!((seen[0].0.as_str(), seen[0].3), ("BLAH", 400));
+        assert_eq!(seen[0].4, d.out.len() as u64);
+        assert_eq!(seen[0].5, "Bad Request\n".len() as u64);
+        // Empty lines before a request line are not part of it.
+        let mut d = driver(config());
+        d.feed(now, b"\r\nGET /x HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(reports(&mut d.proto)[0].0, "GET /x HTTP/1.1");
+        // Without the access log, no text is copied.
+        let mut d = driver(HttpConfig {
+            log_requests: false,
+            ..config()
+        });
+        d.feed(now, b"GET /a HTTP/1.1\r\nHost: x\r\nUser-Agent: t\r\n\r\n");
+        assert_eq!(
+            reports(&mut d.proto),
+            [(s(""), s(""), s(""), 200, hello, 13)]
+        );
+    }
+
+    /// A request is reported when it is over, not when its response head
+    /// goes out: a body streamed after an early head (over BODY_HOLD)
+    /// counts in its bytes and its time. The HEAD response has no body.
+    #[test]
+    fn a_request_is_reported_when_its_body_is_done_with_every_byte() {
+        let t0 = Instant::now();
+        let mut http = Http::new(Arc::new(config()));
+        let mut out = Vec::new();
+        let head = format!(
+            "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            2 * BODY_HOLD
+        );
+        let body = vec![b'b'; 2 * BODY_HOLD];
+        http.on_input(t0, head.as_bytes(), &mut out);
+        http.on_input(t0, &body[..BODY_HOLD], &mut out);
+        assert_eq!(reports(&mut http), [], "not over: half the body to come");
+        let later = t0 + Duration::from_millis(300);
+        http.on_input(later, &body[BODY_HOLD..], &mut out);
+        let mut started = None;
+        http.report(&mut |r| {
+            if let Report::Http {
+                started: s,
+                bytes,
+                body_bytes,
+                ..
+            } = r
+            {
+                started = Some(s);
+                assert_eq!(bytes, out.len() as u64);
+                assert_eq!(body_bytes, 2 * BODY_HOLD as u64);
             }
         });
-        assert_eq!(statuses, [("-".to_owned(), 400)]);
+        assert_eq!(started, Some(t0), "timed from its first byte");
+        http.on_input(later, b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n", &mut out);
+        let seen = reports(&mut http);
+        assert_eq!((seen[0].3, seen[0].5), (200, 0));
+    }
+
+    /// The peer leaves mid-body: the request it was served is still
+    /// reported, with what was written.
+    #[test]
+    fn a_response_cut_short_by_the_close_is_reported() {
+        let now = Instant::now();
+        let mut http = Http::new(Arc::new(config()));
+        let mut out = Vec::new();
+        let head = format!(
+            "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            4 * BODY_HOLD
+        );
+        http.on_input(now, head.as_bytes(), &mut out);
+        http.on_input(now, &vec![b'b'; BODY_HOLD], &mut out);
+        assert_eq!(reports(&mut http), []);
+        http.on_closed(&ConnInfo {
+            token: mio::Token(0),
+            generation: 1,
+            peer: "127.0.0.1:1".parse().unwrap(),
+            reason: crate::reactor::conn::CloseReason::Reset,
+            bytes_in: 0,
+            bytes_out: 0,
+            lifetime: Duration::ZERO,
+        });
+        let seen = reports(&mut http);
+        assert_eq!(seen.len(), 1);
+        assert_eq!(
+            (seen[0].3, seen[0].4, seen[0].5),
+            (200, out.len() as u64, BODY_HOLD as u64)
+        );
+    }
+
+    /// A head that never completes gets 408, logged with what came of its
+    /// request line.
+    #[test]
+    fn a_timed_out_head_is_reported_with_its_partial_line() {
+        let t0 = Instant::now();
+        let mut http = Http::new(Arc::new(config()));
+        let mut out = Vec::new();
+        http.on_input(t0, b"GET /slow HTTP/1.1\r\nHo", &mut out);
+        let deadline = http.next_deadline().unwrap();
+        http.on_timeout(deadline, &mut out);
+        let seen = reports(&mut http);
+        assert_eq!((seen[0].0.as_str(), seen[0].3), ("GET /slow HTTP/1.1", 408));
+    }
+
+    /// A burst of pipelined requests grows the report buffers (up to
+    /// MAX_REPORTS between two collections); once reported, a connection
+    /// keeps no more than room for a few (before: 72 KiB for life).
+    #[test]
+    fn a_burst_s_report_buffers_are_given_back_once_reported() {
+        let now = Instant::now();
+        let mut http = Http::new(Arc::new(config()));
+        let many = GET.repeat(1000);
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while pos < many.len() {
+            pos += http
+                .on_input(now, &many.as_bytes()[pos..], &mut out)
+                .consumed;
+        }
+        let held = |h: &Http| {
+            h.answered.as_ref().map_or(0, |a| {
+                a.done.capacity() * std::mem::size_of::<Done>() + a.text.capacity()
+            })
+        };
+        assert!(held(&http) >= 1000 * std::mem::size_of::<Done>());
+        let mut reported = 0;
+        http.report(&mut |_| reported += 1);
+        assert_eq!(reported, 1000);
+        assert!(held(&http) <= KEEP_REPORTS * 128, "{} B kept", held(&http));
+        // A keep-alive client's one request per collection reuses them.
+        http.on_input(now, GET.as_bytes(), &mut out);
+        http.report(&mut |_| {});
+        let kept = held(&http);
+        http.on_input(now, GET.as_bytes(), &mut out);
+        http.report(&mut |_| {});
+        assert_eq!(held(&http), kept);
     }
 
     #[test]

@@ -206,20 +206,28 @@ pub const MAX_REPORTS: usize = 1024;
 /// Something a protocol finished, as [`Protocol::report`] hands it over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Report<'a> {
-    /// An HTTP response was committed: its status line and length are known.
+    /// An HTTP request is over: its body read and its response written
+    /// (or cut short by the close). Reported then, not when the response
+    /// head went out, so that the loop can time it to its last byte.
     Http {
-        /// The request method (`-` when the head could not be parsed).
-        method: &'a str,
-        /// The request target as sent (`-` when unparsed), at most 1 KiB.
-        path: &'a str,
+        /// The request line as received, without its line end (for a
+        /// request that could not be parsed, what was there of its first
+        /// line: `BLAH`); at most 2 KiB. Empty unless the access log asks
+        /// for it (`HttpConfig::log_requests`).
+        request: &'a [u8],
+        /// The `Referer` value (empty when absent or not asked for), at most 1 KiB.
+        referer: &'a [u8],
+        /// The `User-Agent` value (empty when absent or not asked for), at most 1 KiB.
+        user_agent: &'a [u8],
         /// The response status code.
         status: u16,
-        /// The response's length: head and body.
+        /// The response's bytes: head (with any `100 Continue`) and body.
         bytes: u64,
-        /// When the request head began to arrive.
+        /// Its body's bytes (nginx's `$body_bytes_sent`).
+        body_bytes: u64,
+        /// When the request's first byte arrived (the `now` of the read
+        /// that brought it).
         started: Instant,
-        /// When the response was committed.
-        answered: Instant,
     },
     /// RESP commands answered since the last report, by
     /// [`RESP_COMMANDS`](crate::reactor::stats::RESP_COMMANDS) index.

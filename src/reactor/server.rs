@@ -30,7 +30,7 @@ use crate::human::{ConnName, Count, Dur, LoopName, Timeout};
 use crate::process::limit::{self, ConnLimit, Held, Slot};
 use crate::proto::proxy::ProxyMode;
 use crate::proto::{Protocol, Report};
-use crate::reactor::access_log::{AccessLog, LoopLog};
+use crate::reactor::access_log::{AccessLog, ConnEntry, HttpEntry, LoopLog};
 use crate::reactor::conn::pipeline::{Accept, Stream};
 use crate::reactor::conn::{CloseReason, Conn, ForceCause, Progress, Scratch};
 use crate::reactor::listener::{self, Accepted, Listener};
@@ -72,6 +72,48 @@ fn trace_armed(key: usize, what: &str, at: Instant) {
     );
 }
 
+/// Take what `conn`'s protocol finished into the counters and the access
+/// log. The log's clock is read here, once per call that has something to
+/// log: just after the drive that wrote the responses' last bytes, so a
+/// request's duration runs to its last byte written (the loop's per-turn
+/// `now` would make a fast request take 0).
+fn take_reports<P: Protocol, S: Accept>(
+    conn: &mut Conn<P, S>,
+    tally: &mut Stats,
+    log: &mut Option<LoopLog>,
+) {
+    let peer = conn.peer();
+    let mut written: Option<Instant> = None;
+    conn.report(&mut |report| {
+        tally.count(&report);
+        if let (
+            Some(log),
+            Report::Http {
+                request,
+                referer,
+                user_agent,
+                status,
+                bytes,
+                body_bytes,
+                started,
+            },
+        ) = (log.as_mut(), report)
+        {
+            let at = *written.get_or_insert_with(Instant::now);
+            let entry = HttpEntry {
+                request,
+                referer,
+                user_agent,
+                status,
+                bytes,
+                body_bytes,
+                took: at.saturating_duration_since(started),
+            };
+            log.http(at, peer, &entry);
+        }
+    });
+}
+
 fn listener_index(token: Token) -> Option<usize> {
     (token.0 <= LISTENERS && token.0 > LISTENERS - MAX_LISTENERS).then(|| LISTENERS - token.0)
 }
@@ -79,9 +121,6 @@ fn listener_index(token: Token) -> Option<usize> {
 /// Most rounds of messages begetting messages routed in one turn; the
 /// rest waits for the next turn, so a ping-pong cannot starve the loop.
 const MAX_ROUTE_ROUNDS: usize = 64;
-
-/// Sweep stale timer entries once this many have piled up.
-const STALE_TIMERS_SWEEP: usize = 1024;
 
 // Requests from other threads: bits in one atomic, taken all at once.
 const REQUEST_SHUTDOWN: u8 = 1;
@@ -212,7 +251,6 @@ pub struct Server<P: Protocol, S: Accept = Stream> {
     request: Arc<AtomicU8>,
     conns: Slab<Conn<P, S>>,
     timers: Timers,
-    stale_timers: usize,
     /// Connections that yielded with work left: `(key, generation)`.
     ready: Vec<(usize, u64)>,
     /// The listener had more to accept when its batch ran out, or a slot freed.
@@ -339,7 +377,6 @@ impl<P: Protocol, S: Accept> Server<P, S> {
             request: Arc::new(AtomicU8::new(0)),
             conns: Slab::with_capacity(config.max_conns.min(1 << 16)),
             timers: Timers::new(),
-            stale_timers: 0,
             ready: Vec::new(),
             accept_pending: false,
             at_limit: false,
@@ -410,7 +447,7 @@ impl<P: Protocol, S: Accept> Server<P, S> {
         self
     }
 
-    /// Write an access-log line per HTTP response, or per finished
+    /// Write an access-log line per HTTP request, or per finished
     /// connection of other protocols, to `log` (see [`crate::reactor::access_log`]).
     pub fn access_log(mut self, log: &AccessLog) -> Self {
         self.access_log = Some(log.for_loop());
@@ -603,11 +640,11 @@ impl<P: Protocol, S: Accept> Server<P, S> {
         self.collect_sent(key);
         match progress {
             Progress::Idle => {
-                self.collect_reports(key, now);
+                self.collect_reports(key);
                 self.arm(key);
             }
             Progress::Yield => {
-                self.collect_reports(key, now);
+                self.collect_reports(key);
                 if let Some(conn) = self.conns.get(key) {
                     self.ready.push((key, conn.generation()));
                 }
@@ -723,35 +760,16 @@ impl<P: Protocol, S: Accept> Server<P, S> {
         self.drive_each(delivered, now);
     }
 
-    /// Take what the connection's protocol finished (HTTP responses, RESP
+    /// Take what the connection's protocol finished (HTTP requests, RESP
     /// commands) into the counters and the access log. Echo reports nothing
     /// (`Protocol::REPORTS` is false): this compiles to nothing for it.
-    fn collect_reports(&mut self, key: usize, now: Instant) {
+    fn collect_reports(&mut self, key: usize) {
         if !P::REPORTS {
             return;
         }
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        let (stats, log, peer) = (&mut self.stats, &mut self.access_log, conn.peer());
-        conn.report(&mut |report| {
-            stats.count(&report);
-            if let (
-                Some(log),
-                Report::Http {
-                    method,
-                    path,
-                    status,
-                    bytes,
-                    started,
-                    answered,
-                },
-            ) = (log.as_mut(), report)
-            {
-                let took = answered.saturating_duration_since(started);
-                log.http(now, peer, method, path, status, bytes, took);
-            }
-        });
+        if let Some(conn) = self.conns.get_mut(key) {
+            take_reports(conn, &mut self.stats, &mut self.access_log);
+        }
     }
 
     #[inline]
@@ -919,13 +937,11 @@ impl<P: Protocol, S: Accept> Server<P, S> {
     /// the cleanup hook.
     fn close(&mut self, key: usize, reason: CloseReason, now: Instant) {
         self.collect_sent(key); // its last words still go out
-        self.collect_reports(key, now);
+        self.collect_reports(key);
         let Some(mut conn) = self.conns.try_remove(key) else {
             return;
         };
-        if conn.has_armed() {
-            self.stale_timers += 1;
-        }
+        self.timers.cancel(key); // timer memory follows live connections
         let (bytes_in, bytes_out) = conn.bytes();
         let info = ConnInfo {
             token: Token(key),
@@ -942,6 +958,10 @@ impl<P: Protocol, S: Accept> Server<P, S> {
             trace_events::conn_end(conn.generation(), state, now, Some(&reason));
         }
         conn.protocol_mut().on_closed(&info);
+        if P::REPORTS {
+            // A response the close cut short is reported by `on_closed`.
+            take_reports(&mut conn, &mut self.stats, &mut self.access_log);
+        }
         let mut spare = self.spares.pop().unwrap_or_default();
         if conn.take_sent(&mut spare) {
             self.outgoing.push(spare); // its farewells
@@ -965,16 +985,14 @@ impl<P: Protocol, S: Accept> Server<P, S> {
         );
         self.stats.record_close(reason, bytes_in, bytes_out);
         if let Some(log) = self.access_log.as_mut().filter(|_| self.protocol != "http") {
-            let i = &info;
-            log.conn(
-                now,
-                i.peer,
-                self.protocol,
-                i.lifetime,
+            let entry = ConnEntry {
+                protocol: self.protocol,
+                lifetime: info.lifetime,
                 bytes_in,
                 bytes_out,
                 reason,
-            );
+            };
+            log.conn(now, info.peer, &entry);
         }
         if let Some(hook) = self.on_close.as_mut() {
             hook(&info);
@@ -997,13 +1015,11 @@ impl<P: Protocol, S: Accept> Server<P, S> {
                             conn.on_timer(at, now, &mut self.scratch, &self.config.limits);
                         self.after_drive(key, progress, now);
                     }
-                    _ => {
-                        log::trace!(
-                            "{} stale timer (generation {generation}): ignored",
-                            ConnName(key)
-                        );
-                        self.stale_timers = self.stale_timers.saturating_sub(1);
-                    }
+                    // Cancelled at close, so not expected; harmless anyway.
+                    _ => log::trace!(
+                        "{} stale timer (generation {generation}): ignored",
+                        ConnName(key)
+                    ),
                 },
                 Wake::DrainDeadline => {
                     log::trace!("{LoopName}drain deadline timer fired");
@@ -1019,16 +1035,6 @@ impl<P: Protocol, S: Accept> Server<P, S> {
                     self.accept_pending = true;
                 }
             }
-        }
-        if self.stale_timers > STALE_TIMERS_SWEEP && self.stale_timers * 2 > self.timers.len() {
-            let conns = &self.conns;
-            self.timers.compact(|wake| match *wake {
-                Wake::Conn { key, generation } => {
-                    conns.get(key).is_some_and(|c| c.generation() == generation)
-                }
-                _ => true,
-            });
-            self.stale_timers = 0;
         }
     }
 

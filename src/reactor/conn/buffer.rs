@@ -15,8 +15,21 @@
 //!   consuming the last byte frees.
 //! * The buffer itself does not bound its size. Its owner does: the
 //!   connection stops reading while its output is above the high watermark,
-//!   so output never exceeds `high watermark + one read`, and input never
-//!   exceeds the protocol's frame limit + one read.
+//!   so output never exceeds `high watermark + one protocol call's output`,
+//!   and a read never takes input past one read's size (64 KiB).
+//! * Its **capacity** stays within those bounds too, because that is what
+//!   the process pays (RSS counts capacity once the allocator has recycled
+//!   it, not `len()`). Capacity grows by doubling for amortized appends,
+//!   but never past the queued length rounded up to [`GRANULE`] (16 KiB):
+//!   a queue that has held at most 64 KiB holds at most 64 KiB of memory,
+//!   and one that has held 108 KiB (an HTTP connection's output at the
+//!   high watermark plus one call) at most 112 KiB — not the 176 KiB that
+//!   plain doubling from 44 KiB gives.
+
+/// Capacity never grows past the queued length rounded up to this.
+/// Beyond it, growth is in steps of at least this much, so appending
+/// many small pieces (messages to a subscriber) stays amortized.
+pub const GRANULE: usize = 16 * 1024;
 
 /// A FIFO byte queue that frees its memory whenever it drains.
 ///
@@ -78,6 +91,16 @@ impl Buffer {
             inner.data.drain(..inner.start);
             inner.start = 0;
         }
+        let needed = inner.data.len() + bytes.len();
+        let capacity = inner.data.capacity();
+        if needed > capacity {
+            // Double (amortized appends), but not past the granule above
+            // what is needed (see the module docs).
+            let grown = (2 * capacity).min(needed.next_multiple_of(GRANULE));
+            inner
+                .data
+                .reserve_exact(grown.max(needed) - inner.data.len());
+        }
         inner.data.extend_from_slice(bytes);
     }
 
@@ -122,6 +145,33 @@ mod tests {
         b.consume(600);
         assert!(b.is_empty());
         assert_eq!(b.capacity(), 0);
+    }
+
+    /// Appends of 44 KiB (an HTTP call's output at its budget) up to
+    /// 108 KiB: plain doubling would hold 176 KiB; the granule holds 112.
+    /// Small appends still double (no reallocation per append).
+    #[test]
+    fn capacity_stays_within_the_granule_above_the_largest_length() {
+        let mut b = Buffer::new();
+        for _ in 0..2 {
+            b.extend(&[1; 44 * 1024]);
+        }
+        b.extend(&[1; 20 * 1024]);
+        assert_eq!(b.len(), 108 * 1024);
+        let held = b.capacity() - std::mem::size_of::<Inner>();
+        assert!(held <= 112 * 1024, "{held} B for 108 KiB");
+
+        let mut b = Buffer::new();
+        b.extend(&[1; 100]);
+        let mut grown = 0;
+        let mut last = b.capacity();
+        for _ in 0..1000 {
+            b.extend(&[2; 60]);
+            grown += usize::from(b.capacity() != last);
+            last = b.capacity();
+        }
+        assert!(grown <= 16, "{grown} reallocations for 1000 appends");
+        assert!(b.capacity() - std::mem::size_of::<Inner>() <= 64 * 1024);
     }
 
     #[test]

@@ -46,7 +46,11 @@
 //! to the low watermark. One read is answered by one protocol call, whose
 //! output is at most [`OUT_BUDGET`] (a protocol stops taking frames at its
 //! budget and the connection offers the rest again later), so `out` never
-//! exceeds *high + `OUT_BUDGET`*, for every protocol.
+//! exceeds *high + `OUT_BUDGET`*, for every protocol. A read behind a
+//! partial frame only tops the input queue up to one read's size, so
+//! `input` never exceeds [`Scratch::READ_SIZE`]; and the queues' capacity
+//! stays within [`buffer::GRANULE`] of those lengths. With the defaults a
+//! peer that sends without reading costs at most 64 + 64 + 64 = 192 KiB.
 //!
 //! # Ownership of the hot path
 //! Reads land in the loop's shared [`Scratch`] buffer, the protocol answers
@@ -254,6 +258,20 @@ impl Scratch {
             out: Vec::with_capacity(Self::READ_SIZE),
         }
     }
+}
+
+/// The least a read behind a partial frame asks for (see `Conn::read`).
+const MIN_READ: usize = 4 * 1024;
+
+/// The part of the read buffer a read behind the `held` input may fill:
+/// what tops the queue up to one read, and at least [`MIN_READ`]. Out of
+/// line: echo, whose input queue is always empty, never calls it.
+#[cold]
+#[inline(never)]
+fn room_behind<'b>(held: &Buffer, read: &'b mut [u8]) -> &'b mut [u8] {
+    let room = Scratch::READ_SIZE.saturating_sub(held.len()).max(MIN_READ);
+    let room = room.min(read.len());
+    &mut read[..room]
 }
 
 // Echo's reply is written straight from one read: it must fit a call's
@@ -483,6 +501,12 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         self.out.len() + self.stream.owed()
     }
 
+    /// Heap bytes the connection's two queues hold: their *capacity*, what
+    /// the memory bound is about (see [`buffer`]), not what they hold now.
+    pub fn queued_capacity(&self) -> usize {
+        self.out.capacity() + self.input.capacity()
+    }
+
     /// Whether the state and backpressure allow reading input to process.
     pub fn wants_read(&self) -> bool {
         matches!(self.state, State::Open | State::Draining { .. }) && !self.read_paused
@@ -632,8 +656,9 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
     }
 
     /// If `wanted` is earlier than what is armed, remember it as armed and
-    /// return it so the loop pushes one timer entry. Later deadlines cost
-    /// nothing now: the armed entry fires first and re-arms.
+    /// return it so the loop moves the connection's one timer entry there
+    /// (see [`crate::reactor::timer`]). Later deadlines cost nothing now:
+    /// the armed entry fires first and re-arms.
     ///
     /// The fast path, taken once per message: while `Open` with no PROXY
     /// header expected, the only deadlines are the idle one and the
@@ -655,11 +680,6 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
                 Some(wanted)
             }
         }
-    }
-
-    /// Whether a timer entry is armed for this connection.
-    pub fn has_armed(&self) -> bool {
-        self.armed.is_some()
     }
 
     /// A timer entry armed for `at` fired.
@@ -839,11 +859,21 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         }
     }
 
-    /// One read into the shared read scratch.
+    /// One read into the shared read scratch. Behind input held in
+    /// `input` (a partial frame, or whole ones left at the output budget),
+    /// it reads only what tops the queue up to one read's size
+    /// ([`Scratch::READ_SIZE`]), so the input queue never holds more than
+    /// that (at least [`MIN_READ`] is read, so a frame can always grow).
     #[inline(always)]
     fn read(&mut self, now: Instant, scratch: &mut Scratch) -> io::Result<ReadOutcome> {
+        // Echo keeps no input (its reply is the read itself): for it this
+        // test is a constant, and its hot path stays as it was.
+        let buf = match self.proto.replies_with_input() || self.input.is_empty() {
+            true => &mut scratch.read[..],
+            false => room_behind(&self.input, &mut scratch.read),
+        };
         loop {
-            match self.stream.recv(&mut scratch.read) {
+            match self.stream.recv(buf) {
                 Ok(0) => {
                     log::trace!("{} read EOF", ConnName(self.key));
                     self.readable = false;
@@ -851,7 +881,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
                     return Ok(ReadOutcome::Eof);
                 }
                 Ok(n) => {
-                    if n < scratch.read.len() && !self.read_closed {
+                    if n < buf.len() && !self.read_closed {
                         self.readable = false; // short read: the socket is empty
                     }
                     log::trace!(
