@@ -130,6 +130,12 @@ pub trait Transport: Read + Write {
     fn handshaking(&self) -> bool {
         false
     }
+
+    /// The kernel reported the peer's FIN (a readiness event's
+    /// `read-closed`). A stage that stops at a short read even when it
+    /// decrypted nothing reads on to `Ok(0)` from now: no further edge
+    /// would announce the FIN.
+    fn peer_fin(&mut self) {}
 }
 
 impl Transport for mio::net::TcpStream {
@@ -506,7 +512,10 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         );
         self.readable |= readable || read_closed;
         self.writable |= writable;
-        self.read_closed |= read_closed;
+        if read_closed {
+            self.read_closed = true;
+            self.stream.peer_fin();
+        }
     }
 
     /// Do all the I/O the current readiness and state allow.
