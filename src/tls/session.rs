@@ -68,7 +68,7 @@ use rustls::{ServerConfig, ServerConnection};
 
 use crate::human::ConnName;
 use crate::reactor::conn::pipeline::StageError;
-use crate::reactor::conn::Transport;
+use crate::reactor::conn::{StageDeadline, Transport};
 
 /// Most sealed TLS bytes owed to the socket at once (rustls' buffer limit).
 pub const SEND_LIMIT: usize = 64 * 1024;
@@ -518,9 +518,12 @@ impl<S: Transport> Transport for TlsStream<S> {
         true
     }
 
-    fn stage_deadline(&self) -> Option<(Instant, &'static str)> {
-        self.handshake_deadline
-            .map(|at| (at, "TLS handshake not finished in time"))
+    fn stage_deadline(&self) -> Option<StageDeadline> {
+        self.handshake_deadline.map(|at| StageDeadline {
+            at,
+            name: "TLS handshake timeout",
+            reason: "TLS handshake not finished in time",
+        })
     }
 
     fn handshaking(&self) -> bool {

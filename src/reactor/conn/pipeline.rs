@@ -33,7 +33,7 @@ use std::time::Instant;
 use mio::net::TcpStream;
 
 use crate::config::Config;
-use crate::reactor::conn::Transport;
+use crate::reactor::conn::{StageDeadline, Transport};
 
 /// A stage's reason for closing a connection, carried inside an
 /// `io::Error` so that it reaches the close log and the counters as
@@ -171,7 +171,7 @@ impl Transport for Stream {
         }
     }
 
-    fn stage_deadline(&self) -> Option<(Instant, &'static str)> {
+    fn stage_deadline(&self) -> Option<StageDeadline> {
         match self {
             Stream::Plain(_) => None,
             #[cfg(feature = "tls")]
