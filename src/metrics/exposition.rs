@@ -97,6 +97,11 @@ pub fn render(snapshot: &Snapshot, out: &mut String) {
         &[("", t.tls_handshake_failures)],
     );
     w.counter(
+        "tcp_reactor_tls_sni_ignored_total",
+        "TLS ClientHellos whose server name (SNI) was ignored: an IP address (as wrk sends for https://127.0.0.1/) or no valid DNS name. Logged at debug, not warned about.",
+        &[("", t.tls_sni_ignored)],
+    );
+    w.counter(
         "tcp_reactor_backpressure_pauses_total",
         "Times a connection stopped reading because its owed output reached the high watermark.",
         &[("", t.backpressure_pauses)],

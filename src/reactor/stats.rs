@@ -78,6 +78,10 @@ pub struct Tally {
     /// TLS connections closed before their handshake completed (bad or
     /// plain-text input, a timeout, a client that gave up).
     pub tls_handshake_failures: u64,
+    /// TLS ClientHellos whose server name (SNI) rustls ignores: an IP
+    /// address (what `wrk` sends for `https://127.0.0.1/`) or no valid
+    /// DNS name.
+    pub tls_sni_ignored: u64,
 }
 
 /// The RESP commands counted by name; anything else counts as `other`.
@@ -128,6 +132,7 @@ impl Tally {
         self.backpressure_pauses += other.backpressure_pauses;
         self.tls_handshakes += other.tls_handshakes;
         self.tls_handshake_failures += other.tls_handshake_failures;
+        self.tls_sni_ignored += other.tls_sni_ignored;
         self.accept_skipped += other.accept_skipped;
         self.accept_exhausted += other.accept_exhausted;
         self.accept_other += other.accept_other;

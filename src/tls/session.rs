@@ -66,6 +66,7 @@ use std::time::Instant;
 
 use rustls::{ServerConfig, ServerConnection};
 
+use super::client_hello::{self, Sni};
 use crate::human::ConnName;
 use crate::reactor::conn::pipeline::StageError;
 use crate::reactor::conn::{StageDeadline, Transport};
@@ -201,6 +202,13 @@ impl<S: Transport> TlsStream<S> {
     /// Read once from the pending bytes or the socket into rustls, and
     /// process what arrived.
     fn pull(&mut self) -> io::Result<Pulled> {
+        if self.fresh && !self.pending.is_empty() {
+            // What followed a PROXY header: the client's first bytes.
+            let pending = std::mem::take(&mut self.pending);
+            let first = self.first_bytes(&pending);
+            self.pending = pending;
+            first?;
+        }
         let sniff = self.fresh;
         let (n, short, head, head_len) = if !self.pending.is_empty() {
             let mut src: &[u8] = &self.pending;
@@ -236,7 +244,7 @@ impl<S: Transport> TlsStream<S> {
             return self.eof();
         }
         if sniff && head_len > 0 {
-            self.sniff(&head[..head_len])?;
+            self.first_bytes(&head[..head_len])?;
         }
         self.trace_read(n, short);
         self.process()?;
@@ -263,7 +271,7 @@ impl<S: Transport> TlsStream<S> {
             return self.eof();
         }
         if self.fresh {
-            self.sniff(&buf[at..at + n.min(4)])?;
+            self.first_bytes(&buf[at..at + n])?;
         }
         let short = at + n < buf.len();
         self.trace_read(n, short);
@@ -308,10 +316,13 @@ impl<S: Transport> TlsStream<S> {
         Ok(Pulled::Eof)
     }
 
-    /// The peer's first bytes (`head`, 1 to 4 of them): plain HTTP gets
-    /// nginx's answer and the connection is closed.
-    fn sniff(&mut self, head: &[u8]) -> io::Result<()> {
+    /// The peer's first bytes (at least one): plain HTTP gets nginx's
+    /// answer and the connection is closed; a ClientHello whose server
+    /// name rustls will ignore (an IP address, as `wrk` sends) is counted
+    /// and logged here, at debug, once per connection.
+    fn first_bytes(&mut self, first: &[u8]) -> io::Result<()> {
         self.fresh = false;
+        let head = &first[..first.len().min(4)];
         if head[0] != 0x16 && looks_like_http(head) {
             log::debug!(
                 "{} plain HTTP sent to the TLS port: answering 400",
@@ -321,6 +332,16 @@ impl<S: Transport> TlsStream<S> {
             let _ = self.sock.write(PLAIN_HTTP_ANSWER);
             return Err(StageError::new("plain HTTP sent to the TLS port").into());
         }
+        let what = match client_hello::server_name(first) {
+            Sni::IpAddress => "an IP address",
+            Sni::Invalid => "no valid DNS name",
+            Sni::Absent | Sni::DnsName | Sni::Unknown => return Ok(()),
+        };
+        crate::reactor::stats::tally(|t| t.tls_sni_ignored += 1);
+        log::debug!(
+            "{} TLS: the client's server name (SNI) is {what}: ignored (RFC 6066 allows DNS names only)",
+            ConnName(self.key)
+        );
         Ok(())
     }
 
