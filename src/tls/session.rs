@@ -289,7 +289,11 @@ impl<S: Transport> TlsStream<S> {
             }
             next += took;
             self.process()?;
-            *filled += self.plaintext(&mut buf[*filled..next]);
+            if next < end {
+                // Room for rustls to read on (it holds 16 KiB of plaintext
+                // at most); after the last records the caller takes it.
+                *filled += self.plaintext(&mut buf[*filled..next]);
+            }
         }
         Ok(if short { Pulled::Drained } else { Pulled::More })
     }
