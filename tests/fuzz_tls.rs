@@ -19,6 +19,11 @@
 //!
 //! `cargo test --test fuzz_tls` runs a short deterministic pass;
 //! `TCP_REACTOR_FUZZ_CASES=10000 cargo test --release --test fuzz_tls` a long one.
+//!
+//! The same wire, scripted instead of random, counts the stage's socket
+//! calls: one read per arrival and one write per echo, as a plain
+//! connection makes (`each_arrival_costs_one_socket_read_and_each_echo_one_write`),
+//! and a FIN that came with half a record is still read at once.
 
 mod util;
 
@@ -51,20 +56,46 @@ struct Wire {
     room: usize,
     /// Our FIN went out.
     shut: bool,
+    /// Reads and writes fail with `Interrupted` now and then.
+    interrupts: bool,
+    /// Socket calls the stage made: reads, of them `WouldBlock`, writes.
+    reads: usize,
+    reads_blocked: usize,
+    writes: usize,
+}
+
+impl Wire {
+    fn new(seed: u64, interrupts: bool) -> Self {
+        Wire {
+            rng: Rng::new(seed),
+            c2s: Vec::new(),
+            arrived: 0,
+            read_pos: 0,
+            fin: false,
+            s2c: Vec::new(),
+            room: 0,
+            shut: false,
+            interrupts,
+            reads: 0,
+            reads_blocked: 0,
+            writes: 0,
+        }
+    }
 }
 
 impl Read for Wire {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.rng.range(0, 49) == 0 {
+        self.reads += 1;
+        if self.interrupts && self.rng.range(0, 49) == 0 {
             return Err(io::ErrorKind::Interrupted.into());
         }
         let available = self.arrived - self.read_pos;
         if available == 0 {
-            return if self.fin {
-                Ok(0)
-            } else {
-                Err(io::ErrorKind::WouldBlock.into())
-            };
+            if self.fin {
+                return Ok(0);
+            }
+            self.reads_blocked += 1;
+            return Err(io::ErrorKind::WouldBlock.into());
         }
         let n = available.min(buf.len());
         buf[..n].copy_from_slice(&self.c2s[self.read_pos..self.read_pos + n]);
@@ -76,7 +107,8 @@ impl Read for Wire {
 impl Write for Wire {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         assert!(!self.shut, "wrote after our FIN");
-        if self.rng.range(0, 49) == 0 {
+        self.writes += 1;
+        if self.interrupts && self.rng.range(0, 49) == 0 {
             return Err(io::ErrorKind::Interrupted.into());
         }
         if self.room == 0 {
@@ -85,6 +117,27 @@ impl Write for Wire {
         let n = buf.len().min(self.room);
         self.s2c.extend_from_slice(&buf[..n]);
         self.room -= n;
+        Ok(n)
+    }
+
+    /// One call for all of `bufs`, as `writev` (rustls hands its records
+    /// over this way).
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        assert!(!self.shut, "wrote after our FIN");
+        self.writes += 1;
+        if self.interrupts && self.rng.range(0, 49) == 0 {
+            return Err(io::ErrorKind::Interrupted.into());
+        }
+        if self.room == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let mut n = 0;
+        for buf in bufs {
+            let take = buf.len().min(self.room);
+            self.s2c.extend_from_slice(&buf[..take]);
+            self.room -= take;
+            n += take;
+        }
         Ok(n)
     }
 
@@ -118,16 +171,7 @@ fn run_case(seed: u64, tls: &TlsConfig, client: &Arc<rustls::ClientConfig>, muta
         read_budget: rng.range(1, 256 * 1024),
         ..Limits::default()
     };
-    let wire0 = Wire {
-        rng: Rng::new(seed ^ 0x5eed),
-        c2s: Vec::new(),
-        arrived: 0,
-        read_pos: 0,
-        fin: false,
-        s2c: Vec::new(),
-        room: 0,
-        shut: false,
-    };
+    let wire0 = Wire::new(seed ^ 0x5eed, true);
     let stream = TlsStream::new(
         wire0,
         tls.current(),
@@ -328,4 +372,217 @@ fn mutated_transcripts_close_the_connection_and_never_leak_or_panic() {
         let client = util::tls::client_config(&certs.cert_pem, Some(version), &[]);
         run_case(base + 1_000_000 + i, &tls, &client, true);
     }
+}
+
+// ------------------------------------------------------------ scripted
+
+/// A TLS 1.3 connection over a scripted wire with room to write, its
+/// client, and the clock.
+struct Scripted {
+    conn: TlsConn,
+    cli: ClientConnection,
+    scratch: Scratch,
+    limits: Limits,
+    now: Instant,
+    /// Plaintext the client decrypted, not yet looked at.
+    received: Vec<u8>,
+}
+
+/// Socket calls one step cost the stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Calls {
+    reads: usize,
+    blocked: usize,
+    writes: usize,
+}
+
+impl Scripted {
+    fn new(tls: &TlsConfig, client: &Arc<rustls::ClientConfig>) -> Self {
+        let now = Instant::now();
+        let mut wire = Wire::new(1, false);
+        wire.room = usize::MAX;
+        let stream = TlsStream::new(wire, tls.current(), 0, false, None).expect("stage");
+        let peer = "127.0.0.1:9".parse().unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        Scripted {
+            conn: Conn::new(stream, peer, 0, 1, Echo, now, ProxyMode::Off),
+            cli: ClientConnection::new(Arc::clone(client), name).unwrap(),
+            scratch: Scratch::new(),
+            limits: Limits::default(),
+            now,
+            received: Vec::new(),
+        }
+    }
+
+    /// What the client owes, as records (not yet on the wire).
+    fn client_records(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        while self.cli.wants_write() {
+            self.cli.write_tls(&mut out).unwrap();
+        }
+        out
+    }
+
+    /// `bytes` arrive (with the FIN if `fin`), in one readiness event as a
+    /// kernel raises it; the connection is driven; the client takes what
+    /// came back. Returns the progress and the socket calls it cost.
+    fn arrive(&mut self, bytes: &[u8], fin: bool) -> (Progress, Calls) {
+        let w = wire(&mut self.conn);
+        w.c2s.extend_from_slice(bytes);
+        w.arrived = w.c2s.len();
+        w.fin |= fin;
+        let before = (w.reads, w.reads_blocked, w.writes);
+        self.conn.on_event(true, true, fin);
+        let progress = self.conn.drive(self.now, &mut self.scratch, &self.limits);
+        let w = wire(&mut self.conn);
+        let calls = Calls {
+            reads: w.reads - before.0,
+            blocked: w.reads_blocked - before.1,
+            writes: w.writes - before.2,
+        };
+        let back = std::mem::take(&mut w.s2c);
+        let mut rd = &back[..];
+        while !rd.is_empty() {
+            self.cli.read_tls(&mut rd).unwrap();
+            self.cli.process_new_packets().unwrap();
+            self.take_plaintext();
+        }
+        (progress, calls)
+    }
+
+    /// Move what the client decrypted into `received` (so it reads on).
+    fn take_plaintext(&mut self) {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = self.cli.reader().read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            self.received.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    /// Handshake; what the ClientHello and the client's Finished cost.
+    fn handshake(&mut self) -> [Calls; 2] {
+        let hello = self.client_records();
+        let (_, hello_calls) = self.arrive(&hello, false);
+        assert!(!self.cli.is_handshaking(), "the server's flight came back");
+        let finished = self.client_records();
+        let (_, finished_calls) = self.arrive(&finished, false);
+        assert!(!self.conn.stream_mut().handshaking());
+        [hello_calls, finished_calls]
+    }
+
+    /// The plaintext the client got since the last call.
+    fn echoed(&mut self) -> Vec<u8> {
+        self.take_plaintext();
+        std::mem::take(&mut self.received)
+    }
+}
+
+fn tls13() -> (Certs, Arc<TlsConfig>, Arc<rustls::ClientConfig>) {
+    let certs = Certs::new();
+    let tls = TlsConfig::load(&certs.cert, &certs.key, &[], None).unwrap();
+    let client = util::tls::client_config(&certs.cert_pem, Some(&rustls::version::TLS13), &[]);
+    (certs, tls, client)
+}
+
+/// What a plain connection pays, the TLS stage pays: a short read proves
+/// the socket empty even when it decrypted nothing (no read → WouldBlock
+/// after each handshake flight or half record), and a 16 KiB record is one
+/// read, not rustls' four 4 KiB reads and a fifth for its tail.
+#[test]
+fn each_arrival_costs_one_socket_read_and_each_echo_one_write() {
+    let (_certs, tls, client) = tls13();
+    let mut s = Scripted::new(&tls, &client);
+    // The server's flight, and its session tickets after the Finished.
+    let flight = Calls {
+        reads: 1,
+        blocked: 0,
+        writes: 1,
+    };
+    assert_eq!(s.handshake(), [flight, flight]);
+    for size in [64, 16 * 1024] {
+        let msg: Vec<u8> = (0..size).map(|i| (i * 7 + size) as u8).collect();
+        s.cli.writer().write_all(&msg).unwrap();
+        let records = s.client_records();
+        let (_, calls) = s.arrive(&records, false);
+        let one = Calls {
+            reads: 1,
+            blocked: 0,
+            writes: 1,
+        };
+        assert_eq!(calls, one, "{size} B in one arrival");
+        assert_eq!(s.echoed(), msg, "{size} B echoed");
+
+        // The same message in two parts: each part is one read, and the
+        // echo is one write.
+        s.cli.writer().write_all(&msg).unwrap();
+        let records = s.client_records();
+        let (head, tail) = records.split_at(records.len() / 2);
+        let (_, calls) = s.arrive(head, false);
+        let none = Calls {
+            reads: 1,
+            blocked: 0,
+            writes: 0,
+        };
+        assert_eq!(calls, none, "the first half of a {size} B record");
+        let (_, calls) = s.arrive(tail, false);
+        assert_eq!(calls, one, "the second half of a {size} B record");
+        assert_eq!(s.echoed(), msg, "{size} B in two parts echoed");
+    }
+}
+
+/// Trusting a short read that decrypted nothing must not strand the FIN:
+/// when half a record and the FIN come in one event, no second edge will
+/// announce the FIN, so the stage reads on to it.
+#[test]
+fn half_a_record_and_the_fin_in_one_event_end_the_connection_at_once() {
+    let (_certs, tls, client) = tls13();
+    let mut s = Scripted::new(&tls, &client);
+    s.handshake();
+    s.cli.writer().write_all(&[b'x'; 1000]).unwrap();
+    let records = s.client_records();
+    let (progress, _) = s.arrive(&records[..records.len() / 2], true);
+    assert!(
+        matches!(progress, Progress::Closed(CloseReason::PeerClosed)),
+        "{progress:?}"
+    );
+
+    // During the handshake: a ClientHello cut short, then the FIN.
+    let mut s = Scripted::new(&tls, &client);
+    let hello = s.client_records();
+    let (progress, _) = s.arrive(&hello[..hello.len() / 2], true);
+    assert!(
+        matches!(
+            progress,
+            Progress::Closed(CloseReason::ProtocolError(why)) if why.contains("during the handshake")
+        ),
+        "{progress:?}"
+    );
+}
+
+/// Rule 7 at the stage: records that arrive all at once, more than one
+/// read takes, are read and echoed in full on that one edge (the stage
+/// fills the connection's buffer, reading the socket itself and, once the
+/// buffer has little room left, through rustls), in far fewer reads than
+/// rustls' own 4 KiB ones.
+#[test]
+fn a_large_arrival_is_echoed_in_full_on_one_edge() {
+    let (_certs, tls, client) = tls13();
+    let mut s = Scripted::new(&tls, &client);
+    s.handshake();
+    let msg: Vec<u8> = (0..200_000).map(|i| (i % 251) as u8).collect();
+    let mut records = Vec::new();
+    for piece in msg.chunks(32 * 1024) {
+        s.cli.writer().write_all(piece).unwrap();
+        records.extend(s.client_records());
+    }
+    let (_, calls) = s.arrive(&records, false);
+    assert_eq!(s.echoed(), msg);
+    let rustls_reads = records.len().div_ceil(4096);
+    assert!(
+        calls.reads * 2 < rustls_reads,
+        "{calls:?} for {} B of records",
+        records.len()
+    );
 }

@@ -354,6 +354,48 @@ fn a_scrape_during_a_drain_says_draining() {
     assert_eq!(samples["tcp_reactor_draining"], 1.0, "{samples:?}");
 }
 
+/// `wrk https://127.0.0.1/` (OpenSSL) sends the IP address as its server
+/// name (SNI) in every handshake, which RFC 6066 forbids and rustls warns
+/// about each time: under load, a flood of warnings. The server counts
+/// them instead, and says so at debug.
+#[test]
+fn an_ip_address_sent_as_sni_is_counted_and_not_warned_about() {
+    if !tools::require("openssl") {
+        return;
+    }
+    let certs = util::tls::Certs::new();
+    let args = certs.args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (server, metrics) = start_with_metrics(&args);
+    for _ in 0..2 {
+        let out = Command::new("openssl")
+            .args(["s_client", "-connect", &server.addr.to_string()])
+            .args(["-servername", "127.0.0.1", "-brief", "-CAfile"])
+            .arg(&certs.cert)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run openssl s_client");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains("CONNECTION ESTABLISHED"), "{said}");
+    }
+    let samples = scrape_until(metrics, "tcp_reactor_tls_sni_ignored_total", 2.0);
+    assert_eq!(
+        samples.get("tcp_reactor_tls_sni_ignored_total"),
+        Some(&2.0),
+        "{samples:?}"
+    );
+    assert_eq!(samples.get("tcp_reactor_tls_handshakes_total"), Some(&2.0));
+    let log = server.log();
+    assert!(!log.contains(" WARN "), "a warning was logged:\n{log}");
+    assert_eq!(
+        server
+            .log_lines_with("server name (SNI) is an IP address: ignored")
+            .len(),
+        2,
+        "{log}"
+    );
+}
+
 /// Completed TLS handshakes and connections closed before theirs completed
 /// are counted apart: an operator sees clients that cannot speak TLS (or
 /// scanners) without reading the log.

@@ -168,3 +168,33 @@ fn with_several_loops_each_line_names_its_loop() {
         "{log}"
     );
 }
+
+#[test]
+fn a_tls_handshake_timer_is_named_in_the_trace() {
+    let certs = util::tls::Certs::new();
+    let mut args: Vec<String> = certs.args().to_vec();
+    args.extend(["--tls-handshake-timeout", "0.2"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut server = ServerProcess::start_with(&args, |cmd| {
+        cmd.env("RUST_LOG", "trace");
+    });
+    // A client that never starts its handshake.
+    let mut silent = util::connect(server.addr);
+    let mut nothing = Vec::new();
+    let _ = silent.read_to_end(&mut nothing);
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit(Duration::from_secs(10)).is_some());
+    let log = server.log();
+    assert_readable(&log);
+    assert_in_order(
+        &messages(&log),
+        &[
+            "conn 0 accepted from",
+            // The armed deadline is the handshake's (0.2 s), not the idle
+            // timeout's, and the trace says so.
+            "conn 0 timer armed: TLS handshake timeout in",
+            "conn 0 timer fired",
+            "closed: protocol error: TLS handshake not finished in time",
+        ],
+    );
+}

@@ -1,9 +1,11 @@
 //! What every bench needs from the system around the servers it runs: a
 //! tool on the `PATH` (or in `sbin`), a free loopback port, the address a
 //! server logged in its `listening on` line, a process's CPU from `/proc`,
-//! and `wrk`'s durations. Included by each bench with `#[path]`; it owns
-//! no state and runs nothing.
+//! `wrk`'s durations, and the syscall groups and `strace -c` parser that
+//! the syscalls-per-message counts share. Included by each bench with
+//! `#[path]`; it owns no state and runs nothing.
 
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 
@@ -72,4 +74,50 @@ pub fn duration_us(s: &str) -> Option<f64> {
         return None;
     };
     Some(num.parse::<f64>().ok()? * mul)
+}
+
+/// Syscall groups shown as columns, in order; everything else is `other`.
+pub const GROUPS: [&str; 6] = ["epoll_wait", "read", "write", "epoll_ctl", "futex", "other"];
+
+/// The column a syscall name counts under.
+pub fn group(name: &str) -> &'static str {
+    match name {
+        "epoll_wait" | "epoll_pwait" | "epoll_pwait2" => "epoll_wait",
+        "read" | "recvfrom" | "recvmsg" | "readv" | "recvmmsg" => "read",
+        "write" | "sendto" | "sendmsg" | "writev" | "sendmmsg" => "write",
+        "epoll_ctl" => "epoll_ctl",
+        "futex" => "futex",
+        _ => "other",
+    }
+}
+
+/// Calls per syscall from `strace -c` output.
+pub fn parse_strace(text: &str) -> BTreeMap<String, u64> {
+    strace_column(text, 3)
+}
+
+/// Failed calls (`EAGAIN`: a read or write that would block, …) per
+/// syscall from `strace -c` output.
+pub fn parse_strace_errors(text: &str) -> BTreeMap<String, u64> {
+    strace_column(text, 4)
+}
+
+/// Column `col` of `strace -c`'s table (`% time, seconds, usecs/call,
+/// calls, [errors,] syscall`), per syscall; an absent errors column is 0.
+fn strace_column(text: &str, col: usize) -> BTreeMap<String, u64> {
+    let mut calls = BTreeMap::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 5 || fields[0].parse::<f64>().is_err() {
+            continue;
+        }
+        let name = fields[fields.len() - 1];
+        if name == "total" || col + 1 >= fields.len() {
+            continue;
+        }
+        if let Ok(n) = fields[col].parse::<u64>() {
+            *calls.entry(name.to_string()).or_insert(0) += n;
+        }
+    }
+    calls
 }

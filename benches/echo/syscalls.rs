@@ -33,6 +33,7 @@ use crate::load;
 use crate::pin::Layout;
 use crate::scenario::Scenario;
 use crate::server::ServerProc;
+pub use crate::sys::{group, parse_strace, GROUPS};
 
 /// How a run counts syscalls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
@@ -49,9 +50,6 @@ impl Method {
         }
     }
 }
-
-/// Syscall groups shown as columns, in order; everything else is `other`.
-pub const GROUPS: [&str; 6] = ["epoll_wait", "read", "write", "epoll_ctl", "futex", "other"];
 
 /// Syscalls perf counts one by one (when the kernel has their tracepoint); the rest is
 /// `raw_syscalls:sys_enter` minus these.
@@ -73,18 +71,6 @@ const PERF_NAMED: [&str; 13] = [
 
 /// Where the kernel's tracepoints are described.
 const TRACEFS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
-
-/// The column a syscall name counts under.
-pub fn group(name: &str) -> &'static str {
-    match name {
-        "epoll_wait" | "epoll_pwait" | "epoll_pwait2" => "epoll_wait",
-        "read" | "recvfrom" | "recvmsg" | "readv" | "recvmmsg" => "read",
-        "write" | "sendto" | "sendmsg" | "writev" | "sendmmsg" => "write",
-        "epoll_ctl" => "epoll_ctl",
-        "futex" => "futex",
-        _ => "other",
-    }
-}
 
 /// What one counted run saw.
 #[derive(Debug, Clone, Default)]
@@ -392,26 +378,6 @@ fn perf_events() -> Vec<String> {
         }
     }
     events
-}
-
-/// Calls per syscall from `strace -c` output.
-pub fn parse_strace(text: &str) -> BTreeMap<String, u64> {
-    let mut calls = BTreeMap::new();
-    for line in text.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        // % time, seconds, usecs/call, calls, [errors,] syscall
-        if fields.len() < 5 || fields[0].parse::<f64>().is_err() {
-            continue;
-        }
-        let name = fields[fields.len() - 1];
-        if name == "total" {
-            continue;
-        }
-        if let Ok(n) = fields[3].parse::<u64>() {
-            *calls.entry(name.to_string()).or_insert(0) += n;
-        }
-    }
-    calls
 }
 
 /// Calls per syscall from `perf stat -x,` output; the rest of the total is `(other)`.

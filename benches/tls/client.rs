@@ -319,6 +319,8 @@ struct Conn {
     got: Vec<u8>,
     filled: usize,
     seq: u64,
+    /// Messages this connection sends in all (`u64::MAX`: until the run ends).
+    last: u64,
     since: Instant,
     dead: bool,
 }
@@ -375,6 +377,9 @@ impl Conn {
                         )));
                     }
                     done.push(self.since.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                    if self.seq == self.last {
+                        return self.flush();
+                    }
                     self.send_next()?;
                 }
             }
@@ -394,27 +399,7 @@ pub fn echo(
     server_pid: u32,
 ) -> Result<EchoRun, String> {
     let mut poll = Poll::new().map_err(|e| e.to_string())?;
-    let mut all = Vec::with_capacity(conns);
-    for i in 0..conns {
-        let s = connect(addr, config).map_err(|e| format!("connection {i}: {e}"))?;
-        let (tls, tcp) = (s.conn, s.sock);
-        tcp.set_nonblocking(true).map_err(|e| e.to_string())?;
-        let mut sock = mio::net::TcpStream::from_std(tcp);
-        poll.registry()
-            .register(&mut sock, Token(i), Interest::READABLE | Interest::WRITABLE)
-            .map_err(|e| e.to_string())?;
-        let sent: Vec<u8> = (0..size).map(|j| (j * 131 + i * 7 + 1) as u8).collect();
-        all.push(Conn {
-            sock,
-            tls,
-            got: vec![0; size],
-            sent,
-            filled: 0,
-            seq: 0,
-            since: Instant::now(),
-            dead: false,
-        });
-    }
+    let mut all = open_echo(&poll, addr, config, conns, size, u64::MAX)?;
     let mut run = EchoRun::default();
     for (i, c) in all.iter_mut().enumerate() {
         if let Err(e) = c.send_next() {
@@ -484,6 +469,88 @@ pub fn echo(
         let _ = c.flush();
     }
     Ok(run)
+}
+
+/// `conns` connections registered with `poll`, handshaken, each with its
+/// `size`-byte message ready and `last` messages to send in all.
+fn open_echo(
+    poll: &Poll,
+    addr: SocketAddr,
+    config: &Arc<ClientConfig>,
+    conns: usize,
+    size: usize,
+    last: u64,
+) -> Result<Vec<Conn>, String> {
+    let mut all = Vec::with_capacity(conns);
+    for i in 0..conns {
+        let s = connect(addr, config).map_err(|e| format!("connection {i}: {e}"))?;
+        let (tls, tcp) = (s.conn, s.sock);
+        tcp.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let mut sock = mio::net::TcpStream::from_std(tcp);
+        poll.registry()
+            .register(&mut sock, Token(i), Interest::READABLE | Interest::WRITABLE)
+            .map_err(|e| e.to_string())?;
+        let sent: Vec<u8> = (0..size).map(|j| (j * 131 + i * 7 + 1) as u8).collect();
+        all.push(Conn {
+            sock,
+            tls,
+            got: vec![0; size],
+            sent,
+            filled: 0,
+            seq: 0,
+            last,
+            since: Instant::now(),
+            dead: false,
+        });
+    }
+    Ok(all)
+}
+
+/// Exactly `per_conn` echoes of `size` bytes on each of `conns`
+/// connections (one in flight each), then close_notify and close: a fixed
+/// number of messages, for counting what the server does per message (the
+/// connections' setup and teardown are the same in every such run).
+/// Returns the messages echoed, every byte compared.
+pub fn echo_count(
+    addr: SocketAddr,
+    config: &Arc<ClientConfig>,
+    conns: usize,
+    size: usize,
+    per_conn: u64,
+) -> Result<u64, String> {
+    let mut poll = Poll::new().map_err(|e| e.to_string())?;
+    let mut all = open_echo(&poll, addr, config, conns, size, per_conn.max(1))?;
+    for (i, c) in all.iter_mut().enumerate() {
+        c.send_next().map_err(|e| format!("connection {i}: {e}"))?;
+    }
+    let want = conns as u64 * per_conn.max(1);
+    let mut events = Events::with_capacity(1024);
+    let mut lat: Vec<u32> = Vec::with_capacity(want as usize);
+    let mut last_progress = Instant::now();
+    while (lat.len() as u64) < want {
+        if last_progress.elapsed() > IO_TIMEOUT {
+            return Err(format!("no echo for {} s", IO_TIMEOUT.as_secs()));
+        }
+        match poll.poll(&mut events, Some(Duration::from_millis(50))) {
+            Err(e) if e.kind() != ErrorKind::Interrupted => return Err(e.to_string()),
+            _ => {}
+        }
+        for ev in events.iter() {
+            let i = ev.token().0;
+            let before = lat.len();
+            all[i]
+                .on_readable(&mut lat)
+                .map_err(|e| format!("connection {i}: {e}"))?;
+            if lat.len() > before {
+                last_progress = Instant::now();
+            }
+        }
+    }
+    for c in &mut all {
+        c.tls.send_close_notify();
+        let _ = c.flush();
+    }
+    Ok(lat.len() as u64)
 }
 
 /// A connection that failed stays in the slab, ignored, until the run ends.

@@ -16,15 +16,19 @@
 //!   tcp-reactor echo vs tokio-rustls, tcp-reactor http vs nginx;
 //! * https: `wrk -t1 -c50 --latency https://…/`, tcp-reactor http vs nginx;
 //! * idle: RSS per idle TLS connection (fresh server, N connections after a
-//!   handshake and one exchange).
+//!   handshake and one exchange);
+//! * syscalls: syscalls per echoed message at each echo size, tcp-reactor vs
+//!   tokio-rustls, by kind (`strace -c -f`, the slope between two fixed
+//!   message counts: [`syscalls`]). Deterministic where the rates are noisy.
 //!
 //! `--quick` (and `cargo test --benches`, which passes no `--bench`): tiny
-//! runs that only check every part works with 0 errors. nginx or wrk missing:
-//! a loud `SKIP` and those rows are left out. See docs/BENCHMARKS.md.
+//! runs that only check every part works with 0 errors. nginx, wrk or strace
+//! missing: a loud `SKIP` and those rows are left out. See docs/BENCHMARKS.md.
 
 mod client;
 mod report;
 mod servers;
+mod syscalls;
 mod tokio_tls;
 
 // The echo bench's CPU helpers: CpuSet, layout.
@@ -76,7 +80,15 @@ pub struct Cli {
     /// Idle TLS connections opened for the RSS part.
     #[arg(long, default_value_t = 2000)]
     idle_conns: usize,
-    /// Parts to run (comma-separated): echo, handshake, https, idle. Default: all.
+    /// How the syscalls part counts: perf (tracepoints; the server runs at
+    /// full speed) or strace (stops it at every syscall). Default: perf
+    /// where it works, else strace.
+    #[arg(long, value_enum)]
+    syscall_counter: Option<syscalls::Method>,
+    /// Messages per connection of the two counted runs of the syscalls part.
+    #[arg(long, value_delimiter = ',', default_value = "20,220")]
+    syscall_counts: Vec<u64>,
+    /// Parts to run (comma-separated): echo, handshake, https, idle, syscalls. Default: all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Run every server under this command (split at spaces), e.g.
@@ -146,6 +158,8 @@ struct Settings {
     hs_threads: usize,
     idle_conns: usize,
     conns: usize,
+    /// Messages per connection of the syscalls part's two runs.
+    syscall_counts: (u64, u64),
     wrap: Vec<String>,
     /// Seconds still allowed for waiting until the machine is quiet.
     wait_budget: f64,
@@ -171,6 +185,11 @@ fn harness(cli: Cli) -> Result<bool, String> {
         hs_threads: if quick { 2 } else { cli.hs_threads.max(1) },
         idle_conns: if quick { 50 } else { cli.idle_conns.max(1) },
         conns: 50,
+        syscall_counts: match (quick, cli.syscall_counts.as_slice()) {
+            (true, _) => (2, 6),
+            (false, [a, b]) if a < b => (*a, *b),
+            _ => return Err("--syscall-counts takes two counts, the first smaller".into()),
+        },
         wrap: cli
             .wrap
             .as_deref()
@@ -191,9 +210,21 @@ fn harness(cli: Cli) -> Result<bool, String> {
     let mut skipped = Vec::new();
     let nginx = find_tool("nginx").is_some();
     let wrk = find_tool("wrk").is_some();
+    let counter = match cli.syscall_counter {
+        Some(m) => Some(m).filter(|&m| syscalls::available(m).is_ok()),
+        None => [syscalls::Method::Perf, syscalls::Method::Strace]
+            .into_iter()
+            .find(|&m| syscalls::available(m).is_ok()),
+    }
+    .filter(|_| wanted("syscalls"));
     for (tool, present, what) in [
         ("nginx", nginx, "the nginx rows (handshake, https, idle)"),
         ("wrk", wrk, "the https part"),
+        (
+            "perf or strace",
+            counter.is_some() || !wanted("syscalls"),
+            "the syscalls part",
+        ),
     ] {
         if !present {
             let msg =
@@ -319,6 +350,47 @@ fn harness(cli: Cli) -> Result<bool, String> {
             }
         }
     }
+    let mut counted = Vec::new();
+    if let Some(method) = counter {
+        // Counted apart from the timed cells: strace slows a server down.
+        // The counters' own tables, for a second look (kept unless --quick).
+        let dir = match &cli.out {
+            Some(out) => out.join("tls-syscalls"),
+            None => report::default_dir().join("tls-syscalls"),
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for &size in &cli.echo_sizes {
+            let label = format!("echo {} × {}", s.conns, report::bytes(size));
+            for kind in [ReactorEcho, TokioRustls] {
+                eprintln!("[syscalls] {label:<32} {kind}");
+                let server = match live.entry(kind) {
+                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        e.insert(Server::start(kind, &certs, layout.server, &s.wrap)?)
+                    }
+                };
+                let out = dir.join(format!("{}-{size}", kind.name().replace(' ', "-")));
+                match syscalls::measure(
+                    method,
+                    server.pid(),
+                    server.addr,
+                    &config,
+                    s.conns,
+                    size,
+                    s.syscall_counts,
+                    &out,
+                ) {
+                    Ok(per) => counted.push((label.clone(), kind, per)),
+                    Err(e) => failures.push(format!("syscalls {label} {kind}: {e}")),
+                }
+            }
+        }
+        if s.quick {
+            let _ = std::fs::remove_dir_all(&dir);
+        } else {
+            eprintln!("wrote the counters' tables to {}", dir.display());
+        }
+    }
     for (kind, server) in live {
         if let Err(e) = server.stop() {
             failures.push(format!("stop {kind}: {e}"));
@@ -338,6 +410,8 @@ fn harness(cli: Cli) -> Result<bool, String> {
             "hs_threads": s.hs_threads,
             "idle_conns": s.idle_conns,
             "echo_conns": s.conns,
+            "syscall_counts_per_conn": [s.syscall_counts.0, s.syscall_counts.1],
+            "syscall_counter": counter.map(syscalls::Method::name),
             "cipher_suite": client::SUITE,
             "kx_group": "X25519",
             "certificate": "ECDSA P-256 (rcgen), self-signed, pinned by the client",
@@ -346,6 +420,7 @@ fn harness(cli: Cli) -> Result<bool, String> {
             "noisy_share": NOISY,
         }),
         rows,
+        syscalls: counted,
         skipped,
         failures,
     };

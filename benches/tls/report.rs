@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use crate::servers::{Kind, Window};
 use crate::sys::duration_us;
+use crate::syscalls::{PerMsg, COLUMNS};
 
 /// A window is noisy when other processes used more than this share of a core.
 pub const NOISY: f64 = 0.25;
@@ -196,6 +197,8 @@ pub struct Report {
     pub elapsed_s: f64,
     pub settings: Value,
     pub rows: Vec<Row>,
+    /// Syscalls per echoed message: (load, server, slope).
+    pub syscalls: Vec<(String, Kind, PerMsg)>,
     pub skipped: Vec<String>,
     pub failures: Vec<String>,
 }
@@ -429,6 +432,9 @@ impl Report {
             }
             m.push('\n');
         }
+        if !self.syscalls.is_empty() {
+            self.syscalls_markdown(&mut m);
+        }
         let targets = self.targets();
         if targets.iter().any(|t| t.ratio.is_some()) {
             m.push_str("| target (issue 14) | measured | met |\n|---|---:|---|\n");
@@ -455,7 +461,68 @@ impl Report {
         m
     }
 
+    /// Syscalls per message, each tcp-reactor figure with its ratio to
+    /// tokio-rustls at the same size.
+    fn syscalls_markdown(&self, m: &mut String) {
+        let _ = writeln!(
+            m,
+            "Syscalls per echoed message ({} on the server, the slope between \
+             two runs of {} and {} messages per connection; per connection = what the \
+             smaller run cost beyond its messages, ÷ connections: accept, handshake, close; \
+             EAGAIN = reads and writes that would block; epoll_wait depends on how many \
+             events each wait finds, which a faster server and strace both change):\n",
+            self.settings["syscall_counter"].as_str().unwrap_or("?"),
+            self.settings["syscall_counts_per_conn"][0],
+            self.settings["syscall_counts_per_conn"][1],
+        );
+        for (what, per_conn) in [("per message", false), ("per connection", true)] {
+            let _ = write!(m, "| {what} | server |");
+            for c in COLUMNS {
+                let _ = write!(m, " {c} |");
+            }
+            m.push_str("\n|---|---|");
+            for _ in COLUMNS {
+                m.push_str("---:|");
+            }
+            m.push('\n');
+            let pick = |p: &PerMsg, c: &str| {
+                let col = if per_conn { &p.per_conn } else { &p.per_msg };
+                col.get(c).copied()
+            };
+            for (label, kind, per) in &self.syscalls {
+                let reference = self.syscalls.iter().find(|(l, k, _)| {
+                    l == label && *k == Kind::TokioRustls && *kind != Kind::TokioRustls
+                });
+                let _ = write!(m, "| {label} | {kind} |");
+                for c in COLUMNS {
+                    let v = pick(per, c).unwrap_or(0.0);
+                    match reference.and_then(|(_, _, r)| pick(r, c)) {
+                        Some(r) if r > 0.05 => {
+                            let _ = write!(m, " {v:.2} ({:.2}×) |", v / r);
+                        }
+                        _ => {
+                            let _ = write!(m, " {v:.2} |");
+                        }
+                    }
+                }
+                m.push('\n');
+            }
+            m.push('\n');
+        }
+    }
+
     pub fn json(&self) -> Value {
+        let syscalls: Vec<Value> = self
+            .syscalls
+            .iter()
+            .map(|(label, kind, per)| {
+                json!({
+                    "load": label, "server": kind.name(),
+                    "per_msg": per.per_msg, "per_conn": per.per_conn,
+                    "msgs": [per.msgs.0, per.msgs.1],
+                })
+            })
+            .collect();
         let rows: Vec<Value> = self
             .rows
             .iter()
@@ -494,6 +561,7 @@ impl Report {
             "settings": self.settings,
             "elapsed_s": self.elapsed_s,
             "rows": rows,
+            "syscalls": syscalls,
             "targets": targets,
             "skipped": self.skipped,
             "failures": self.failures,
@@ -508,10 +576,7 @@ impl Report {
         let dir = match (out, self.quick) {
             (Some(out), _) => Some(out.to_path_buf()),
             (None, true) => None,
-            (None, false) => {
-                let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-                Some(tmp.parent().unwrap_or(tmp).join("bench-report"))
-            }
+            (None, false) => Some(default_dir()),
         };
         if let Some(dir) = dir {
             std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -527,6 +592,12 @@ impl Report {
         }
         Ok(self.failures.is_empty())
     }
+}
+
+/// Where a run's report goes without `--out`: target/bench-report.
+pub fn default_dir() -> std::path::PathBuf {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    tmp.parent().unwrap_or(tmp).join("bench-report")
 }
 
 /// What `wrk --latency` printed.

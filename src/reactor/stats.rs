@@ -178,6 +178,7 @@ counters! {
     bytes_out:              counter "tcp_reactor_bytes_sent_total"             []                          " out"                  *      "Bytes written to peers, open connections included.",
     tls_handshakes:         counter "tcp_reactor_tls_handshakes_total"         []                          -                       *      "TLS handshakes completed.",
     tls_handshake_failures: counter "tcp_reactor_tls_handshake_failures_total" []                          -                       *      "TLS connections closed before their handshake completed: bad or plain-text input, the handshake timeout, a client that gave up.",
+    tls_sni_ignored:        counter "tcp_reactor_tls_sni_ignored_total"        []                          -                       *      "TLS ClientHellos whose server name (SNI) was ignored: an IP address (as wrk sends for https://127.0.0.1/) or no valid DNS name. Logged at debug, not warned about.",
     backpressure_pauses:    counter "tcp_reactor_backpressure_pauses_total"    []                          -                       *      "Times a connection stopped reading because its owed output reached the high watermark.",
     at_limit:               gauge   "tcp_reactor_loops_at_connection_limit"    []                          -                       *      "Event loops that stopped accepting at their share of --max-conns.",
     http_1xx:               counter "tcp_reactor_http_responses_total"         [code = "1xx"]              -                       "http" "informational",

@@ -2,6 +2,8 @@
 //!
 //! * [`config`]: the certificate and key, loaded from PEM files, re-read on
 //!   `SIGHUP` ([`TlsConfig::reload`]); shared by every loop.
+//! * `client_hello`: the server name (SNI) a client's first bytes carry,
+//!   to count the names rustls ignores (an IP address, as `wrk` sends).
 //! * [`session`]: the stage in a connection's byte path (socket → PROXY
 //!   preamble → **TLS** → protocol), a [`Transport`](crate::reactor::conn::Transport)
 //!   over the socket with rustls inside.
@@ -10,6 +12,7 @@
 //! a C compiler alone. TLS 1.3 and 1.2; ALPN as the protocol asks (`http/1.1`
 //! for HTTP); SNI accepted, one certificate chain for every name.
 
+pub(crate) mod client_hello;
 pub mod config;
 pub mod session;
 

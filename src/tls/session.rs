@@ -19,11 +19,30 @@
 //!   caller's buffer completely, so the connection keeps its `readable`
 //!   flag and reads again (this turn, or next turn when its fairness budget
 //!   is spent).
+//! * A short read is trusted even when it decrypted nothing (half a
+//!   record, a handshake flight in parts): any later arrival raises a new
+//!   edge. The one exception is the peer's FIN, which raises no second
+//!   edge: once the readiness event has said `read-closed`
+//!   ([`peer_fin`](Transport::peer_fin)), the stage reads on to `Ok(0)`.
 //! * What rustls owes the socket is [`owed`](Transport::owed): the
 //!   connection counts it in `wants_write` (so the next writable edge
 //!   flushes it) and in its watermarks.
 //! * Bytes already read past a PROXY header are handed in with
 //!   [`preamble_done`](Transport::preamble_done) and read before the socket.
+//!
+//! # One read per arrival
+//! rustls reading a socket itself asks for at most 4 KiB at a time: five
+//! `recvfrom` for one 16 KiB record, where tokio-rustls makes the same
+//! five. So the stage reads the socket into the caller's buffer, as a
+//! plain connection would (up to 48 KiB at once), and hands those bytes to
+//! rustls; the plaintext they decrypt to is written back into the same
+//! buffer, behind the records still to be handed over. It never overtakes
+//! them: each record's plaintext is shorter than the record, and the one
+//! record rustls may already hold part of gets [`PLAINTEXT_ROOM`] ahead of
+//! where the socket's bytes land. The price is one copy in user space (the
+//! records, from the buffer into rustls: a `memcpy` of 16 KiB, against four
+//! syscalls saved). A buffer with too little room left is read the old
+//! way, by rustls. (`tests/fuzz_tls.rs` counts the calls.)
 //!
 //! # Bounds
 //! rustls' own buffers: at most one record of input being reassembled (up
@@ -47,9 +66,10 @@ use std::time::Instant;
 
 use rustls::{ServerConfig, ServerConnection};
 
+use super::client_hello::{self, Sni};
 use crate::human::ConnName;
 use crate::reactor::conn::pipeline::StageError;
-use crate::reactor::conn::Transport;
+use crate::reactor::conn::{StageDeadline, Transport};
 
 /// Most sealed TLS bytes owed to the socket at once (rustls' buffer limit).
 pub const SEND_LIMIT: usize = 64 * 1024;
@@ -58,6 +78,16 @@ pub const SEND_LIMIT: usize = 64 * 1024;
 /// explicit nonce + 16 tag; TLS 1.3: 5 + 1 + 16), for counting owed bytes.
 const RECORD_OVERHEAD: usize = 29;
 const MAX_FRAGMENT: usize = 16 * 1024;
+
+/// Room kept in the caller's buffer, ahead of the socket's bytes, for the
+/// plaintext of the one record rustls may hold part of already (a record's
+/// plaintext is at most 2^14 bytes, in TLS 1.2 and 1.3).
+pub const PLAINTEXT_ROOM: usize = MAX_FRAGMENT;
+
+/// The least the stage reads into the caller's buffer past
+/// [`PLAINTEXT_ROOM`]; with less room left, rustls reads the socket
+/// itself (as much as rustls' own 4 KiB reads, so no more calls).
+const STAGED_READ_MIN: usize = 4 * 1024;
 
 /// What nginx answers plain HTTP sent to its TLS port, near enough.
 pub const PLAIN_HTTP_ANSWER: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
@@ -89,6 +119,9 @@ pub struct TlsStream<S> {
     handshake_deadline: Option<Instant>,
     /// The handshake finished (counted once, in the loop's metrics).
     handshaken: bool,
+    /// The kernel reported the peer's FIN: short reads are not trusted
+    /// any more, the socket is read until `Ok(0)`.
+    peer_fin: bool,
 }
 
 /// A socket reader that remembers whether its last read came up short
@@ -147,6 +180,7 @@ impl<S: Transport> TlsStream<S> {
             closing: false,
             handshake_deadline,
             handshaken: false,
+            peer_fin: false,
         })
     }
 
@@ -168,6 +202,13 @@ impl<S: Transport> TlsStream<S> {
     /// Read once from the pending bytes or the socket into rustls, and
     /// process what arrived.
     fn pull(&mut self) -> io::Result<Pulled> {
+        if self.fresh && !self.pending.is_empty() {
+            // What followed a PROXY header: the client's first bytes.
+            let pending = std::mem::take(&mut self.pending);
+            let first = self.first_bytes(&pending);
+            self.pending = pending;
+            first?;
+        }
         let sniff = self.fresh;
         let (n, short, head, head_len) = if !self.pending.is_empty() {
             let mut src: &[u8] = &self.pending;
@@ -200,30 +241,120 @@ impl<S: Transport> TlsStream<S> {
             (n, tap.short, tap.head, tap.head_len)
         };
         if n == 0 {
-            log::trace!("{} TLS: socket EOF", ConnName(self.key));
-            // Let rustls see the EOF (it reports a truncation or a clean close).
-            self.process()?;
-            return Ok(Pulled::Eof);
+            return self.eof();
         }
         if sniff && head_len > 0 {
-            self.fresh = false;
-            if head[0] != 0x16 && looks_like_http(&head[..head_len]) {
-                log::debug!(
-                    "{} plain HTTP sent to the TLS port: answering 400",
-                    ConnName(self.key)
-                );
-                // Best effort: a fresh socket's send buffer has room for it.
-                let _ = self.sock.write(PLAIN_HTTP_ANSWER);
-                return Err(StageError::new("plain HTTP sent to the TLS port").into());
+            self.first_bytes(&head[..head_len])?;
+        }
+        self.trace_read(n, short);
+        self.process()?;
+        Ok(if short { Pulled::Drained } else { Pulled::More })
+    }
+
+    /// Read the socket once into `buf` past `*filled` + [`PLAINTEXT_ROOM`],
+    /// hand what came to rustls, and write the plaintext it decrypts to at
+    /// `buf[*filled..]`, advancing `*filled`. One `recvfrom` for up to
+    /// 48 KiB of records, where rustls reading the socket makes one per
+    /// 4 KiB. The caller checks that `buf` has the room (see the module's
+    /// doc).
+    fn pull_into(&mut self, buf: &mut [u8], filled: &mut usize) -> io::Result<Pulled> {
+        let at = *filled + PLAINTEXT_ROOM;
+        let n = loop {
+            match self.sock.recv(&mut buf[at..]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other?,
+            }
+        };
+        if n == 0 {
+            // rustls learns of the EOF from an empty read, as from a socket's.
+            self.tls.read_tls(&mut &[][..]).map_err(buffer_error)?;
+            return self.eof();
+        }
+        if self.fresh {
+            self.first_bytes(&buf[at..at + n])?;
+        }
+        let short = at + n < buf.len();
+        self.trace_read(n, short);
+        // Records go in at `next`; plaintext comes out at `*filled`, never
+        // past `next` (see the module's doc): the bytes not yet handed
+        // over are never written over.
+        let (mut next, end) = (at, at + n);
+        while next < end {
+            let took = self
+                .tls
+                .read_tls(&mut &buf[next..end])
+                .map_err(buffer_error)?;
+            if took == 0 {
+                break; // after close_notify rustls takes nothing more: ignored
+            }
+            next += took;
+            self.process()?;
+            if next < end {
+                // Room for rustls to read on (it holds 16 KiB of plaintext
+                // at most); after the last records the caller takes it.
+                *filled += self.plaintext(&mut buf[*filled..next]);
             }
         }
+        Ok(if short { Pulled::Drained } else { Pulled::More })
+    }
+
+    /// Plaintext rustls holds, into `dst` while it has room; how much.
+    /// Stops at whatever `reader()` says other than data (the caller's
+    /// next read of it reports EOF or an error).
+    fn plaintext(&mut self, dst: &mut [u8]) -> usize {
+        let mut got = 0;
+        while got < dst.len() {
+            match self.tls.reader().read(&mut dst[got..]) {
+                Ok(n) if n > 0 => got += n,
+                _ => break,
+            }
+        }
+        got
+    }
+
+    /// The socket's EOF: let rustls see it (it reports a truncation or a
+    /// clean close).
+    fn eof(&mut self) -> io::Result<Pulled> {
+        log::trace!("{} TLS: socket EOF", ConnName(self.key));
+        self.process()?;
+        Ok(Pulled::Eof)
+    }
+
+    /// The peer's first bytes (at least one): plain HTTP gets nginx's
+    /// answer and the connection is closed; a ClientHello whose server
+    /// name rustls will ignore (an IP address, as `wrk` sends) is counted
+    /// and logged here, at debug, once per connection.
+    fn first_bytes(&mut self, first: &[u8]) -> io::Result<()> {
+        self.fresh = false;
+        let head = &first[..first.len().min(4)];
+        if head[0] != 0x16 && looks_like_http(head) {
+            log::debug!(
+                "{} plain HTTP sent to the TLS port: answering 400",
+                ConnName(self.key)
+            );
+            // Best effort: a fresh socket's send buffer has room for it.
+            let _ = self.sock.write(PLAIN_HTTP_ANSWER);
+            return Err(StageError::new("plain HTTP sent to the TLS port").into());
+        }
+        let what = match client_hello::server_name(first) {
+            Sni::IpAddress => "an IP address",
+            Sni::Invalid => "no valid DNS name",
+            Sni::Absent | Sni::DnsName | Sni::Unknown => return Ok(()),
+        };
+        crate::reactor::stats::tally(|t| t.tls_sni_ignored += 1);
+        log::debug!(
+            "{} TLS: the client's server name (SNI) is {what}: ignored (RFC 6066 allows DNS names only)",
+            ConnName(self.key)
+        );
+        Ok(())
+    }
+
+    fn trace_read(&self, n: usize, short: bool) {
         log::trace!(
             "{} TLS: read {n} B of records{}",
             ConnName(self.key),
             if short { " (short read: drained)" } else { "" }
         );
-        self.process()?;
-        Ok(if short { Pulled::Drained } else { Pulled::More })
     }
 
     /// Decrypt what rustls has read; send whatever it wants to send now
@@ -294,6 +425,8 @@ impl<S: Transport> Read for TlsStream<S> {
             return self.sock.read(buf);
         }
         let mut filled = 0;
+        // The socket proved empty (a short read) on the last pull.
+        let mut drained = false;
         loop {
             // Plaintext rustls already holds comes first.
             while filled < buf.len() {
@@ -313,27 +446,30 @@ impl<S: Transport> Read for TlsStream<S> {
                 // keeps its readable flag and comes back.
                 return Ok(filled);
             }
-            match self.pull() {
-                Ok(Pulled::More) => {}
-                Ok(Pulled::Drained) => {
-                    // Take what the last records decrypted to, then stop:
-                    // both rustls and the socket are empty.
-                    while filled < buf.len() {
-                        match self.tls.reader().read(&mut buf[filled..]) {
-                            Ok(n) if n > 0 => filled += n,
-                            _ => break,
-                        }
-                    }
-                    if filled > 0 {
-                        return Ok(filled);
-                    }
-                    // Nothing decrypted (a record or handshake flight still
-                    // partial): ask the socket once more rather than trust
-                    // the short read, since the peer's FIN may already
-                    // have been announced and no edge would report it again.
-                    // Costs a syscall only when no plaintext came of a read.
+            if drained {
+                // rustls holds no plaintext and the socket proved empty:
+                // a later arrival raises a new edge. Even if nothing was
+                // decrypted (half a record): only the FIN raises no second
+                // edge, so once it is announced, read on to `Ok(0)`.
+                if filled > 0 {
+                    return Ok(filled);
                 }
+                if !self.peer_fin {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                drained = false;
+            }
+            let room = buf.len() - filled;
+            let pulled = if self.pending.is_empty() && room >= PLAINTEXT_ROOM + STAGED_READ_MIN {
+                self.pull_into(buf, &mut filled)
+            } else {
+                self.pull()
+            };
+            match pulled {
+                Ok(Pulled::More) => {}
+                Ok(Pulled::Drained) => drained = true,
                 Ok(Pulled::Eof) => {
+                    filled += self.plaintext(&mut buf[filled..]);
                     if filled > 0 {
                         return Ok(filled);
                     }
@@ -407,13 +543,20 @@ impl<S: Transport> Transport for TlsStream<S> {
         true
     }
 
-    fn stage_deadline(&self) -> Option<(Instant, &'static str)> {
-        self.handshake_deadline
-            .map(|at| (at, "TLS handshake not finished in time"))
+    fn stage_deadline(&self) -> Option<StageDeadline> {
+        self.handshake_deadline.map(|at| StageDeadline {
+            at,
+            name: "TLS handshake timeout",
+            reason: "TLS handshake not finished in time",
+        })
     }
 
     fn handshaking(&self) -> bool {
         !self.handshaken
+    }
+
+    fn peer_fin(&mut self) {
+        self.peer_fin = true;
     }
 }
 

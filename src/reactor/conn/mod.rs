@@ -123,9 +123,9 @@ pub trait Transport: Read + Write {
         false
     }
 
-    /// A deadline of the stage's own (the TLS handshake) and the reason to
-    /// close with when it passes.
-    fn stage_deadline(&self) -> Option<(Instant, &'static str)> {
+    /// A deadline of the stage's own (the TLS handshake): when, its name
+    /// for the trace, and the reason to close with when it passes.
+    fn stage_deadline(&self) -> Option<StageDeadline> {
         None
     }
 
@@ -134,6 +134,12 @@ pub trait Transport: Read + Write {
     fn handshaking(&self) -> bool {
         false
     }
+
+    /// The kernel reported the peer's FIN (a readiness event's
+    /// `read-closed`). A stage that stops at a short read even when it
+    /// decrypted nothing reads on to `Ok(0)` from now: no further edge
+    /// would announce the FIN.
+    fn peer_fin(&mut self) {}
 }
 
 impl Transport for mio::net::TcpStream {
@@ -190,6 +196,17 @@ impl Transport for mio::net::TcpStream {
         };
         usize::try_from(n).map_err(|_| io::Error::last_os_error())
     }
+}
+
+/// A deadline a stage below the protocol keeps ([`Transport::stage_deadline`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StageDeadline {
+    /// When it passes.
+    pub at: Instant,
+    /// What it is, for the trace (`timer armed: {name} in …`).
+    pub name: &'static str,
+    /// The reason the connection is closed with when it passes.
+    pub reason: &'static str,
 }
 
 /// Bounds and timeouts a connection obeys. Built once from the config.
@@ -530,7 +547,10 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         );
         self.readable |= readable || read_closed;
         self.writable |= writable;
-        self.read_closed |= read_closed;
+        if read_closed {
+            self.read_closed = true;
+            self.stream.peer_fin();
+        }
     }
 
     /// Do all the I/O the current readiness and state allow.
@@ -593,22 +613,27 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
 
     /// The earliest instant at which [`Conn::on_timer`] has work to do.
     pub fn deadline(&self, limits: &Limits) -> Option<Instant> {
-        [
-            self.idle_deadline(limits),
-            self.proxy_deadline(limits),
-            self.silent_deadline(limits),
-            self.linger_deadline(limits),
-            self.stream.stage_deadline().map(|(at, _)| at),
-            self.proto.next_deadline(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        self.deadlines(limits)
+            .into_iter()
+            .filter_map(|(at, _)| at)
+            .min()
     }
 
     /// Which deadline [`Conn::deadline`] is, in words, for the trace.
     pub fn deadline_name(&self, limits: &Limits) -> &'static str {
-        let named = [
+        self.deadlines(limits)
+            .into_iter()
+            .filter_map(|(at, name)| at.map(|at| (at, name)))
+            .min_by_key(|(at, _)| *at)
+            .map_or("none", |(_, name)| name)
+    }
+
+    /// Every deadline the connection may have, with its name: the one
+    /// list that [`Conn::deadline`] and [`Conn::deadline_name`] both read,
+    /// so the trace names the deadline that was armed.
+    fn deadlines(&self, limits: &Limits) -> [(Option<Instant>, &'static str); 6] {
+        let stage = self.stream.stage_deadline();
+        [
             (self.idle_deadline(limits), "idle timeout"),
             (self.proxy_deadline(limits), "PROXY header timeout"),
             (
@@ -616,13 +641,12 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
                 "drain grace for a silent peer",
             ),
             (self.linger_deadline(limits), "linger"),
+            (
+                stage.map(|d| d.at),
+                stage.map_or("stage timeout", |d| d.name),
+            ),
             (self.proto.next_deadline(), "protocol timeout"),
-        ];
-        named
-            .into_iter()
-            .filter_map(|(at, name)| at.map(|at| (at, name)))
-            .min_by_key(|(at, _)| *at)
-            .map_or("none", |(_, name)| name)
+        ]
     }
 
     /// No traffic either way since `last_active`: close at this instant.
@@ -700,9 +724,9 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         if due(self.proxy_deadline(limits)) {
             return Progress::Closed(CloseReason::ProtocolError(preamble::TIMED_OUT));
         }
-        if let Some((at, why)) = self.stream.stage_deadline() {
-            if now >= at {
-                return Progress::Closed(CloseReason::ProtocolError(why));
+        if let Some(stage) = self.stream.stage_deadline() {
+            if now >= stage.at {
+                return Progress::Closed(CloseReason::ProtocolError(stage.reason));
             }
         }
         if due(self.silent_deadline(limits)) {

@@ -12,8 +12,9 @@
 //! writes it as it would a socket, and asks it through the trait's hooks
 //! what only a stage can know — bytes it owes the socket
 //! ([`Transport::owed`]), a deadline of its own (the TLS handshake), how to
-//! end its output (close_notify before our FIN), and whether it takes the
-//! bytes that followed a PROXY header (TLS does: they are its records).
+//! end its output (close_notify before our FIN), whether it takes the
+//! bytes that followed a PROXY header (TLS does: they are its records), and
+//! — told, not asked — that the kernel reported the peer's FIN.
 //! Each stage is tested alone over an in-memory transport
 //! (`tests/tls.rs`, `tests/fuzz_tls.rs`); the PROXY preamble, which is no
 //! `Transport` but a sans-IO stage the connection feeds, in
@@ -32,7 +33,7 @@ use std::time::Instant;
 use mio::net::TcpStream;
 
 use crate::config::Config;
-use crate::reactor::conn::Transport;
+use crate::reactor::conn::{StageDeadline, Transport};
 
 /// A stage's reason for closing a connection, carried inside an
 /// `io::Error` so that it reaches the close log and the counters as
@@ -170,11 +171,19 @@ impl Transport for Stream {
         }
     }
 
-    fn stage_deadline(&self) -> Option<(Instant, &'static str)> {
+    fn stage_deadline(&self) -> Option<StageDeadline> {
         match self {
             Stream::Plain(_) => None,
             #[cfg(feature = "tls")]
             Stream::Tls(s) => s.stage_deadline(),
+        }
+    }
+
+    fn peer_fin(&mut self) {
+        match self {
+            Stream::Plain(_) => {}
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.peer_fin(),
         }
     }
 }
