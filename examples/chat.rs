@@ -1,7 +1,7 @@
 //! A line chat room: every line a client sends goes to every other client.
 //!
 //! What it teaches: connections that talk to each other, Go's channels on
-//! the event loop (see `tcp_reactor::reactor::mailbox`).
+//! the event loop (see `tcp_reactor::mailbox`).
 //! * The protocol owns a `Mailbox` and returns it from `mailbox()`; the loop
 //!   attaches it when the connection opens, then calls `on_open`, where it
 //!   joins the group `room` and announces itself.
@@ -20,8 +20,8 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use tcp_reactor::mailbox::{Mailbox, Message};
 use tcp_reactor::proto::{Decision, Protocol, Step};
-use tcp_reactor::reactor::mailbox::{Mailbox, Message};
 use tcp_reactor::{Config, ConnInfo, Server};
 
 const ROOM: &[u8] = b"room";

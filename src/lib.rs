@@ -31,20 +31,17 @@
 //! ```
 #![deny(missing_docs)]
 
-pub mod config;
-pub mod error;
-pub mod human;
-#[cfg(feature = "metrics")]
-pub mod metrics;
+pub mod base;
+pub mod io;
+pub mod mailbox;
+pub mod obs;
 pub mod process;
 pub mod proto;
 pub mod reactor;
-pub mod text;
-#[cfg(feature = "tls")]
-pub mod tls;
 
-pub use config::Config;
-pub use error::Error;
+pub use base::error::Error;
+pub use mailbox::{ConnId, Mailbox, Message};
+pub use proto::ConnInfo;
 pub use proto::Protocol;
-pub use reactor::mailbox::{ConnId, Mailbox, Message};
-pub use reactor::server::{ConnInfo, Outcome, Server, ShutdownHandle};
+pub use reactor::config::Config;
+pub use reactor::server::{Outcome, Server, ShutdownHandle};

@@ -5,15 +5,15 @@
 use std::io::Write;
 use std::process::ExitCode;
 
+use tcp_reactor::base::rlimit;
+use tcp_reactor::obs::access_log::AccessLog;
+use tcp_reactor::obs::trace_events::TraceEvents;
 use tcp_reactor::process::activation;
 use tcp_reactor::process::cli::{self, ProtocolName, EXIT_USAGE};
-use tcp_reactor::process::rlimit;
 use tcp_reactor::process::supervisor::{self, Supervisor};
 use tcp_reactor::proto::{DateAnchor, Echo, Http, HttpConfig, Resp};
-use tcp_reactor::reactor::access_log::AccessLog;
 use tcp_reactor::reactor::listener;
 use tcp_reactor::reactor::signals::{self, SignalSource};
-use tcp_reactor::reactor::trace_events::TraceEvents;
 
 fn main() -> ExitCode {
     // First of all: from here a quit signal is queued for the supervisor,

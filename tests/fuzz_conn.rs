@@ -38,11 +38,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
+use tcp_reactor::base::buffer::GRANULE;
+use tcp_reactor::base::close::{CloseReason, StageFailure};
+use tcp_reactor::base::limits::Limits;
+use tcp_reactor::io::proxy::ProxyMode;
+use tcp_reactor::io::transport::Transport;
 use tcp_reactor::process::cli::ProtocolName;
-use tcp_reactor::proto::proxy::ProxyMode;
 use tcp_reactor::proto::{Echo, Http, HttpConfig, Protocol, Resp, OUT_BUDGET};
-use tcp_reactor::reactor::conn::buffer::GRANULE;
-use tcp_reactor::reactor::conn::{CloseReason, Conn, Limits, Progress, Scratch, State, Transport};
+use tcp_reactor::reactor::conn::{Conn, Progress, Scratch, State};
 use util::clients::Rng;
 
 /// The kernel and the peer, scripted.
@@ -360,7 +363,7 @@ fn run_case(seed: u64, scratch: &mut Scratch, reached: &mut Reached) {
             }
         }
         Some(CloseReason::Reset | CloseReason::PeerAborted) => reached.reset += 1,
-        Some(CloseReason::ProtocolError(_)) if proxy != ProxyMode::Off => {
+        Some(CloseReason::Stage(StageFailure::Proxy(_))) if proxy != ProxyMode::Off => {
             reached.proxy_refused += 1
         }
         Some(CloseReason::IdleTimeout) => reached.idle += 1,

@@ -33,10 +33,10 @@ mod util;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tcp_reactor::base::limits::Limits;
 use tcp_reactor::proto::{
-    budget_spent, chunked, http, resp, Decision, Http, HttpConfig, Protocol, Resp, OUT_BUDGET,
+    budget_spent, http, http::chunked, resp, Decision, Http, HttpConfig, Protocol, Resp, OUT_BUDGET,
 };
-use tcp_reactor::reactor::conn::Limits;
 use util::clients::Rng;
 
 /// Bytes out per byte offered, at most (plus [`OUT_SLACK`]).

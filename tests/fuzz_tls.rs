@@ -33,11 +33,14 @@ use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 use rustls::ClientConnection;
-use tcp_reactor::proto::proxy::ProxyMode;
+use tcp_reactor::base::close::{CloseReason, StageFailure, TlsFailure};
+use tcp_reactor::base::limits::Limits;
+use tcp_reactor::io::proxy::ProxyMode;
+use tcp_reactor::io::tls::session::SEND_LIMIT;
+use tcp_reactor::io::tls::{TlsConfig, TlsStream};
+use tcp_reactor::io::transport::Transport;
 use tcp_reactor::proto::Echo;
-use tcp_reactor::reactor::conn::{CloseReason, Conn, Limits, Progress, Scratch, Transport};
-use tcp_reactor::tls::session::SEND_LIMIT;
-use tcp_reactor::tls::{TlsConfig, TlsStream};
+use tcp_reactor::reactor::conn::{Conn, Progress, Scratch};
 use util::clients::Rng;
 use util::tls::Certs;
 
@@ -555,7 +558,9 @@ fn half_a_record_and_the_fin_in_one_event_end_the_connection_at_once() {
     assert!(
         matches!(
             progress,
-            Progress::Closed(CloseReason::ProtocolError(why)) if why.contains("during the handshake")
+            Progress::Closed(CloseReason::Stage(StageFailure::Tls(
+                TlsFailure::PeerClosedInHandshake
+            )))
         ),
         "{progress:?}"
     );

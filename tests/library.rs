@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use tcp_reactor::base::close::{CloseReason, ForceCause};
 use tcp_reactor::proto::Echo;
-use tcp_reactor::reactor::conn::{CloseReason, ForceCause};
 use tcp_reactor::{Config, ConnInfo, Outcome, Server};
 
 fn config() -> Config {
@@ -118,7 +118,7 @@ fn the_cleanup_hook_runs_exactly_once_per_connection_whatever_ends_it() {
     let closed = closed.lock().unwrap();
     let mut per_generation: HashMap<u64, usize> = HashMap::new();
     for info in closed.iter() {
-        *per_generation.entry(info.generation).or_default() += 1;
+        *per_generation.entry(info.id.generation).or_default() += 1;
     }
     assert_eq!(closed.len(), 6, "{closed:#?}");
     assert!(
@@ -195,14 +195,14 @@ fn forcing_the_drain_still_runs_each_cleanup_once() {
 #[cfg(feature = "tls")]
 #[test]
 fn a_connection_whose_stream_cannot_be_built_gives_its_slot_back() {
-    use tcp_reactor::process::limit::ConnLimit;
-    use tcp_reactor::tls::TlsConfig;
+    use tcp_reactor::io::tls::TlsConfig;
+    use tcp_reactor::reactor::admission::ConnLimit;
 
     const SLOTS: usize = 2;
     let limit = Arc::new(ConnLimit::new(SLOTS));
     let certs = util::tls::Certs::new();
     let mut staged = config();
-    staged.tls = Some(TlsConfig::load(&certs.cert, &certs.key, &[], None).unwrap());
+    staged.stages.tls = Some(TlsConfig::load(&certs.cert, &certs.key, &[], None).unwrap());
     let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let broken = Server::<Echo, mio::net::TcpStream>::on_sockets(staged, vec![socket], || Echo)
         .unwrap()

@@ -228,7 +228,7 @@ fn emfile_pauses_accepting_without_burning_cpu_and_recovers() {
 #[test]
 fn ten_thousand_concurrent_connections_echo_correctly() {
     util::raise_fd_limit();
-    let Some((soft, _)) = tcp_reactor::process::rlimit::nofile() else {
+    let Some((soft, _)) = tcp_reactor::base::rlimit::nofile() else {
         panic!("cannot read RLIMIT_NOFILE")
     };
     assert!(

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use tcp_reactor::mailbox::{ConnId, Mailbox};
 use tcp_reactor::proto::{Decision, Protocol, Step};
-use tcp_reactor::reactor::mailbox::{ConnId, Mailbox};
 use tcp_reactor::{Config, Server};
 
 /// Lines in: `id` → `<loop> <key> <generation>`; `to <loop> <key> <gen>

@@ -105,7 +105,7 @@ fn counters_move_with_traffic_and_are_summed_over_loops() {
 /// it), and every row with words for the log is in the `SIGUSR1` line.
 #[test]
 fn every_counter_of_the_list_reaches_metrics_and_the_sigusr1_line() {
-    use tcp_reactor::reactor::stats::COUNTERS;
+    use tcp_reactor::base::counters::COUNTERS;
     for protocol in ["echo", "http", "resp"] {
         let (server, metrics) = start_with_metrics(&["--protocol", protocol]);
         let samples = scrape(metrics);

@@ -99,7 +99,7 @@ fn the_metrics_table_names_every_counter_of_the_list() {
         .lines()
         .filter(|l| l.starts_with("| `tcp_reactor_"))
         .collect();
-    for counter in tcp_reactor::reactor::stats::COUNTERS {
+    for counter in tcp_reactor::base::counters::COUNTERS {
         let row = rows
             .iter()
             .find(|r| {
@@ -126,7 +126,7 @@ fn the_metrics_table_names_every_counter_of_the_list() {
 /// row for row.
 #[test]
 fn the_access_log_field_table_is_the_code_s_list() {
-    use tcp_reactor::reactor::access_log::Field;
+    use tcp_reactor::obs::access_log::Field;
     let expected: Vec<String> = Field::ALL
         .iter()
         .map(|f| format!("| `{}` | {} |", f.key(), f.meaning()))

@@ -213,7 +213,7 @@ fn a_second_signal_during_the_drain_forces_exit_at_once() {
     assert_eq!(server.log_lines_with("handler done.").len(), 1);
 }
 
-/// `250 µs`, `1.2 ms`, `3 s`: a number and a unit, as `tcp_reactor::human::Dur`
+/// `250 µs`, `1.2 ms`, `3 s`: a number and a unit, as `tcp_reactor::base::human::Dur`
 /// prints it; not `1.234567ms` or `0ns`.
 fn reads_as_a_duration(text: &str) -> bool {
     match text.split_once(' ') {

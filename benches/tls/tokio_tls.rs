@@ -7,7 +7,7 @@
 //! TCP_NODELAY on.
 //!
 //! Same TLS as tcp-reactor, byte for byte: the `rustls::ServerConfig` comes
-//! from `tcp_reactor::tls::TlsConfig::load` (rustls 0.23 with `ring`, TLS 1.3
+//! from `tcp_reactor::io::tls::TlsConfig::load` (rustls 0.23 with `ring`, TLS 1.3
 //! and 1.2, the default cipher-suite list, no ALPN for echo), so the two
 //! servers differ only in what drives rustls.
 //!
@@ -37,7 +37,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Load the pair, bind, print `listening on ADDR`, serve until a quit signal, drain.
 pub fn serve(addr: SocketAddr, cert: &Path, key: &Path) -> io::Result<()> {
-    let tls = tcp_reactor::tls::TlsConfig::load(cert, key, &[], None)
+    let tls = tcp_reactor::io::tls::TlsConfig::load(cert, key, &[], None)
         .map_err(|e| io::Error::other(e.to_string()))?;
     let acceptor = TlsAcceptor::from(tls.current());
     tokio::runtime::Builder::new_current_thread()

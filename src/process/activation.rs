@@ -42,7 +42,7 @@ use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use socket2::{Domain, SockRef, Type};
 
-use crate::error::Error;
+use crate::base::error::Error;
 
 /// First inherited descriptor (after stdin, stdout, stderr).
 pub const LISTEN_FDS_START: RawFd = 3;

@@ -11,11 +11,11 @@ use std::time::Duration;
 use clap::error::ErrorKind;
 use clap::{Parser, ValueEnum};
 
-use crate::config::Config;
-use crate::proto::proxy::{Cidr, ProxyMode};
+use crate::io::proxy::{Cidr, ProxyMode};
+use crate::io::tls::TlsConfig;
+use crate::obs::access_log::Format;
 use crate::proto::HttpConfig;
-use crate::reactor::access_log::Format;
-use crate::tls::TlsConfig;
+use crate::reactor::config::Config;
 
 /// Exit code for a bad flag or value.
 pub const EXIT_USAGE: u8 = 2;
@@ -228,9 +228,9 @@ impl Args {
         config.limits.idle_timeout = limit(self.idle_timeout);
         config.limits.write_high_watermark = self.write_high_watermark;
         config.limits.write_low_watermark = self.write_low_watermark;
-        config.proxy = self.proxy_protocol.into();
+        config.stages.proxy = self.proxy_protocol.into();
         if !self.proxy_from.is_empty() {
-            config.proxy_from = self.proxy_from.clone();
+            config.stages.proxy_from = self.proxy_from.clone();
         }
         config.limits.proxy_timeout = limit(self.proxy_timeout);
         Ok(config)
@@ -308,7 +308,7 @@ where
             ProtocolName::Echo | ProtocolName::Resp => &[],
         };
         let timeout = limit(args.tls_handshake_timeout);
-        config.tls = Some(TlsConfig::load(cert, key, alpn, timeout).map_err(|e| Exit {
+        config.stages.tls = Some(TlsConfig::load(cert, key, alpn, timeout).map_err(|e| Exit {
             code: EXIT_START,
             message: format!("error: {e}"),
             stdout: false,

@@ -16,9 +16,7 @@
 pub mod activation;
 #[cfg(feature = "cli")]
 pub mod cli;
-pub mod limit;
 pub mod logging;
 pub mod notify;
-pub mod rlimit;
 pub mod supervisor;
 pub mod upgrade;

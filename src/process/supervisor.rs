@@ -25,7 +25,7 @@
 //! worst outcome of its loops.
 //!
 //! Besides the socket, the loops share one count of open connections
-//! ([`crate::process::limit`]), so `--max-conns` holds for the process, not per loop.
+//! ([`crate::reactor::admission`]), so `--max-conns` holds for the process, not per loop.
 
 use std::ffi::OsString;
 use std::net::TcpListener;
@@ -38,22 +38,22 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::config::Config;
-use crate::error::Error;
+use crate::base::counters::Stats;
+use crate::base::error::Error;
+use crate::base::rlimit;
+use crate::io::stack::{Accept, Stream};
+use crate::mailbox::Hub;
+use crate::obs::access_log::AccessLog;
+use crate::obs::trace_events::TraceEvents;
 use crate::process::activation::Handover;
-use crate::process::limit::{self, ConnLimit};
 use crate::process::notify::{self, Notifier};
-use crate::process::rlimit;
 use crate::process::upgrade::{self, Readiness, Upgrade};
 use crate::proto::Protocol;
-use crate::reactor::access_log::AccessLog;
-use crate::reactor::conn::pipeline::{Accept, Stream};
+use crate::reactor::admission::{self, ConnLimit};
+use crate::reactor::config::Config;
 use crate::reactor::conn::ForceCause;
-use crate::reactor::mailbox::Hub;
 use crate::reactor::server::{Outcome, Server, ShutdownHandle};
 use crate::reactor::signals::{SignalEvent, SignalSource};
-use crate::reactor::stats::Stats;
-use crate::reactor::trace_events::TraceEvents;
 
 const SIGNALS: Token = Token(0);
 const EVENTS: Token = Token(1);
@@ -223,9 +223,9 @@ impl Supervisor {
         rlimit::fit_loops(n, self.listeners.len())
             .map_err(|fit| Error::TooManyLoops { loops: n, fit })?;
         // One limit for the process, computed (and printed) once; every
-        // loop counts against it (see crate::process::limit).
+        // loop counts against it (see crate::reactor::admission).
         let loop_fds = n as u64 * rlimit::fds_per_loop(self.listeners.len());
-        self.config.max_conns = limit::effective_max_conns(self.config.max_conns, loop_fds);
+        self.config.max_conns = admission::effective_max_conns(self.config.max_conns, loop_fds);
         let limit = Arc::new(ConnLimit::new(self.config.max_conns));
         let mut per_loop = self.config.clone();
         per_loop.handle_signals = false;
@@ -261,7 +261,7 @@ impl Supervisor {
             );
             // A config with no stage (no TLS) runs its loops on bare sockets:
             // no per-message dispatch to a stage it does not have.
-            let staged = config.needs_stages();
+            let staged = config.stages.needed();
             let spawned = thread::Builder::new()
                 .name(format!("loop-{id}"))
                 .spawn(move || match staged {
@@ -328,8 +328,9 @@ impl Supervisor {
         #[cfg(feature = "metrics")]
         let mut endpoint = match self.metrics.take() {
             Some(listener) => {
-                let endpoint = crate::metrics::Endpoint::new(listener, METRICS, poll.registry())
-                    .map_err(setup("the metrics listener"))?;
+                let endpoint =
+                    crate::obs::metrics::Endpoint::new(listener, METRICS, poll.registry())
+                        .map_err(setup("the metrics listener"))?;
                 log::info!("metrics on http://{}/metrics", endpoint.local_addr());
                 Some(endpoint)
             }
@@ -572,19 +573,19 @@ impl Supervisor {
                 }
                 #[cfg(feature = "metrics")]
                 if let Some(endpoint) = endpoint.as_mut().filter(|e| e.waiting()) {
-                    let snapshot = crate::metrics::Snapshot {
+                    let snapshot = crate::obs::metrics::Snapshot {
                         loops: sum,
                         loop_count: n,
                         protocol: protocol_name,
                         draining: phase != Phase::Serving,
-                        listen_queue: crate::metrics::listen_queue(&self.listeners),
+                        listen_queue: crate::obs::metrics::listen_queue(&self.listeners),
                         upgrades_started: counts.upgrades_started,
                         upgrades_completed: counts.upgrades_completed,
                         upgrades_failed: counts.upgrades_failed,
-                        process: crate::metrics::process::ProcessInfo::read(),
+                        process: crate::obs::metrics::process::ProcessInfo::read(),
                     };
                     let mut text = String::with_capacity(8 * 1024);
-                    crate::metrics::render(&snapshot, &mut text);
+                    crate::obs::metrics::render(&snapshot, &mut text);
                     endpoint.respond(poll.registry(), &text, now);
                 }
             }
@@ -620,7 +621,7 @@ impl Supervisor {
                     log::warn!(
                         "upgrade failed: new process {} not ready within {}; stopped it, still serving",
                         up.child.id(),
-                        crate::human::Dur(self.upgrade_timeout)
+                        crate::base::human::Dur(self.upgrade_timeout)
                     );
                     let _ = up.child.kill();
                     let _ = up.child.wait();
@@ -702,7 +703,7 @@ fn run_loop<P, F, S>(
     S: Accept,
 {
     // With several loops, this one's connection log lines carry its id.
-    crate::human::set_loop((hub.loops() > 1).then_some(id));
+    crate::base::human::set_loop((hub.loops() > 1).then_some(id));
     let send = {
         let (tx, waker) = (tx.clone(), Arc::clone(&waker));
         move |event| {

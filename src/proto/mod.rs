@@ -16,18 +16,16 @@
 
 use std::time::Instant;
 
-use crate::reactor::mailbox::{Mailbox, Message};
-use crate::reactor::server::ConnInfo;
+use crate::base::counters::Stats;
+use crate::mailbox::{Mailbox, Message};
 
-#[cfg(feature = "http")]
-pub mod chunked;
+mod conn_info;
 mod echo;
 #[cfg(feature = "http")]
 pub mod http;
-pub mod proxy;
-pub mod pubsub;
 pub mod resp;
 
+pub use conn_info::ConnInfo;
 pub use echo::Echo;
 #[cfg(feature = "http")]
 pub use http::{DateAnchor, Http, HttpConfig};
@@ -153,7 +151,7 @@ pub trait Protocol {
     }
 
     /// The protocol's messaging handle, if it messages other connections
-    /// (see [`crate::reactor::mailbox`]). The loop attaches it when the connection
+    /// (see [`crate::mailbox`]). The loop attaches it when the connection
     /// opens (so [`Mailbox::me`] is its identity from the first call on),
     /// and routes what was sent through it after each of the protocol's
     /// calls. `None` (the default) costs nothing.
@@ -230,11 +228,42 @@ pub enum Report<'a> {
         started: Instant,
     },
     /// RESP commands answered since the last report, by
-    /// [`RESP_COMMANDS`](crate::reactor::stats::RESP_COMMANDS) index.
+    /// [`RESP_COMMANDS`](crate::base::counters::RESP_COMMANDS) index.
     Resp {
         /// How many of each.
         commands: [u16; 4],
     },
+}
+
+impl Report<'_> {
+    /// Add what this report says to the loop's counters.
+    pub fn count(&self, stats: &mut Stats) {
+        match *self {
+            Report::Http { status, .. } => {
+                let class = match status / 100 {
+                    1 => &mut stats.http_1xx,
+                    2 => &mut stats.http_2xx,
+                    3 => &mut stats.http_3xx,
+                    4 => &mut stats.http_4xx,
+                    5 => &mut stats.http_5xx,
+                    _ => return,
+                };
+                *class += 1;
+            }
+            Report::Resp { commands } => {
+                // The order of RESP_COMMANDS.
+                let counts = [
+                    &mut stats.resp_ping,
+                    &mut stats.resp_echo,
+                    &mut stats.resp_quit,
+                    &mut stats.resp_other,
+                ];
+                for (n, c) in counts.into_iter().zip(commands) {
+                    *n += u64::from(c);
+                }
+            }
+        }
+    }
 }
 
 /// A test harness for any protocol: feeds it bytes the way a connection
@@ -304,5 +333,35 @@ pub(crate) mod driver {
         pub fn text(&self) -> String {
             String::from_utf8_lossy(&self.out).into_owned()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Report;
+    use crate::base::counters::{Stats, COUNTERS, RESP_COMMANDS};
+
+    #[test]
+    fn the_resp_rows_follow_the_order_of_the_report() {
+        let labels: Vec<&str> = COUNTERS
+            .iter()
+            .filter(|c| c.family == "tcp_reactor_resp_commands_total")
+            .filter_map(|c| c.label.map(|(_, v)| v))
+            .collect();
+        assert_eq!(labels, RESP_COMMANDS);
+        let mut stats = Stats::default();
+        Report::Resp {
+            commands: [1, 2, 3, 4],
+        }
+        .count(&mut stats);
+        assert_eq!(
+            [
+                stats.resp_ping,
+                stats.resp_echo,
+                stats.resp_quit,
+                stats.resp_other
+            ],
+            [1, 2, 3, 4]
+        );
     }
 }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::error::Error;
+use crate::base::error::Error;
 
 /// Shortest accept back-off.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(5);
@@ -152,7 +152,7 @@ impl Listener {
                 }
                 Err(e) => {
                     let class = classify(&e);
-                    crate::reactor::stats::tally(|t| match class {
+                    crate::base::counters::tally(|t| match class {
                         AcceptErrorClass::Skip => t.accept_skipped += 1,
                         AcceptErrorClass::Exhausted => t.accept_exhausted += 1,
                         AcceptErrorClass::Other => t.accept_other += 1,

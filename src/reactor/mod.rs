@@ -15,12 +15,10 @@
 //! Nothing here knows about processes, threads or the command line: that
 //! is [`crate::process`].
 
-pub mod access_log;
+pub mod admission;
+pub mod config;
 pub mod conn;
 pub mod listener;
-pub mod mailbox;
 pub mod server;
 pub mod signals;
-pub mod stats;
 pub mod timer;
-pub mod trace_events;

@@ -24,21 +24,21 @@ use mio::event::Event;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use crate::config::Config;
-use crate::error::Error;
-use crate::human::{ConnName, Count, Dur, LoopName, Timeout};
-use crate::process::limit::{self, ConnLimit, Held, Slot};
-use crate::proto::proxy::ProxyMode;
-use crate::proto::{Protocol, Report};
-use crate::reactor::access_log::{AccessLog, ConnEntry, HttpEntry, LoopLog};
-use crate::reactor::conn::pipeline::{Accept, Stream};
+use crate::base::close::{ProxyFailure, StageFailure};
+use crate::base::counters::{self, Stats};
+use crate::base::error::Error;
+use crate::base::human::{ConnName, Count, Dur, LoopName, Timeout};
+use crate::io::stack::{Accept, Stream};
+use crate::mailbox::{ConnId, Hub, Message, Outbox};
+use crate::obs::access_log::{AccessLog, ConnEntry, HttpEntry, LoopLog};
+use crate::obs::trace_events::{self, TraceEvents};
+use crate::proto::{ConnInfo, Protocol, Report};
+use crate::reactor::admission::{self, ConnLimit, Held, Slot};
+use crate::reactor::config::Config;
 use crate::reactor::conn::{CloseReason, Conn, ForceCause, Progress, Scratch};
 use crate::reactor::listener::{self, Accepted, Listener};
-use crate::reactor::mailbox::{ConnId, Hub, Message, Outbox};
 use crate::reactor::signals::{SignalEvent, SignalSource};
-use crate::reactor::stats::{self, Stats};
 use crate::reactor::timer::{Timers, Wake};
-use crate::reactor::trace_events::{self, TraceEvents};
 
 /// Token of the signal self-pipe.
 pub const SIGNALS: Token = Token(usize::MAX - 1);
@@ -85,7 +85,7 @@ fn take_reports<P: Protocol, S: Accept>(
     let peer = conn.peer();
     let mut written: Option<Instant> = None;
     conn.report(&mut |report| {
-        tally.count(&report);
+        report.count(tally);
         if let (
             Some(log),
             Report::Http {
@@ -126,30 +126,11 @@ const MAX_ROUTE_ROUNDS: usize = 64;
 const REQUEST_SHUTDOWN: u8 = 1;
 const REQUEST_FORCE: u8 = 2;
 const REQUEST_STATS: u8 = 4;
-/// A slot freed somewhere in the process (see [`crate::process::limit`]).
+/// A slot freed somewhere in the process (see [`crate::reactor::admission`]).
 const REQUEST_ACCEPT: u8 = 8;
 /// Every loop has stopped accepting and posted what it sent before: drain
 /// the connections now (see [`Server::begin_drain`]).
 const REQUEST_DRAIN_CONNS: u8 = 16;
-
-/// What a connection looked like when it ended: handed to the cleanup hook.
-#[derive(Clone, Debug)]
-pub struct ConnInfo {
-    /// The token (slab key) it had. Reused by later connections.
-    pub token: Token,
-    /// Unique per accepted connection within one server.
-    pub generation: u64,
-    /// The peer's address.
-    pub peer: SocketAddr,
-    /// Why it ended.
-    pub reason: CloseReason,
-    /// Bytes read from the peer.
-    pub bytes_in: u64,
-    /// Bytes written to the peer.
-    pub bytes_out: u64,
-    /// How long it was open.
-    pub lifetime: Duration,
-}
 
 /// How [`Server::run`] ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -237,7 +218,7 @@ type NoteHook = Box<dyn FnMut() + Send>;
 /// A bound server, ready to [`run`](Server::run).
 ///
 /// `S` is the byte stream each connection runs on (see
-/// [`Accept`](crate::reactor::conn::pipeline::Accept)): [`Stream`] does
+/// [`Accept`](crate::io::stack::Accept)): [`Stream`] does
 /// whatever the config asks (TLS, say); the supervisor runs loops whose
 /// config needs no stage on a bare `mio::net::TcpStream`, so a plain
 /// deployment pays nothing per message for TLS being compiled in.
@@ -260,7 +241,7 @@ pub struct Server<P: Protocol, S: Accept = Stream> {
     /// Our slots in the process-wide count of open connections (shared by
     /// a supervisor's loops): one per slab entry, taken just before the
     /// accept, given back when the connection leaves the slab or the loop
-    /// is dropped (see [`crate::process::limit`]).
+    /// is dropped (see [`crate::reactor::admission`]).
     slots: Held,
     scratch: Scratch,
     config: Config,
@@ -278,7 +259,7 @@ pub struct Server<P: Protocol, S: Accept = Stream> {
     next_generation: u64,
     stats: Stats,
     /// Messaging: the process's hub, our loop's number in it, and the
-    /// receiving end of our queue (see [`crate::reactor::mailbox`]).
+    /// receiving end of our queue (see [`crate::mailbox`]).
     hub: Arc<Hub>,
     loop_id: usize,
     inbox: Option<Receiver<Outbox>>,
@@ -361,8 +342,8 @@ impl<P: Protocol, S: Accept> Server<P, S> {
             None
         };
         let mut config = config;
-        let held = crate::process::rlimit::fds_per_loop(listeners.len());
-        config.max_conns = limit::effective_max_conns(config.max_conns, held);
+        let held = crate::base::rlimit::fds_per_loop(listeners.len());
+        config.max_conns = admission::effective_max_conns(config.max_conns, held);
         let waker = Arc::new(waker);
         let hub = Hub::new(1);
         let inbox = hub.open_door(0, Arc::clone(&waker));
@@ -448,13 +429,13 @@ impl<P: Protocol, S: Accept> Server<P, S> {
     }
 
     /// Write an access-log line per HTTP request, or per finished
-    /// connection of other protocols, to `log` (see [`crate::reactor::access_log`]).
+    /// connection of other protocols, to `log` (see [`crate::obs::access_log`]).
     pub fn access_log(mut self, log: &AccessLog) -> Self {
         self.access_log = Some(log.for_loop());
         self
     }
 
-    /// Record this loop's timeline into `trace` (see [`crate::reactor::trace_events`]).
+    /// Record this loop's timeline into `trace` (see [`crate::obs::trace_events`]).
     pub fn trace_events(mut self, trace: &TraceEvents) -> Self {
         self.trace_events = Some(trace.clone());
         self
@@ -499,7 +480,7 @@ impl<P: Protocol, S: Accept> Server<P, S> {
             }
             Some(id) => log::debug!("loop {id} started on {}", self.local_addr),
         }
-        crate::reactor::stats::tally_reset();
+        crate::base::counters::tally_reset();
         if let Some(trace) = &self.trace_events {
             trace_events::start_loop(trace, self.worker.unwrap_or(0));
         }
@@ -841,7 +822,7 @@ impl<P: Protocol, S: Accept> Server<P, S> {
 
     /// Take a process-wide connection slot; if there is none, park this
     /// loop to be woken when one frees, and look once more (see
-    /// [`crate::process::limit`] for why the second look is needed).
+    /// [`crate::reactor::admission`] for why the second look is needed).
     fn reserve_slot(&mut self) -> Option<Slot> {
         let limit = Arc::clone(self.slots.limit());
         if let Some(slot) = limit.try_take() {
@@ -872,17 +853,19 @@ impl<P: Protocol, S: Accept> Server<P, S> {
         slot: Slot,
         now: Instant,
     ) {
-        let proxy = self.config.proxy;
-        if proxy != ProxyMode::Off && !self.config.proxy_from.iter().any(|c| c.contains(peer.ip()))
-        {
+        let proxy = self.config.stages.proxy;
+        if !self.config.stages.trusts(peer.ip()) {
             // A PROXY header lets its sender claim any client address.
             log::debug!(
                 "conn from {peer}: not in --proxy-from, may not send PROXY headers; closed"
             );
             self.stats.accepted += 1;
             self.stats.open += 1;
-            self.stats
-                .record_close(CloseReason::ProtocolError("untrusted PROXY source"), 0, 0);
+            self.stats.record_close(
+                CloseReason::Stage(StageFailure::Proxy(ProxyFailure::Untrusted)),
+                0,
+                0,
+            );
             return;
         }
         // Replies go out at once; the protocol already batches per read.
@@ -898,7 +881,7 @@ impl<P: Protocol, S: Accept> Server<P, S> {
             log::warn!("conn from {peer}: cannot register: {e}; closing it");
             return;
         }
-        let stream = match S::accept(stream, key, &self.config, now) {
+        let stream = match S::accept(stream, key, &self.config.stages, now) {
             Ok(stream) => stream,
             Err(e) => {
                 log::warn!("conn from {peer}: cannot start its stages: {e}; closing it");
@@ -943,15 +926,13 @@ impl<P: Protocol, S: Accept> Server<P, S> {
         };
         self.timers.cancel(key); // timer memory follows live connections
         let (bytes_in, bytes_out) = conn.bytes();
-        let info = ConnInfo {
-            token: Token(key),
+        let id = ConnId {
+            loop_id: self.loop_id,
+            key,
             generation: conn.generation(),
-            peer: conn.peer(),
-            reason,
-            bytes_in,
-            bytes_out,
-            lifetime: now.saturating_duration_since(conn.opened()),
         };
+        let lifetime = now.saturating_duration_since(conn.opened());
+        let info = ConnInfo::new(id, conn.peer(), reason, (bytes_in, bytes_out), lifetime);
         log::trace!("{} {} => closed", ConnName(key), conn.state());
         if trace_events::on() {
             let state = conn.state().name();
@@ -969,7 +950,7 @@ impl<P: Protocol, S: Accept> Server<P, S> {
             self.spares.push(spare);
         }
         if conn.stream_mut().handshaking() {
-            stats::tally(|t| t.tls_handshake_failures += 1);
+            counters::tally(|t| t.tls_handshake_failures += 1);
         }
         drop(conn); // closes the socket (which also removes it from epoll); leaves its groups
         drop(self.slots.take()); // and then its slot: the descriptor is already free
@@ -1096,7 +1077,7 @@ impl<P: Protocol, S: Accept> Server<P, S> {
     pub fn live_stats(&self) -> Stats {
         let mut stats = self.stats.clone();
         stats.at_limit = u64::from(self.at_limit);
-        stats.add(&stats::tally_now());
+        stats.add(&counters::tally_now());
         stats.access_log_dropped = self.access_log.as_ref().map_or(0, LoopLog::dropped);
         for (_, conn) in self.conns.iter() {
             let (bytes_in, bytes_out) = conn.bytes();
@@ -1143,7 +1124,7 @@ impl<P: Protocol, S: Accept> Server<P, S> {
         if let Some(timeout) = self.config.drain_timeout {
             self.timers.schedule(now + timeout, Wake::DrainDeadline);
         }
-        let deadline = crate::config::describe_timeout(self.config.drain_timeout);
+        let deadline = crate::reactor::config::describe_timeout(self.config.drain_timeout);
         match self.worker {
             None => log::info!(
                 "recv quit signal ({cause}): stopped accepting on {}, draining {} (deadline {deadline})",

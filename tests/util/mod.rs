@@ -19,7 +19,7 @@ pub const BINARY: &str = env!("CARGO_BIN_EXE_tcp-reactor");
 
 /// Raise this process's descriptor limit so tests can open many sockets.
 pub fn raise_fd_limit() {
-    let _ = tcp_reactor::process::rlimit::raise_nofile();
+    let _ = tcp_reactor::base::rlimit::raise_nofile();
 }
 
 /// A running `tcp-reactor` process with its stderr captured line by line.

@@ -61,201 +61,24 @@
 //! `#[inline(always)]`, `pump` included: one echoed message then runs in
 //! the loop's own frame instead of a dozen prologues and epilogues.
 
-pub mod buffer;
-pub mod pipeline;
-pub mod preamble;
 mod state;
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::human::ConnName;
-use crate::proto::proxy::ProxyMode;
+use crate::base::buffer::Buffer;
+pub use crate::base::close::{CloseReason, ForceCause};
+use crate::base::close::{ProxyFailure, StageFailure};
+use crate::base::human::ConnName;
+pub use crate::base::limits::Limits;
+use crate::io::proxy::preamble::{self, Preamble};
+use crate::io::proxy::ProxyMode;
+use crate::io::transport::Transport;
+use crate::mailbox::{ConnId, Hub, Message, Outbox};
 use crate::proto::{budget_spent, Decision, Protocol, OUT_BUDGET};
-use crate::reactor::mailbox::{ConnId, Hub, Message, Outbox};
-use buffer::Buffer;
-use preamble::Preamble;
-pub use state::{CloseReason, Ending, ForceCause, State};
-
-/// A byte stream a connection can run on: a TCP socket, a stage over one
-/// (TLS, see [`pipeline`]), or a test double. The hooks with defaults are
-/// what a stage knows and a socket does not; a socket keeps the defaults.
-pub trait Transport: Read + Write {
-    /// Send our FIN: shut down the write half only.
-    fn shutdown_write(&mut self) -> io::Result<()>;
-
-    /// One read, as [`Read::read`]; the hot path calls this one.
-    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.read(buf)
-    }
-
-    /// One write, as [`Write::write`]; the hot path calls this one.
-    fn send(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.write(buf)
-    }
-
-    /// Bytes the stage has taken but the socket has not (sealed TLS
-    /// records). Counted in [`Conn::owed`], so in `wants_write` and the
-    /// watermarks: no edge announces them, the next writable edge must.
-    fn owed(&self) -> usize {
-        0
-    }
-
-    /// Write what [`Transport::owed`] counts: `Ok(false)` if the socket
-    /// would block first.
-    fn flush_owed(&mut self) -> io::Result<bool> {
-        Ok(true)
-    }
-
-    /// Our output ends (TLS queues close_notify, to go before our FIN).
-    /// Returns whether it queued anything. Called once output is flushed.
-    fn end_output(&mut self) -> bool {
-        false
-    }
-
-    /// The PROXY [`preamble`] stage is done; `rest` is what followed the
-    /// header, already out of the socket. Returns whether this stage took
-    /// those bytes as its own (TLS records) rather than payload for the
-    /// protocol. Until then a stage passes bytes through untouched.
-    fn preamble_done(&mut self, _rest: &[u8]) -> bool {
-        false
-    }
-
-    /// A deadline of the stage's own (the TLS handshake): when, its name
-    /// for the trace, and the reason to close with when it passes.
-    fn stage_deadline(&self) -> Option<StageDeadline> {
-        None
-    }
-
-    /// A handshake (TLS) has begun and not finished: a close now is a
-    /// failed handshake, for the metrics.
-    fn handshaking(&self) -> bool {
-        false
-    }
-
-    /// The kernel reported the peer's FIN (a readiness event's
-    /// `read-closed`). A stage that stops at a short read even when it
-    /// decrypted nothing reads on to `Ok(0)` from now: no further edge
-    /// would announce the FIN.
-    fn peer_fin(&mut self) {}
-}
-
-impl Transport for mio::net::TcpStream {
-    fn shutdown_write(&mut self) -> io::Result<()> {
-        self.shutdown(Shutdown::Write)
-    }
-
-    /// `recvfrom(fd, buf, len, 0)` as a plain system call. libc's `recv`
-    /// is a thread-cancellation point: in a process with more than one
-    /// thread (the supervisor's) it brackets every call with
-    /// `__pthread_enable/disable_asynccancel`, about 60 instructions a
-    /// call that Rust, which never cancels threads, does not need.
-    #[cfg(target_os = "linux")]
-    #[inline]
-    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        use std::os::fd::AsRawFd;
-        // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the
-        // whole call, and the descriptor is this socket's; the kernel
-        // writes at most `buf.len()` bytes and keeps no pointer.
-        let n = unsafe {
-            libc::syscall(
-                libc::SYS_recvfrom,
-                libc::c_long::from(self.as_raw_fd()),
-                buf.as_mut_ptr(),
-                buf.len(),
-                0 as libc::c_long,
-                std::ptr::null_mut::<libc::sockaddr>(),
-                std::ptr::null_mut::<libc::socklen_t>(),
-            )
-        };
-        usize::try_from(n).map_err(|_| io::Error::last_os_error())
-    }
-
-    /// `sendto(fd, buf, len, MSG_NOSIGNAL)` as a plain system call (see
-    /// `recv`). `MSG_NOSIGNAL`, as std uses: a write to a reset peer is
-    /// `EPIPE`, not a `SIGPIPE`.
-    #[cfg(target_os = "linux")]
-    #[inline]
-    fn send(&mut self, buf: &[u8]) -> io::Result<usize> {
-        use std::os::fd::AsRawFd;
-        // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the
-        // whole call, and the descriptor is this socket's; the kernel
-        // keeps no pointer.
-        let n = unsafe {
-            libc::syscall(
-                libc::SYS_sendto,
-                libc::c_long::from(self.as_raw_fd()),
-                buf.as_ptr(),
-                buf.len(),
-                libc::c_long::from(libc::MSG_NOSIGNAL),
-                std::ptr::null::<libc::sockaddr>(),
-                0 as libc::c_long,
-            )
-        };
-        usize::try_from(n).map_err(|_| io::Error::last_os_error())
-    }
-}
-
-/// A deadline a stage below the protocol keeps ([`Transport::stage_deadline`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StageDeadline {
-    /// When it passes.
-    pub at: Instant,
-    /// What it is, for the trace (`timer armed: {name} in …`).
-    pub name: &'static str,
-    /// The reason the connection is closed with when it passes.
-    pub reason: &'static str,
-}
-
-/// Bounds and timeouts a connection obeys. Built once from the config.
-#[derive(Clone, Debug)]
-pub struct Limits {
-    /// Stop reading when this many output bytes are owed.
-    pub write_high_watermark: usize,
-    /// Read again once owed output has drained to this many bytes.
-    pub write_low_watermark: usize,
-    /// Most unconsumed input (a partial frame) a protocol may leave behind.
-    pub max_pending_input: usize,
-    /// Close after this long without traffic in either direction.
-    pub idle_timeout: Option<Duration>,
-    /// After our FIN, how long to wait for more input (or the peer's FIN)
-    /// before closing anyway.
-    pub linger_timeout: Duration,
-    /// After our FIN, the longest we keep reading and discarding in all.
-    pub linger_max: Duration,
-    /// Fairness: most bytes read per connection per turn of the loop.
-    pub read_budget: usize,
-    /// When a drain starts, how long a connection that has not sent payload
-    /// yet may take to send its first input (which is then answered).
-    pub drain_silent_grace: Duration,
-    /// How long a connection may take to send its whole PROXY header
-    /// (`None`: no limit of its own; the idle timeout still applies).
-    pub proxy_timeout: Option<Duration>,
-    /// Most output a connection may owe after a message from another
-    /// connection was framed into it; past it, it is closed as a
-    /// [`CloseReason::SlowConsumer`] (see [`crate::reactor::mailbox`]). Replies to
-    /// its own input are bounded by the watermarks instead (reading stops).
-    pub slow_consumer_limit: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            write_high_watermark: 64 * 1024,
-            write_low_watermark: 16 * 1024,
-            max_pending_input: 64 * 1024,
-            idle_timeout: Some(Duration::from_secs(300)),
-            linger_timeout: Duration::from_secs(5),
-            linger_max: Duration::from_secs(30),
-            read_budget: 256 * 1024,
-            drain_silent_grace: Duration::from_secs(1),
-            proxy_timeout: Some(Duration::from_secs(5)),
-            slow_consumer_limit: 1024 * 1024,
-        }
-    }
-}
+pub use state::{Ending, State};
 
 /// Buffers the loop lends to whichever connection it is driving.
 #[derive(Debug)]
@@ -314,7 +137,7 @@ pub enum Progress {
 
 /// One connection's state machine. `S` is the byte stream, `P` the protocol.
 #[derive(Debug)]
-pub struct Conn<P, S = pipeline::Stream> {
+pub struct Conn<P, S = crate::io::stack::Stream> {
     stream: S,
     peer: SocketAddr,
     key: usize,
@@ -722,11 +545,13 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
             return Progress::Closed(CloseReason::IdleTimeout);
         }
         if due(self.proxy_deadline(limits)) {
-            return Progress::Closed(CloseReason::ProtocolError(preamble::TIMED_OUT));
+            return Progress::Closed(CloseReason::Stage(StageFailure::Proxy(
+                ProxyFailure::TimedOut,
+            )));
         }
         if let Some(stage) = self.stream.stage_deadline() {
             if now >= stage.at {
-                return Progress::Closed(CloseReason::ProtocolError(stage.reason));
+                return Progress::Closed(CloseReason::Stage(stage.reason));
             }
         }
         if due(self.silent_deadline(limits)) {
@@ -756,15 +581,9 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
     /// The one place the state changes.
     fn set_state(&mut self, next: State) {
         log::trace!("{} {} => {}", ConnName(self.key), self.state, next);
-        if crate::reactor::trace_events::on() {
+        if crate::obs::trace_events::on() {
             let (from, to) = (self.state.name(), next.name());
-            crate::reactor::trace_events::conn_state(
-                self.generation,
-                self.key,
-                self.peer,
-                from,
-                to,
-            );
+            crate::obs::trace_events::conn_state(self.generation, self.key, self.peer, from, to);
         }
         self.state = next;
     }
@@ -772,7 +591,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
     fn set_read_paused(&mut self, paused: bool) {
         if paused != self.read_paused {
             if paused {
-                crate::reactor::stats::tally(|t| t.backpressure_pauses += 1);
+                crate::base::counters::tally(|t| t.backpressure_pauses += 1);
             }
             log::trace!(
                 "{} reading {} ({} B owed)",
@@ -856,7 +675,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
                         return Err(ending.into());
                     }
                     if let Err(e) = self.stream.shutdown_write() {
-                        return Err(CloseReason::from_io(&e));
+                        return Err(self.io_reason(&e));
                     }
                     log::trace!(
                         "{} all owed bytes written: FIN sent (shutdown write)",
@@ -965,11 +784,19 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         Ok(n)
     }
 
+    /// Why an I/O error ended the connection: a stage's own refusal
+    /// (typed, from [`Transport::failure`]), else the kernel's error.
+    fn io_reason(&self, e: &io::Error) -> CloseReason {
+        self.stream
+            .failure()
+            .map_or_else(|| CloseReason::from_io(e), CloseReason::Stage)
+    }
+
     /// Why a failed read ended the connection. A reset between messages,
     /// with nothing owed and nothing half-received, lost nothing: that is
     /// how `wrk` and `ab` end their connections, and not an error to report.
     fn read_error(&self, e: &io::Error) -> CloseReason {
-        match CloseReason::from_io(e) {
+        match self.io_reason(e) {
             CloseReason::Reset
                 if self.out.is_empty() && self.input.is_empty() && !self.proto.mid_message() =>
             {
@@ -1001,7 +828,9 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         // Until the header is done, the input queue holds only its bytes.
         let (client, to_tls) = match preamble.feed(&mut self.input, &scratch.read[..n]) {
             preamble::Step::Incomplete => return Ok(n), // wait for more
-            preamble::Step::Invalid(why) => return Err(CloseReason::ProtocolError(why)),
+            preamble::Step::Invalid(why) => {
+                return Err(CloseReason::Stage(StageFailure::Proxy(why)))
+            }
             preamble::Step::Done { client, rest } => (client, self.stream.preamble_done(rest)),
         };
         self.preamble = None;
@@ -1114,7 +943,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
                 self.update_backpressure(limits);
                 return Ok(());
             }
-            Err(e) => return Err(CloseReason::from_io(&e)),
+            Err(e) => return Err(self.io_reason(&e)),
         }
         let out = std::mem::take(&mut self.out);
         let written = self.write(now, out.as_slice());
@@ -1136,7 +965,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
                     break;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(CloseReason::from_io(&e)),
+                Err(e) => return Err(self.io_reason(&e)),
             }
         }
         log::trace!(

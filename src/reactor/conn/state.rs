@@ -21,7 +21,8 @@
 //! or a forced shutdown.
 
 use std::fmt;
-use std::io;
+
+use crate::base::close::CloseReason;
 use std::time::Instant;
 
 /// Where a connection is in its life. Changed only by `Conn::set_state`.
@@ -111,62 +112,6 @@ pub enum Ending {
     Shutdown,
 }
 
-/// Why a forced close happened.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ForceCause {
-    /// The drain deadline (`--drain-timeout`) passed.
-    DrainDeadline,
-    /// A second quit signal (or `force`) arrived during the drain.
-    SecondSignal,
-}
-
-/// Why a connection ended; handed to the cleanup hook and logged.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CloseReason {
-    /// The peer half-closed; everything owed was written first.
-    PeerClosed,
-    /// The protocol ended the conversation; everything owed was written.
-    Done,
-    /// The peer broke the protocol.
-    ProtocolError(&'static str),
-    /// Drained by a graceful shutdown: owed bytes written, FIN sent.
-    Drained,
-    /// The peer reset the connection between messages: nothing was owed to
-    /// it and no request was half-received, so nothing was lost. Load tools
-    /// (`wrk`, `ab`) end connections this way after their last response.
-    PeerAborted,
-    /// The peer reset the connection, or we wrote after it closed, while
-    /// output was owed or a message was half-received.
-    Reset,
-    /// Another I/O error.
-    Io(io::ErrorKind),
-    /// No traffic in either direction for the idle timeout.
-    IdleTimeout,
-    /// Shutdown could not wait for this connection.
-    Forced(ForceCause),
-    /// Messages for it piled up past `Limits::slow_consumer_limit`: it
-    /// does not read as fast as it is sent to.
-    SlowConsumer,
-}
-
-impl CloseReason {
-    /// Classify an I/O error that ended a connection.
-    pub fn from_io(err: &io::Error) -> Self {
-        use io::ErrorKind::*;
-        // A stage (TLS) closing on bad input says why.
-        if let Some(stage) = err
-            .get_ref()
-            .and_then(|e| e.downcast_ref::<super::pipeline::StageError>())
-        {
-            return CloseReason::ProtocolError(stage.0);
-        }
-        match err.kind() {
-            ConnectionReset | BrokenPipe | ConnectionAborted => CloseReason::Reset,
-            kind => CloseReason::Io(kind),
-        }
-    }
-}
-
 impl From<Ending> for CloseReason {
     fn from(ending: Ending) -> Self {
         match ending {
@@ -174,28 +119,6 @@ impl From<Ending> for CloseReason {
             Ending::Done => CloseReason::Done,
             Ending::ProtocolError(msg) => CloseReason::ProtocolError(msg),
             Ending::Shutdown => CloseReason::Drained,
-        }
-    }
-}
-
-impl fmt::Display for CloseReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CloseReason::PeerClosed => f.write_str("peer closed"),
-            CloseReason::Done => f.write_str("protocol closed"),
-            CloseReason::ProtocolError(msg) => write!(f, "protocol error: {msg}"),
-            CloseReason::Drained => f.write_str("drained"),
-            CloseReason::PeerAborted => f.write_str("reset by peer between messages"),
-            CloseReason::Reset => f.write_str("reset by peer"),
-            CloseReason::Io(kind) => write!(f, "I/O error: {kind}"),
-            CloseReason::IdleTimeout => f.write_str("idle timeout"),
-            CloseReason::SlowConsumer => f.write_str("slow consumer"),
-            CloseReason::Forced(ForceCause::DrainDeadline) => {
-                f.write_str("forced: drain deadline passed")
-            }
-            CloseReason::Forced(ForceCause::SecondSignal) => {
-                f.write_str("forced: second quit signal")
-            }
         }
     }
 }

@@ -20,6 +20,8 @@
 //! its sender claim any client address, so only trusted peers may send one.
 
 use std::fmt;
+
+pub use crate::base::close::ProxyFailure;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
@@ -65,7 +67,7 @@ pub enum Parsed {
         client: Option<SocketAddr>,
     },
     /// Not a header this listener accepts.
-    Invalid(&'static str),
+    Invalid(ProxyFailure),
 }
 
 /// Parse the bytes received so far.
@@ -82,7 +84,7 @@ pub fn parse(mode: ProxyMode, input: &[u8]) -> Parsed {
             None => Parsed::Incomplete,
             Some(b'P') => parse_v1(input),
             Some(b'\r') => parse_v2(input),
-            Some(_) => Parsed::Invalid("no PROXY header"),
+            Some(_) => Parsed::Invalid(ProxyFailure::Missing),
         },
     }
 }
@@ -91,7 +93,7 @@ pub fn parse(mode: ProxyMode, input: &[u8]) -> Parsed {
 fn prefix_state(input: &[u8], prefix: &[u8]) -> Option<Parsed> {
     let n = input.len().min(prefix.len());
     if input[..n] != prefix[..n] {
-        return Some(Parsed::Invalid("no PROXY header"));
+        return Some(Parsed::Invalid(ProxyFailure::Missing));
     }
     (input.len() < prefix.len()).then_some(Parsed::Incomplete)
 }
@@ -103,7 +105,7 @@ fn parse_v1(input: &[u8]) -> Parsed {
     }
     let Some(end) = input.windows(2).take(V1_MAX - 1).position(|w| w == b"\r\n") else {
         return if input.len() >= V1_MAX {
-            Parsed::Invalid("PROXY v1 header over 107 bytes")
+            Parsed::Invalid(ProxyFailure::V1TooLong)
         } else {
             Parsed::Incomplete
         };
@@ -117,7 +119,7 @@ fn parse_v1(input: &[u8]) -> Parsed {
                 v1::Addresses::Unknown => None,
             },
         },
-        Err(_) => Parsed::Invalid("malformed PROXY v1 header"),
+        Err(_) => Parsed::Invalid(ProxyFailure::V1Malformed),
     }
 }
 
@@ -131,7 +133,7 @@ fn parse_v2(input: &[u8]) -> Parsed {
     }
     let len = 16 + u16::from_be_bytes([input[14], input[15]]) as usize;
     if len > V2_MAX {
-        return Parsed::Invalid("PROXY v2 header over the length cap");
+        return Parsed::Invalid(ProxyFailure::V2TooLong);
     }
     if input.len() < len {
         return Parsed::Incomplete;
@@ -150,7 +152,7 @@ fn parse_v2(input: &[u8]) -> Parsed {
                 (v2::Command::Proxy, _) => None, // UNIX or unspecified: keep the socket's
             },
         },
-        Err(_) => Parsed::Invalid("malformed PROXY v2 header"),
+        Err(_) => Parsed::Invalid(ProxyFailure::V2Malformed),
     }
 }
 
@@ -163,7 +165,7 @@ pub fn parse(mode: ProxyMode, _input: &[u8]) -> Parsed {
             len: 0,
             client: None,
         },
-        _ => Parsed::Invalid("PROXY headers need tcp-reactor's `proxy` feature"),
+        _ => Parsed::Invalid(ProxyFailure::Unsupported),
     }
 }
 
@@ -337,19 +339,19 @@ mod tests {
     fn a_header_is_required_and_never_guessed() {
         assert_eq!(
             parse(ProxyMode::Any, b"GET / HTTP/1.1\r\n"),
-            Parsed::Invalid("no PROXY header")
+            Parsed::Invalid(ProxyFailure::Missing)
         );
         assert_eq!(
             parse(ProxyMode::V1, b"hello"),
-            Parsed::Invalid("no PROXY header")
+            Parsed::Invalid(ProxyFailure::Missing)
         );
         assert_eq!(
             parse(ProxyMode::V2, b"PROXY TCP4"),
-            Parsed::Invalid("no PROXY header")
+            Parsed::Invalid(ProxyFailure::Missing)
         );
         assert_eq!(
             parse(ProxyMode::V1, &v2_tcp4()),
-            Parsed::Invalid("no PROXY header")
+            Parsed::Invalid(ProxyFailure::Missing)
         );
         assert_eq!(
             parse(ProxyMode::Off, b"anything"),
@@ -364,25 +366,25 @@ mod tests {
     fn malformed_and_oversized_headers_are_refused() {
         assert_eq!(
             parse(ProxyMode::V1, b"PROXY TCP4 999.1.1.1 1.1.1.1 1 2\r\n"),
-            Parsed::Invalid("malformed PROXY v1 header")
+            Parsed::Invalid(ProxyFailure::V1Malformed)
         );
         let long = [b"PROXY TCP4 ".as_slice(), &[b'1'; 120]].concat();
         assert_eq!(
             parse(ProxyMode::V1, &long),
-            Parsed::Invalid("PROXY v1 header over 107 bytes")
+            Parsed::Invalid(ProxyFailure::V1TooLong)
         );
         let mut big = v2_tcp4();
         big[14..16].copy_from_slice(&((V2_MAX as u16).to_be_bytes()));
         assert_eq!(
             parse(ProxyMode::V2, &big[..16]),
-            Parsed::Invalid("PROXY v2 header over the length cap"),
+            Parsed::Invalid(ProxyFailure::V2TooLong),
             "refused from the fixed part alone, before buffering the rest"
         );
         let mut bad_version = v2_tcp4();
         bad_version[12] = 0x31;
         assert_eq!(
             parse(ProxyMode::V2, &bad_version),
-            Parsed::Invalid("malformed PROXY v2 header")
+            Parsed::Invalid(ProxyFailure::V2Malformed)
         );
     }
 

@@ -29,7 +29,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 use slab::Slab;
 
-use crate::metrics::exposition::CONTENT_TYPE;
+use crate::obs::metrics::exposition::CONTENT_TYPE;
 
 /// Most scrapes served at once.
 pub const MAX_SCRAPES: usize = 8;

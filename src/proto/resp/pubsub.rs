@@ -1,6 +1,6 @@
 //! RESP pub/sub: `SUBSCRIBE`, `UNSUBSCRIBE`, `PSUBSCRIBE`, `PUNSUBSCRIBE`,
 //! `PUBLISH`, `RESET` and the subscribed mode, on top of the
-//! [`Mailbox`](crate::reactor::mailbox): a channel is a mailbox group, a pattern a
+//! [`Mailbox`](crate::mailbox): a channel is a mailbox group, a pattern a
 //! pattern group, a published message a group message.
 //!
 //! Owns the commands' replies and the `message` / `pmessage` frames, byte
@@ -25,12 +25,12 @@
 //! Pub/sub commands are taken whole (not streamed): one may be at most
 //! [`MAX_COMMAND`] bytes, so it fits the protocol's pending-input bound.
 
-use crate::reactor::mailbox::{Mailbox, Message};
+use crate::mailbox::{Mailbox, Message};
 
 /// Longest pub/sub command (all its framing included). A longer one is a
 /// protocol error: the protocol keeps at most
-/// [`MAX_PENDING`](super::resp::MAX_PENDING) bytes of unconsumed input.
-pub const MAX_COMMAND: usize = super::resp::MAX_PENDING - 64;
+/// [`MAX_PENDING`](super::MAX_PENDING) bytes of unconsumed input.
+pub const MAX_COMMAND: usize = super::MAX_PENDING - 64;
 
 /// Which pub/sub command a name is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,7 +102,7 @@ impl PubSub {
             return false;
         }
         out.extend_from_slice(b"-ERR Can't execute '");
-        for &b in name.iter().take(super::resp::NAME_PREVIEW) {
+        for &b in name.iter().take(super::NAME_PREVIEW) {
             out.push(if b.is_ascii_control() {
                 b' '
             } else {
@@ -253,7 +253,7 @@ fn arity(command: &[u8], out: &mut Vec<u8>) {
 }
 
 fn push_num(out: &mut Vec<u8>, n: usize) {
-    crate::text::push_u64(out, n as u64);
+    crate::base::text::push_u64(out, n as u64);
 }
 
 fn push_bulk(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -382,10 +382,10 @@ mod tests {
     use std::sync::Arc;
     use std::time::Instant;
 
-    use super::super::driver::Driver;
-    use super::super::resp::{Resp, MAX_PENDING};
-    use super::super::{Decision, Protocol};
-    use crate::reactor::mailbox::{ConnId, Hub};
+    use super::super::{Resp, MAX_PENDING};
+    use crate::mailbox::{ConnId, Hub};
+    use crate::proto::driver::Driver;
+    use crate::proto::{Decision, Protocol};
 
     fn resp(hub: &Arc<Hub>, key: usize) -> Driver<Resp> {
         let mut proto = Resp::new(512 * 1024 * 1024);

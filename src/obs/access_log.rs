@@ -49,8 +49,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::reactor::conn::CloseReason;
-use crate::text::{civil_from_days, push_u64};
+use crate::base::close::CloseReason;
+use crate::base::text::{civil_from_days, push_u64};
 
 /// A loop hands its buffer over once it holds this much.
 pub const CHUNK: usize = 64 * 1024;

@@ -67,9 +67,9 @@ use std::time::Instant;
 use rustls::{ServerConfig, ServerConnection};
 
 use super::client_hello::{self, Sni};
-use crate::human::ConnName;
-use crate::reactor::conn::pipeline::StageError;
-use crate::reactor::conn::{StageDeadline, Transport};
+use crate::base::close::{StageFailure, TlsFailure};
+use crate::base::human::ConnName;
+use crate::io::transport::{StageDeadline, Transport};
 
 /// Most sealed TLS bytes owed to the socket at once (rustls' buffer limit).
 pub const SEND_LIMIT: usize = 64 * 1024;
@@ -122,6 +122,9 @@ pub struct TlsStream<S> {
     /// The kernel reported the peer's FIN: short reads are not trusted
     /// any more, the socket is read until `Ok(0)`.
     peer_fin: bool,
+    /// Why this stage refused the connection, once it has: the typed
+    /// reason behind the `InvalidData` error it returned.
+    failure: Option<TlsFailure>,
 }
 
 /// A socket reader that remembers whether its last read came up short
@@ -157,6 +160,13 @@ enum Pulled {
 }
 
 impl<S: Transport> TlsStream<S> {
+    /// Refuse the connection for `why`: remembered, typed, for
+    /// [`Transport::failure`]; the error returned only ends the I/O.
+    fn fail(&mut self, why: TlsFailure) -> io::Error {
+        self.failure = Some(why);
+        io::Error::new(io::ErrorKind::InvalidData, why.to_string())
+    }
+
     /// A connection accepted at `now` for slab slot `key`. With `preamble`,
     /// bytes pass through untouched until
     /// [`preamble_done`](Transport::preamble_done).
@@ -181,6 +191,7 @@ impl<S: Transport> TlsStream<S> {
             handshake_deadline,
             handshaken: false,
             peer_fin: false,
+            failure: None,
         })
     }
 
@@ -218,7 +229,10 @@ impl<S: Transport> TlsStream<S> {
                 head: [0; 4],
                 head_len: 0,
             };
-            let n = self.tls.read_tls(&mut tap).map_err(buffer_error)?;
+            let n = self
+                .tls
+                .read_tls(&mut tap)
+                .map_err(|e| buffer_error(&mut self.failure, e))?;
             let (head, head_len) = (tap.head, tap.head_len);
             self.pending.drain(..n);
             if self.pending.is_empty() {
@@ -235,7 +249,7 @@ impl<S: Transport> TlsStream<S> {
             let n = loop {
                 match self.tls.read_tls(&mut tap) {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    other => break other.map_err(buffer_error)?,
+                    other => break other.map_err(|e| buffer_error(&mut self.failure, e))?,
                 }
             };
             (n, tap.short, tap.head, tap.head_len)
@@ -267,7 +281,9 @@ impl<S: Transport> TlsStream<S> {
         };
         if n == 0 {
             // rustls learns of the EOF from an empty read, as from a socket's.
-            self.tls.read_tls(&mut &[][..]).map_err(buffer_error)?;
+            self.tls
+                .read_tls(&mut &[][..])
+                .map_err(|e| buffer_error(&mut self.failure, e))?;
             return self.eof();
         }
         if self.fresh {
@@ -283,7 +299,7 @@ impl<S: Transport> TlsStream<S> {
             let took = self
                 .tls
                 .read_tls(&mut &buf[next..end])
-                .map_err(buffer_error)?;
+                .map_err(|e| buffer_error(&mut self.failure, e))?;
             if took == 0 {
                 break; // after close_notify rustls takes nothing more: ignored
             }
@@ -334,14 +350,14 @@ impl<S: Transport> TlsStream<S> {
             );
             // Best effort: a fresh socket's send buffer has room for it.
             let _ = self.sock.write(PLAIN_HTTP_ANSWER);
-            return Err(StageError::new("plain HTTP sent to the TLS port").into());
+            return Err(self.fail(TlsFailure::PlainHttp));
         }
         let what = match client_hello::server_name(first) {
             Sni::IpAddress => "an IP address",
             Sni::Invalid => "no valid DNS name",
             Sni::Absent | Sni::DnsName | Sni::Unknown => return Ok(()),
         };
-        crate::reactor::stats::tally(|t| t.tls_sni_ignored += 1);
+        crate::base::counters::tally(|t| t.tls_sni_ignored += 1);
         log::debug!(
             "{} TLS: the client's server name (SNI) is {what}: ignored (RFC 6066 allows DNS names only)",
             ConnName(self.key)
@@ -363,12 +379,12 @@ impl<S: Transport> TlsStream<S> {
         if let Err(e) = self.tls.process_new_packets() {
             log::debug!("{} TLS error: {e}", ConnName(self.key));
             let _ = self.push_records(); // the alert, if the socket takes it
-            return Err(StageError::new(classify(&e)).into());
+            return Err(self.fail(classify(&e)));
         }
         if !self.handshaken && !self.tls.is_handshaking() {
             self.handshaken = true;
             self.handshake_deadline = None;
-            crate::reactor::stats::tally(|t| t.tls_handshakes += 1);
+            crate::base::counters::tally(|t| t.tls_handshakes += 1);
             log::debug!(
                 "{} TLS handshake done: {:?} {:?}, ALPN {}, SNI {}",
                 ConnName(self.key),
@@ -406,9 +422,9 @@ impl<S: Transport> TlsStream<S> {
     }
 
     /// The socket's FIN (or a TCP EOF after any TLS bytes): what it means.
-    fn at_eof(&self, e: io::Error) -> io::Result<usize> {
+    fn at_eof(&mut self, e: io::Error) -> io::Result<usize> {
         if self.tls.is_handshaking() && !self.fresh {
-            return Err(StageError::new("TLS: peer closed during the handshake").into());
+            return Err(self.fail(TlsFailure::PeerClosedInHandshake));
         }
         if e.kind() == io::ErrorKind::UnexpectedEof {
             // No close_notify: many clients (curl, wrk) end this way; the
@@ -547,7 +563,7 @@ impl<S: Transport> Transport for TlsStream<S> {
         self.handshake_deadline.map(|at| StageDeadline {
             at,
             name: "TLS handshake timeout",
-            reason: "TLS handshake not finished in time",
+            reason: StageFailure::Tls(TlsFailure::HandshakeTimeout),
         })
     }
 
@@ -558,15 +574,9 @@ impl<S: Transport> Transport for TlsStream<S> {
     fn peer_fin(&mut self) {
         self.peer_fin = true;
     }
-}
 
-/// rustls refuses to read more while its buffers are full: only a peer
-/// sending an oversized handshake message gets there.
-fn buffer_error(e: io::Error) -> io::Error {
-    if e.kind() == io::ErrorKind::Other {
-        StageError::new("TLS: handshake message or record too large").into()
-    } else {
-        e
+    fn failure(&self) -> Option<StageFailure> {
+        self.failure.map(StageFailure::Tls)
     }
 }
 
@@ -581,19 +591,30 @@ fn looks_like_http(head: &[u8]) -> bool {
 }
 
 /// A reason for the log and the counters, from rustls' error.
-fn classify(e: &rustls::Error) -> &'static str {
+fn classify(e: &rustls::Error) -> TlsFailure {
     use rustls::Error as E;
     match e {
-        E::InvalidMessage(_) => "TLS: malformed or oversized record (not TLS?)",
+        E::InvalidMessage(_) => TlsFailure::BadRecord,
         E::InappropriateMessage { .. } | E::InappropriateHandshakeMessage { .. } => {
-            "TLS: unexpected message"
+            TlsFailure::Unexpected
         }
-        E::PeerIncompatible(_) => "TLS: no common version, cipher suite or extension",
-        E::PeerMisbehaved(_) => "TLS: peer misbehaved",
-        E::AlertReceived(_) => "TLS: peer sent a fatal alert",
-        E::DecryptError => "TLS: record failed to decrypt",
-        E::NoApplicationProtocol => "TLS: no common ALPN protocol",
-        _ => "TLS: handshake failed",
+        E::PeerIncompatible(_) => TlsFailure::Incompatible,
+        E::PeerMisbehaved(_) => TlsFailure::Misbehaved,
+        E::AlertReceived(_) => TlsFailure::AlertReceived,
+        E::DecryptError => TlsFailure::DecryptError,
+        E::NoApplicationProtocol => TlsFailure::NoApplicationProtocol,
+        _ => TlsFailure::HandshakeFailed,
+    }
+}
+
+/// rustls refuses to read more while its buffers are full: only a peer
+/// sending an oversized handshake message gets there.
+fn buffer_error(failure: &mut Option<TlsFailure>, e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::Other {
+        *failure = Some(TlsFailure::TooLarge);
+        io::Error::new(io::ErrorKind::InvalidData, TlsFailure::TooLarge.to_string())
+    } else {
+        e
     }
 }
 

@@ -65,7 +65,7 @@
 //!   slowed down by its slowest subscriber, and memory stays bounded.
 //! * **Bounded per loop.** Each loop's queue holds [`LOOP_QUEUE`] batches;
 //!   a batch for a loop whose queue is full is dropped and counted in
-//!   [`Stats::messages_dropped`](crate::reactor::stats::Stats) (a loop that far
+//!   [`Stats::messages_dropped`](crate::base::counters::Stats) (a loop that far
 //!   behind would disconnect those receivers as slow anyway).
 //!
 //! # Costs

@@ -39,12 +39,14 @@
 //! (nothing is allocated for it). While draining, the command in flight
 //! finishes, then the connection closes.
 
+pub mod pubsub;
+
 use std::time::Instant;
 
-use super::pubsub::{self, PubSub, Whole};
+use self::pubsub::{PubSub, Whole};
 use super::{budget_spent, stream_room, Decision, Protocol, Report, Step, REPLY_MAX};
-use crate::reactor::mailbox::{Mailbox, Message};
-use crate::text::push_u64;
+use crate::base::text::push_u64;
+use crate::mailbox::{Mailbox, Message};
 
 /// Longest inline command line (Redis allows 64 KiB; we keep a quarter of
 /// the connection's pending-input bound).
@@ -865,7 +867,7 @@ mod tests {
         let size = std::mem::size_of::<Resp>();
         eprintln!("Resp: {size} B");
         // 48 B of parser state, and an unused mailbox for pub/sub.
-        let mailbox = std::mem::size_of::<crate::reactor::mailbox::Mailbox>();
+        let mailbox = std::mem::size_of::<crate::mailbox::Mailbox>();
         assert!(size <= 48 + mailbox, "Resp grew to {size} B");
     }
 }

@@ -200,7 +200,7 @@ impl Drop for Held {
 /// start-up line.
 pub fn effective_max_conns(requested: usize, held: u64) -> usize {
     let mut max = requested.max(1);
-    if let Some(allowed) = crate::process::rlimit::max_conns_allowed(held) {
+    if let Some(allowed) = crate::base::rlimit::max_conns_allowed(held) {
         if max > allowed {
             log::warn!("max-conns {max} is above what RLIMIT_NOFILE allows; using {allowed}");
             max = allowed;

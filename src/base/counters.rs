@@ -23,8 +23,7 @@
 use std::cell::RefCell;
 use std::fmt;
 
-use crate::proto::Report;
-use crate::reactor::conn::CloseReason;
+use crate::base::close::CloseReason;
 
 /// How Prometheus is told to read a sample.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -218,7 +217,7 @@ pub const FAMILY_TITLES: &[(&str, &str)] = &[
 ];
 
 /// The RESP commands counted by name, in the order of
-/// [`Report::Resp`]'s counts; anything else counts as `other`.
+/// `proto::Report::Resp`'s counts; anything else counts as `other`.
 pub const RESP_COMMANDS: [&str; 4] = ["ping", "echo", "quit", "other"];
 
 thread_local! {
@@ -243,35 +242,6 @@ pub fn tally_reset() {
 }
 
 impl Stats {
-    /// Count what a protocol reported.
-    pub fn count(&mut self, report: &Report<'_>) {
-        match *report {
-            Report::Http { status, .. } => {
-                let class = match status / 100 {
-                    1 => &mut self.http_1xx,
-                    2 => &mut self.http_2xx,
-                    3 => &mut self.http_3xx,
-                    4 => &mut self.http_4xx,
-                    5 => &mut self.http_5xx,
-                    _ => return,
-                };
-                *class += 1;
-            }
-            Report::Resp { commands } => {
-                // The order of RESP_COMMANDS.
-                let counts = [
-                    &mut self.resp_ping,
-                    &mut self.resp_echo,
-                    &mut self.resp_quit,
-                    &mut self.resp_other,
-                ];
-                for (n, c) in counts.into_iter().zip(commands) {
-                    *n += u64::from(c);
-                }
-            }
-        }
-    }
-
     /// Count one closed connection.
     pub fn record_close(&mut self, reason: CloseReason, bytes_in: u64, bytes_out: u64) {
         self.open = self.open.saturating_sub(1);
@@ -284,7 +254,7 @@ impl Stats {
             CloseReason::PeerAborted => &mut self.closed_aborted,
             CloseReason::Reset | CloseReason::Io(_) => &mut self.closed_reset,
             CloseReason::IdleTimeout => &mut self.closed_timeout,
-            CloseReason::ProtocolError(_) => &mut self.closed_protocol,
+            CloseReason::ProtocolError(_) | CloseReason::Stage(_) => &mut self.closed_protocol,
             CloseReason::Forced(_) => &mut self.closed_forced,
             CloseReason::SlowConsumer => &mut self.closed_slow,
         };
@@ -320,7 +290,7 @@ mod tests {
     use std::io;
 
     use super::*;
-    use crate::reactor::conn::ForceCause;
+    use crate::base::close::ForceCause;
 
     #[test]
     fn the_rows_of_a_family_are_together_and_labeled_ones_have_a_title() {
@@ -383,29 +353,6 @@ mod tests {
             stats.record_close(reason, 0, 0);
             assert_eq!(closed(&stats).iter().sum::<u64>(), 1, "{reason}");
         }
-    }
-
-    #[test]
-    fn the_resp_rows_follow_the_order_of_the_report() {
-        let labels: Vec<&str> = COUNTERS
-            .iter()
-            .filter(|c| c.family == "tcp_reactor_resp_commands_total")
-            .filter_map(|c| c.label.map(|(_, v)| v))
-            .collect();
-        assert_eq!(labels, RESP_COMMANDS);
-        let mut stats = Stats::default();
-        stats.count(&Report::Resp {
-            commands: [1, 2, 3, 4],
-        });
-        assert_eq!(
-            [
-                stats.resp_ping,
-                stats.resp_echo,
-                stats.resp_quit,
-                stats.resp_other
-            ],
-            [1, 2, 3, 4]
-        );
     }
 
     #[test]

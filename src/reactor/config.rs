@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::proto::proxy::{Cidr, ProxyMode};
-use crate::reactor::conn::Limits;
+use crate::base::limits::Limits;
+use crate::io::stack::Stages;
 
 /// Server configuration.
 #[derive(Clone, Debug)]
@@ -30,64 +30,26 @@ pub struct Config {
     /// socket use a small batch, so that a burst of connects spreads over
     /// them instead of landing on whichever woke first.
     pub accept_batch: usize,
-    /// Which PROXY protocol header every connection must start with.
-    pub proxy: ProxyMode,
-    /// Peers allowed to send PROXY headers; others are closed on accept.
-    pub proxy_from: Vec<Cidr>,
-    /// Terminate TLS on every connection with this certificate and key
-    /// (`None`: plain TCP).
-    #[cfg(feature = "tls")]
-    pub tls: Option<std::sync::Arc<crate::tls::TlsConfig>>,
+    /// The stages of the byte path below the protocol: a PROXY header
+    /// first, TLS (see [`Stages`]).
+    pub stages: Stages,
 }
 
 impl Config {
     /// Default listen address: loopback, so a first `cargo run` exposes nothing.
     pub const DEFAULT_LISTEN: &'static str = "127.0.0.1:8000";
 
-    /// Whether a connection needs a stage between its socket and its
-    /// protocol (TLS): then loops run on [`Stream`](crate::reactor::conn::pipeline::Stream),
-    /// else on a bare socket.
-    pub fn needs_stages(&self) -> bool {
-        #[cfg(feature = "tls")]
-        if self.tls.is_some() {
-            return true;
-        }
-        false
-    }
-
     /// Re-read what can change while serving (the TLS certificate and key);
     /// a failure keeps what is in use, and says why.
     pub fn reload(&self, cause: &str) {
-        #[cfg(feature = "tls")]
-        if let Some(tls) = &self.tls {
-            match tls.reload() {
-                Ok(()) => log::info!(
-                    "{cause}: reloaded TLS certificate {}: new handshakes use it",
-                    tls.cert_path().display()
-                ),
-                Err(e) => log::error!("{cause}: TLS reload failed, keeping the old pair: {e}"),
-            }
-            return;
-        }
-        log::debug!("{cause}: no TLS certificate to reload");
+        self.stages.reload(cause);
     }
 
     /// One line for the start-up log: protocol and limits.
     pub fn describe(&self, protocol: &str) -> String {
-        let proxy = match self.proxy {
-            ProxyMode::Off => String::new(),
-            mode => {
-                let from: Vec<String> = self.proxy_from.iter().map(Cidr::to_string).collect();
-                format!(", proxy-protocol {mode:?} from {}", from.join(","))
-            }
-        };
-        #[cfg(feature = "tls")]
-        let proxy = match &self.tls {
-            Some(tls) => format!("{proxy}, TLS {}", tls.cert_path().display()),
-            None => proxy,
-        };
         format!(
-            "protocol {protocol}{proxy}, max-conns {}, drain-timeout {}, idle-timeout {}",
+            "protocol {protocol}{}, max-conns {}, drain-timeout {}, idle-timeout {}",
+            self.stages.describe(),
             self.max_conns,
             describe_timeout(self.drain_timeout),
             describe_timeout(self.limits.idle_timeout),
@@ -98,7 +60,7 @@ impl Config {
 /// A timeout for the log: `10s`, or `off` for no limit.
 pub fn describe_timeout(timeout: Option<Duration>) -> String {
     match timeout {
-        Some(d) => crate::human::Dur(d).to_string(),
+        Some(d) => crate::base::human::Dur(d).to_string(),
         None => "off".into(),
     }
 }
@@ -113,10 +75,7 @@ impl Default for Config {
             limits: Limits::default(),
             handle_signals: true,
             accept_batch: 256,
-            proxy: ProxyMode::Off,
-            proxy_from: Cidr::loopback(),
-            #[cfg(feature = "tls")]
-            tls: None,
+            stages: Stages::default(),
         }
     }
 }

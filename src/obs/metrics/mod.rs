@@ -7,7 +7,7 @@
 //! | [`endpoint`] | the tiny HTTP/1.1 server for `GET /metrics`, one more token in the supervisor's `Poll` | block, or serve anything but `/metrics` |
 //!
 //! # Where the numbers come from
-//! Each loop keeps its own [`Stats`](crate::reactor::stats::Stats): plain
+//! Each loop keeps its own [`Stats`](crate::base::counters::Stats): plain
 //! integers only its thread touches, so the hot path takes no lock and no
 //! atomic read-modify-write. A scrape asks every loop for a copy through
 //! the stats request the supervisor already uses for `SIGUSR1`

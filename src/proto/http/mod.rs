@@ -50,14 +50,15 @@
 //! head; before that byte (a fresh or idle keep-alive connection) only the
 //! connection's idle timeout applies.
 
+pub mod chunked;
+
 use std::cell::Cell;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::chunked::{self, Decoder};
-use super::{budget_spent, stream_room, Decision, Protocol, Report, Step, MAX_REPORTS};
-use crate::reactor::server::ConnInfo;
-use crate::text::{civil_from_days, push_u64};
+use self::chunked::Decoder;
+use super::{budget_spent, stream_room, ConnInfo, Decision, Protocol, Report, Step, MAX_REPORTS};
+use crate::base::text::{civil_from_days, push_u64};
 
 /// Longest request head (request line, headers, blank line) we read: 8 KiB,
 /// like nginx's `large_client_header_buffers` line limit and Node's default.
@@ -1938,15 +1939,13 @@ mod tests {
         http.on_input(now, head.as_bytes(), &mut out);
         http.on_input(now, &vec![b'b'; BODY_HOLD], &mut out);
         assert_eq!(reports(&mut http), []);
-        http.on_closed(&ConnInfo {
-            token: mio::Token(0),
-            generation: 1,
-            peer: "127.0.0.1:1".parse().unwrap(),
-            reason: crate::reactor::conn::CloseReason::Reset,
-            bytes_in: 0,
-            bytes_out: 0,
-            lifetime: Duration::ZERO,
-        });
+        http.on_closed(&ConnInfo::new(
+            crate::mailbox::ConnId::NOBODY,
+            "127.0.0.1:1".parse().unwrap(),
+            crate::base::close::CloseReason::Reset,
+            (0, 0),
+            Duration::ZERO,
+        ));
         let seen = reports(&mut http);
         assert_eq!(seen.len(), 1);
         assert_eq!(

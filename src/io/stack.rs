@@ -25,40 +25,94 @@
 //! stage over it. The enum keeps the connection type the same for both, so
 //! one slab holds them and the plain path pays one branch, not a vtable.
 
-use std::error::Error;
-use std::fmt;
 use std::io::{self, Read, Write};
+#[cfg(feature = "tls")]
+use std::sync::Arc;
 use std::time::Instant;
 
 use mio::net::TcpStream;
 
-use crate::config::Config;
-use crate::reactor::conn::{StageDeadline, Transport};
+use crate::base::close::StageFailure;
+use crate::io::proxy::{Cidr, ProxyMode};
+#[cfg(feature = "tls")]
+use crate::io::tls::TlsConfig;
+use crate::io::transport::{StageDeadline, Transport};
 
-/// A stage's reason for closing a connection, carried inside an
-/// `io::Error` so that it reaches the close log and the counters as
-/// [`CloseReason::ProtocolError`](super::CloseReason::ProtocolError).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StageError(pub &'static str);
+/// What the byte path below the protocol is made of: the io layer's part
+/// of the configuration.
+#[derive(Clone, Debug)]
+pub struct Stages {
+    /// Which PROXY protocol header every connection must start with.
+    pub proxy: ProxyMode,
+    /// Peers allowed to send PROXY headers; others are closed on accept.
+    pub proxy_from: Vec<Cidr>,
+    /// Terminate TLS on every connection with this certificate and key
+    /// (`None`: plain TCP).
+    #[cfg(feature = "tls")]
+    pub tls: Option<Arc<TlsConfig>>,
+}
 
-impl StageError {
-    /// A reason, for the log line `closed: protocol error: …`.
-    pub fn new(why: &'static str) -> Self {
-        Self(why)
+impl Default for Stages {
+    fn default() -> Self {
+        Self {
+            proxy: ProxyMode::Off,
+            proxy_from: Cidr::loopback(),
+            #[cfg(feature = "tls")]
+            tls: None,
+        }
     }
 }
 
-impl fmt::Display for StageError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0)
+impl Stages {
+    /// Whether a connection needs a stage between its socket and its
+    /// protocol (TLS): then loops run on [`Stream`], else on a bare socket.
+    pub fn needed(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            return true;
+        }
+        false
     }
-}
 
-impl Error for StageError {}
+    /// Whether `peer` may send a PROXY header (always, when none is
+    /// expected: then it sends none).
+    pub fn trusts(&self, peer: std::net::IpAddr) -> bool {
+        self.proxy == ProxyMode::Off || self.proxy_from.iter().any(|c| c.contains(peer))
+    }
 
-impl From<StageError> for io::Error {
-    fn from(e: StageError) -> Self {
-        io::Error::new(io::ErrorKind::InvalidData, e)
+    /// Re-read what can change while serving (the TLS certificate and
+    /// key); a failure keeps what is in use, and says why.
+    pub fn reload(&self, cause: &str) {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            match tls.reload() {
+                Ok(()) => log::info!(
+                    "{cause}: reloaded TLS certificate {}: new handshakes use it",
+                    tls.cert_path().display()
+                ),
+                Err(e) => log::error!("{cause}: TLS reload failed, keeping the old pair: {e}"),
+            }
+            return;
+        }
+        log::debug!("{cause}: no TLS certificate to reload");
+    }
+
+    /// What the start-up line says of them: `, proxy-protocol V2 from
+    /// 127.0.0.0/8, TLS cert.pem`, or nothing.
+    pub fn describe(&self) -> String {
+        let proxy = match self.proxy {
+            ProxyMode::Off => String::new(),
+            mode => {
+                let from: Vec<String> = self.proxy_from.iter().map(Cidr::to_string).collect();
+                format!(", proxy-protocol {mode:?} from {}", from.join(","))
+            }
+        };
+        #[cfg(feature = "tls")]
+        let proxy = match &self.tls {
+            Some(tls) => format!("{proxy}, TLS {}", tls.cert_path().display()),
+            None => proxy,
+        };
+        proxy
     }
 }
 
@@ -69,7 +123,7 @@ pub enum Stream {
     Plain(TcpStream),
     /// TLS over the socket.
     #[cfg(feature = "tls")]
-    Tls(Box<crate::tls::TlsStream<TcpStream>>),
+    Tls(Box<crate::io::tls::TlsStream<TcpStream>>),
 }
 
 impl Read for Stream {
@@ -186,6 +240,14 @@ impl Transport for Stream {
             Stream::Tls(s) => s.peer_fin(),
         }
     }
+
+    fn failure(&self) -> Option<StageFailure> {
+        match self {
+            Stream::Plain(_) => None,
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.failure(),
+        }
+    }
 }
 
 /// How a loop makes a connection's byte stream from an accepted socket.
@@ -197,19 +259,20 @@ impl Transport for Stream {
 /// message what it would be without TLS compiled in (~15 instructions).
 pub trait Accept: Transport + Sized {
     /// The stream for socket `sock`, accepted into slab slot `key`.
-    fn accept(sock: TcpStream, key: usize, config: &Config, now: Instant) -> io::Result<Self>;
+    fn accept(sock: TcpStream, key: usize, stages: &Stages, now: Instant) -> io::Result<Self>;
 }
 
 impl Accept for Stream {
     /// The stages `config` asks for, over an accepted socket in slab slot
     /// `key`. A PROXY preamble (if configured) is read before TLS starts.
     #[allow(unused_variables)]
-    fn accept(sock: TcpStream, key: usize, config: &Config, now: Instant) -> io::Result<Self> {
+    fn accept(sock: TcpStream, key: usize, stages: &Stages, now: Instant) -> io::Result<Self> {
         #[cfg(feature = "tls")]
-        if let Some(tls) = &config.tls {
-            let preamble = config.proxy != crate::proto::proxy::ProxyMode::Off;
+        if let Some(tls) = &stages.tls {
+            let preamble = stages.proxy != ProxyMode::Off;
             let deadline = tls.handshake_timeout.map(|t| now + t);
-            let stream = crate::tls::TlsStream::new(sock, tls.current(), key, preamble, deadline)?;
+            let stream =
+                crate::io::tls::TlsStream::new(sock, tls.current(), key, preamble, deadline)?;
             return Ok(Stream::Tls(Box::new(stream)));
         }
         Ok(Stream::Plain(sock))
@@ -218,8 +281,8 @@ impl Accept for Stream {
 
 impl Accept for TcpStream {
     #[inline]
-    fn accept(sock: TcpStream, _key: usize, config: &Config, _now: Instant) -> io::Result<Self> {
-        if config.needs_stages() {
+    fn accept(sock: TcpStream, _key: usize, stages: &Stages, _now: Instant) -> io::Result<Self> {
+        if stages.needed() {
             // A loop chosen for a config that asks for no stage; serving
             // this one in the clear would be worse than refusing it.
             return Err(io::Error::other("this loop runs without stages (TLS)"));

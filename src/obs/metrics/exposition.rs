@@ -8,8 +8,8 @@
 
 use std::fmt::Write;
 
-use crate::metrics::process::ProcessInfo;
-use crate::reactor::stats::{Stats, COUNTERS, FAMILY_TITLES};
+use crate::base::counters::{Stats, COUNTERS, FAMILY_TITLES};
+use crate::obs::metrics::process::ProcessInfo;
 
 /// The media type of what [`render`] writes.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

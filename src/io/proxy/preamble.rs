@@ -26,12 +26,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::buffer::Buffer;
-use crate::proto::proxy::{self, Parsed, ProxyMode};
-
-/// The reason a connection whose header did not arrive in time is closed
-/// with.
-pub const TIMED_OUT: &str = "no complete PROXY header in time";
+use crate::base::buffer::Buffer;
+use crate::base::close::ProxyFailure;
+use crate::io::proxy::header::{self as proxy, Parsed, ProxyMode};
 
 /// What the bytes fed so far amount to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,7 +45,7 @@ pub enum Step<'a> {
         rest: &'a [u8],
     },
     /// Not a header this listener accepts.
-    Invalid(&'static str),
+    Invalid(ProxyFailure),
 }
 
 /// A PROXY header expected, and which kind. See the module doc.
@@ -218,21 +215,24 @@ mod tests {
         let mut held = Buffer::new();
         assert_eq!(
             stage(ProxyMode::Any).feed(&mut held, b"GET / HTTP/1.1\r\n"),
-            Step::Invalid("no PROXY header")
+            Step::Invalid(ProxyFailure::Missing)
         );
         let mut held = Buffer::new();
         let v1 = stage(ProxyMode::V1);
         assert_eq!(v1.feed(&mut held, b"PROX"), Step::Incomplete);
-        assert_eq!(v1.feed(&mut held, b"Z"), Step::Invalid("no PROXY header"));
+        assert_eq!(
+            v1.feed(&mut held, b"Z"),
+            Step::Invalid(ProxyFailure::Missing)
+        );
         let mut held = Buffer::new();
         assert_eq!(
             stage(ProxyMode::V2).feed(&mut held, V1_TCP4),
-            Step::Invalid("no PROXY header")
+            Step::Invalid(ProxyFailure::Missing)
         );
         let mut held = Buffer::new();
         assert_eq!(
             v1.feed(&mut held, b"PROXY TCP4 999.1.1.1 1.1.1.1 1 2\r\n"),
-            Step::Invalid("malformed PROXY v1 header")
+            Step::Invalid(ProxyFailure::V1Malformed)
         );
     }
 
@@ -250,7 +250,7 @@ mod tests {
                 done => panic!("no CRLF yet, but {done:?}"),
             }
         };
-        assert_eq!(verdict, "PROXY v1 header over 107 bytes");
+        assert_eq!(verdict, ProxyFailure::V1TooLong);
         assert_eq!(fed, proxy::V1_MAX, "refused at the v1 cap");
 
         let mut big = v2_tcp4();
@@ -260,7 +260,7 @@ mod tests {
         assert_eq!(v2.feed(&mut held, &big[..10]), Step::Incomplete);
         assert_eq!(
             v2.feed(&mut held, &big[10..16]),
-            Step::Invalid("PROXY v2 header over the length cap"),
+            Step::Invalid(ProxyFailure::V2TooLong),
             "refused from the fixed part alone"
         );
     }

@@ -33,7 +33,7 @@ pub enum Error {
         /// How many were asked for.
         loops: usize,
         /// What they need, the limit, and how many would fit.
-        fit: crate::process::rlimit::TooManyLoops,
+        fit: crate::base::rlimit::TooManyLoops,
     },
     /// A descriptor handed over by `LISTEN_FDS` is unusable.
     Inherited {

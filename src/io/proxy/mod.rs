@@ -1,0 +1,13 @@
+//! The PROXY protocol stage: a header a load balancer sends before the
+//! client's bytes, naming the client's real address.
+//!
+//! | file | role |
+//! |---|---|
+//! | [`header`] | the sans-IO parser: incomplete, done (length, client) or invalid; [`Cidr`] for `--proxy-from` |
+//! | [`preamble`] | the stage in a connection's byte path: holds a header split across reads, then hands on what followed it |
+
+pub mod header;
+pub mod preamble;
+
+pub use header::{parse, Cidr, Parsed, ProxyMode, V1_MAX, V2_MAX};
+pub use preamble::Preamble;
