@@ -51,12 +51,14 @@
 //! connection's idle timeout applies.
 
 pub mod chunked;
+mod status;
 
 use std::cell::Cell;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use self::chunked::Decoder;
+pub use self::status::Status;
 use super::{budget_spent, stream_room, ConnInfo, Decision, Protocol, Report, Step, MAX_REPORTS};
 use crate::base::text::{civil_from_days, push_u64};
 
@@ -288,11 +290,8 @@ impl Answered {
     }
 
     /// The response's head (and a fixed body) went into the output.
-    fn committed(&mut self, status: &str, head: u64, body: u64) {
-        self.status = status
-            .get(..3)
-            .and_then(|code| code.parse().ok())
-            .unwrap_or(0);
+    fn committed(&mut self, status: Status, head: u64, body: u64) {
+        self.status = status.code();
         self.head += head;
         self.body += body;
     }
@@ -333,10 +332,43 @@ fn first_line(input: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
+/// What a response head says, besides the fixed fields.
+struct Head<'a> {
+    status: Status,
+    /// `Content-Length`, or `None` for a chunked body.
+    len: Option<u64>,
+    /// Extra header lines, each ending in CRLF (`Allow: …`).
+    extra: &'a str,
+    connection: Connection,
+}
+
+/// The `Connection` field of a response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Connection {
+    /// `Connection: close`: the connection ends after this response.
+    Close,
+    /// `Connection: keep-alive`: an HTTP/1.0 client must be told.
+    KeepAlive,
+    /// None: HTTP/1.1 keeps the connection by default.
+    Implied,
+}
+
+impl Connection {
+    /// The field for a response after which the connection closes
+    /// (`close`), or stays open for a client of HTTP/1.0 or 1.1.
+    fn after(close: bool, http10: bool) -> Self {
+        match (close, http10) {
+            (true, _) => Connection::Close,
+            (false, true) => Connection::KeepAlive,
+            (false, false) => Connection::Implied,
+        }
+    }
+}
+
 /// An error response that ends the connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Fatal {
-    status: &'static str,
+    status: Status,
     /// Logged as the protocol error.
     why: &'static str,
     /// Suppress the body (a `HEAD` request).
@@ -344,7 +376,7 @@ struct Fatal {
 }
 
 impl Fatal {
-    const fn new(status: &'static str, why: &'static str) -> Self {
+    const fn new(status: Status, why: &'static str) -> Self {
         Self {
             status,
             why,
@@ -425,7 +457,7 @@ impl Http {
             }
             [b'H', b'T', b'T', b'P', b'/', b'2'..=b'9', b'.', minor] if minor.is_ascii_digit() => {
                 Parsed::Fatal(Fatal::new(
-                    "505 HTTP Version Not Supported",
+                    Status::VersionNotSupported,
                     "HTTP major version other than 1",
                 ))
             }
@@ -468,7 +500,7 @@ impl Http {
             if name.eq_ignore_ascii_case(b"content-length") {
                 match (content_length, parse_length(h.value)) {
                     (None, Some(n)) => content_length = Some(n),
-                    _ => return fatal("400 Bad Request", "bad Content-Length"),
+                    _ => return fatal(Status::BadRequest, "bad Content-Length"),
                 }
             } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
                 for coding in h.value.split(|&b| b == b',') {
@@ -479,12 +511,12 @@ impl Http {
                     }
                 }
                 if h.value.trim_ascii().is_empty() {
-                    return fatal("400 Bad Request", "empty Transfer-Encoding");
+                    return fatal(Status::BadRequest, "empty Transfer-Encoding");
                 }
             } else if name.eq_ignore_ascii_case(b"host") {
                 hosts += 1;
                 if !valid_host(h.value) {
-                    return fatal("400 Bad Request", "Host is not a valid authority");
+                    return fatal(Status::BadRequest, "Host is not a valid authority");
                 }
             } else if name.eq_ignore_ascii_case(b"connection") {
                 for token in h.value.split(|&b| b == b',') {
@@ -506,25 +538,25 @@ impl Http {
         if chunked && content_length.is_some() {
             // Two framings: which one a proxy in front used is unknowable
             // (request smuggling). RFC 9112 §6.3 allows rejecting it.
-            return fatal("400 Bad Request", "Content-Length with Transfer-Encoding");
+            return fatal(Status::BadRequest, "Content-Length with Transfer-Encoding");
         }
         if chunked && http10 {
             // RFC 9112 §6.1: faulty framing in HTTP/1.0.
-            return fatal("400 Bad Request", "Transfer-Encoding in HTTP/1.0");
+            return fatal(Status::BadRequest, "Transfer-Encoding in HTTP/1.0");
         }
         if chunked && !(codings == 1 && chunked_only) {
             // Only chunked alone is implemented (gzip, chunked is not;
             // chunked not last is not a framing at all): RFC 9112 §6.1
             // says 501, and closing keeps the stream from being misread.
-            return fatal("501 Not Implemented", "transfer coding other than chunked");
+            return fatal(Status::NotImplemented, "transfer coding other than chunked");
         }
         if hosts > 1 || (hosts == 0 && !http10) {
             // RFC 9112 §3.2: an HTTP/1.1 request needs exactly one Host.
-            return fatal("400 Bad Request", "missing or repeated Host");
+            return fatal(Status::BadRequest, "missing or repeated Host");
         }
         let body_len = content_length.unwrap_or(0);
         if body_len > self.config.max_body {
-            return fatal("413 Content Too Large", "request body over --max-body");
+            return fatal(Status::ContentTooLarge, "request body over --max-body");
         }
         let route = match method {
             "GET" => Route::Hello { head: false },
@@ -588,17 +620,17 @@ impl Http {
     /// yet), `None` for a chunked body (an echo is then chunked too).
     fn commit(&mut self, now: Instant, req: &Request, body_len: Option<u64>, out: &mut Vec<u8>) {
         let close = self.closes_after(req);
-        let (status, len, extra, body): (&str, Option<u64>, &str, &[u8]) = match req.route {
+        let (status, len, extra, body): (Status, Option<u64>, &str, &[u8]) = match req.route {
             Route::Hello { head } => (
-                "200 OK",
+                Status::Ok,
                 Some(HELLO.len() as u64),
                 "",
                 if head { b"" } else { HELLO },
             ),
-            Route::Echo => ("200 OK", body_len, "", b""),
-            Route::NotFound => ("404 Not Found", Some(10), "", b"Not Found\n"),
+            Route::Echo => (Status::Ok, body_len, "", b""),
+            Route::NotFound => (Status::NotFound, Some(10), "", b"Not Found\n"),
             Route::MethodNotAllowed => (
-                "405 Method Not Allowed",
+                Status::MethodNotAllowed,
                 Some(19),
                 "Allow: GET, HEAD, POST\r\n",
                 b"Method Not Allowed\n",
@@ -609,7 +641,17 @@ impl Http {
                 || Some(body.len() as u64) == len
         );
         let before = out.len();
-        self.push_head(now, out, status, len, extra, close, req.http10);
+        let connection = Connection::after(close, req.http10);
+        self.push_head(
+            now,
+            out,
+            Head {
+                status,
+                len,
+                extra,
+                connection,
+            },
+        );
         let head_len = (out.len() - before) as u64;
         out.extend_from_slice(body);
         // An echoed body is counted as it streams out.
@@ -639,18 +681,16 @@ impl Http {
             let line = if self.config.log_requests { line } else { b"" };
             self.record().begin(line, b"", b"", since);
         }
-        // The reason phrase (after the code) doubles as the body.
-        let text = fatal.status.get(4..).unwrap_or("");
+        // The reason phrase doubles as the body.
+        let text = fatal.status.reason();
         let before = out.len();
-        self.push_head(
-            now,
-            out,
-            fatal.status,
-            Some(text.len() as u64 + 1),
-            "",
-            true,
-            false,
-        );
+        let head = Head {
+            status: fatal.status,
+            len: Some(text.len() as u64 + 1),
+            extra: "",
+            connection: Connection::Close,
+        };
+        self.push_head(now, out, head);
         let head = (out.len() - before) as u64;
         if !fatal.head {
             out.extend_from_slice(text.as_bytes());
@@ -666,19 +706,17 @@ impl Http {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn push_head(
-        &self,
-        now: Instant,
-        out: &mut Vec<u8>,
-        status: &str,
-        content_length: Option<u64>,
-        extra: &str,
-        close: bool,
-        http10: bool,
-    ) {
+    /// Write a response head: the status line, the fixed fields, the
+    /// length (or chunked), `Date` (if configured), `extra`, `Connection`.
+    fn push_head(&self, now: Instant, out: &mut Vec<u8>, head: Head<'_>) {
+        let Head {
+            status,
+            len: content_length,
+            extra,
+            connection,
+        } = head;
         out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(status.as_bytes());
+        out.extend_from_slice(status.line().as_bytes());
         out.extend_from_slice(b"\r\nContent-Type: text/plain\r\n");
         match content_length {
             Some(len) => {
@@ -694,23 +732,20 @@ impl Http {
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(extra.as_bytes());
-        if close {
-            out.extend_from_slice(b"Connection: close\r\n");
-        } else if http10 {
-            out.extend_from_slice(b"Connection: keep-alive\r\n");
+        match connection {
+            Connection::Close => out.extend_from_slice(b"Connection: close\r\n"),
+            Connection::KeepAlive => out.extend_from_slice(b"Connection: keep-alive\r\n"),
+            Connection::Implied => {}
         }
         out.extend_from_slice(b"\r\n");
     }
 }
 
-const TOO_LARGE: Fatal = Fatal::new(
-    "431 Request Header Fields Too Large",
-    "request head over 8 KiB",
-);
+const TOO_LARGE: Fatal = Fatal::new(Status::HeaderFieldsTooLarge, "request head over 8 KiB");
 
-const URI_TOO_LONG: Fatal = Fatal::new("414 URI Too Long", "request line over 8 KiB");
+const URI_TOO_LONG: Fatal = Fatal::new(Status::UriTooLong, "request line over 8 KiB");
 
-const MALFORMED: Fatal = Fatal::new("400 Bad Request", "malformed request head");
+const MALFORMED: Fatal = Fatal::new(Status::BadRequest, "malformed request head");
 
 /// A head over [`MAX_HEAD`]: 414 when the request line alone does not fit
 /// (the target is what is long), else 431 (the header fields are).
@@ -912,7 +947,7 @@ impl Protocol for Http {
                             chunked::Status::Invalid(why) => {
                                 return self.fail(
                                     now,
-                                    fatal("400 Bad Request", why),
+                                    fatal(Status::BadRequest, why),
                                     None,
                                     input.len(),
                                     out,
@@ -920,7 +955,7 @@ impl Protocol for Http {
                             }
                             chunked::Status::TooLarge => {
                                 let fatal =
-                                    fatal("413 Content Too Large", "request body over --max-body");
+                                    fatal(Status::ContentTooLarge, "request body over --max-body");
                                 return self.fail(now, fatal, None, input.len(), out);
                             }
                             chunked::Status::More if window.len() < BODY_HOLD => {
@@ -1040,7 +1075,7 @@ impl Protocol for Http {
     fn on_timeout(&mut self, now: Instant, out: &mut Vec<u8>) -> Decision {
         match self.next_deadline() {
             Some(deadline) if now >= deadline => {
-                let fatal = Fatal::new("408 Request Timeout", "request head too slow");
+                let fatal = Fatal::new(Status::RequestTimeout, "request head too slow");
                 self.fail(now, fatal, None, 0, out).decision
             }
             _ => Decision::Continue,
