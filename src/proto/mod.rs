@@ -190,10 +190,31 @@ pub trait Protocol {
     /// allocation per request. Echo has nothing to report.
     fn report(&mut self, _sink: &mut dyn FnMut(Report<'_>)) {}
 
-    /// Whether [`Protocol::report`] ever reports anything. `false` (echo)
-    /// lets the loop skip collecting after each drive at compile time: a
-    /// protocol that overrides `report` must set it.
-    const REPORTS: bool = false;
+    /// What [`Protocol::report`] hands over, and so what an access-log
+    /// line stands for. [`Reports::Nothing`] (echo) lets the loop skip
+    /// collecting after each drive at compile time: a protocol that
+    /// overrides `report` must say what it reports.
+    const REPORTS: Reports = Reports::Nothing;
+}
+
+/// What a protocol's [`Protocol::report`] hands the loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reports {
+    /// Nothing: the loop never asks. The access log has a line per connection.
+    Nothing,
+    /// Counts for the metrics (RESP commands). The access log has a line
+    /// per connection.
+    Counts,
+    /// One report per request (HTTP): each is an access-log line of its
+    /// own, and the connection gets none.
+    Requests,
+}
+
+impl Reports {
+    /// Whether the loop collects reports at all.
+    pub const fn any(self) -> bool {
+        !matches!(self, Reports::Nothing)
+    }
 }
 
 /// Most reports a protocol keeps between two [`Protocol::report`] calls;

@@ -32,7 +32,7 @@ use crate::io::stack::{Accept, Stream};
 use crate::mailbox::{ConnId, Hub, Message, Outbox};
 use crate::obs::access_log::{AccessLog, ConnEntry, HttpEntry, LoopLog};
 use crate::obs::trace_events::{self, TraceEvents};
-use crate::proto::{ConnInfo, Protocol, Report};
+use crate::proto::{ConnInfo, Protocol, Report, Reports};
 use crate::reactor::admission::{self, ConnLimit, Held, Slot};
 use crate::reactor::config::Config;
 use crate::reactor::conn::{CloseReason, Conn, ForceCause, Progress, Scratch};
@@ -582,7 +582,7 @@ impl<P: Protocol, S: Accept> Server<P, S> {
         // The common case, done with the connection at hand: arm. (A
         // protocol that reports or sent messages takes the general path,
         // which collects them; for echo both are constant `false`.)
-        if progress == Progress::Idle && !P::REPORTS && !conn.has_sent() {
+        if progress == Progress::Idle && !P::REPORTS.any() && !conn.has_sent() {
             if let Some(at) = conn.arm(&self.config.limits) {
                 let generation = conn.generation();
                 self.timers.schedule(at, Wake::Conn { key, generation });
@@ -743,9 +743,9 @@ impl<P: Protocol, S: Accept> Server<P, S> {
 
     /// Take what the connection's protocol finished (HTTP requests, RESP
     /// commands) into the counters and the access log. Echo reports nothing
-    /// (`Protocol::REPORTS` is false): this compiles to nothing for it.
+    /// (`Protocol::REPORTS` is `Nothing`): this compiles to nothing for it.
     fn collect_reports(&mut self, key: usize) {
-        if !P::REPORTS {
+        if !P::REPORTS.any() {
             return;
         }
         if let Some(conn) = self.conns.get_mut(key) {
@@ -939,7 +939,7 @@ impl<P: Protocol, S: Accept> Server<P, S> {
             trace_events::conn_end(conn.generation(), state, now, Some(&reason));
         }
         conn.protocol_mut().on_closed(&info);
-        if P::REPORTS {
+        if P::REPORTS.any() {
             // A response the close cut short is reported by `on_closed`.
             take_reports(&mut conn, &mut self.stats, &mut self.access_log);
         }
@@ -965,7 +965,11 @@ impl<P: Protocol, S: Accept> Server<P, S> {
             Dur(info.lifetime)
         );
         self.stats.record_close(reason, bytes_in, bytes_out);
-        if let Some(log) = self.access_log.as_mut().filter(|_| self.protocol != "http") {
+        if let Some(log) = self
+            .access_log
+            .as_mut()
+            .filter(|_| P::REPORTS != Reports::Requests)
+        {
             let entry = ConnEntry {
                 protocol: self.protocol,
                 lifetime: info.lifetime,

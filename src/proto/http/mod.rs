@@ -59,7 +59,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use self::chunked::Decoder;
 pub use self::status::Status;
-use super::{budget_spent, stream_room, ConnInfo, Decision, Protocol, Report, Step, MAX_REPORTS};
+use super::{
+    budget_spent, stream_room, ConnInfo, Decision, Protocol, Report, Reports, Step, MAX_REPORTS,
+};
 use crate::base::text::{civil_from_days, push_u64};
 
 /// Longest request head (request line, headers, blank line) we read: 8 KiB,
@@ -1000,7 +1002,7 @@ impl Protocol for Http {
         }
     }
 
-    const REPORTS: bool = true;
+    const REPORTS: Reports = Reports::Requests;
 
     fn report(&mut self, sink: &mut dyn FnMut(Report<'_>)) {
         let Some(a) = self.answered.as_deref_mut() else {

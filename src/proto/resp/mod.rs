@@ -44,7 +44,7 @@ pub mod pubsub;
 use std::time::Instant;
 
 use self::pubsub::{PubSub, Whole};
-use super::{budget_spent, stream_room, Decision, Protocol, Report, Step, REPLY_MAX};
+use super::{budget_spent, stream_room, Decision, Protocol, Report, Reports, Step, REPLY_MAX};
 use crate::base::text::push_u64;
 use crate::mailbox::{Mailbox, Message};
 
@@ -272,7 +272,7 @@ impl Protocol for Resp {
         "resp"
     }
 
-    const REPORTS: bool = true;
+    const REPORTS: Reports = Reports::Counts;
 
     fn report(&mut self, sink: &mut dyn FnMut(Report<'_>)) {
         if self.commands != [0; 4] {
