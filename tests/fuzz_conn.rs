@@ -45,7 +45,7 @@ use tcp_reactor::io::proxy::ProxyMode;
 use tcp_reactor::io::transport::Transport;
 use tcp_reactor::process::cli::ProtocolName;
 use tcp_reactor::proto::{Echo, Http, HttpConfig, Protocol, Resp, OUT_BUDGET};
-use tcp_reactor::reactor::conn::{Conn, Progress, Scratch, State};
+use tcp_reactor::reactor::conn::{Conn, Progress, Readiness, Scratch, State};
 use util::clients::Rng;
 
 /// The kernel and the peer, scripted.
@@ -297,7 +297,11 @@ fn run_case(seed: u64, scratch: &mut Scratch, reached: &mut Reached) {
         now += Duration::from_millis(rng.range(0, 50) as u64);
 
         // The loop's side: an event, a drain, a timer.
-        conn.on_event(readable, writable, read_closed);
+        conn.on_event(Readiness {
+            readable,
+            writable,
+            read_closed,
+        });
         let mut progress = if drain_at == Some(step) {
             conn.begin_drain(now, scratch, &limits)
         } else {
@@ -381,7 +385,11 @@ fn run_case(seed: u64, scratch: &mut Scratch, reached: &mut Reached) {
         p.arrived = p.input.len();
         p.fin = true;
         p.room = usize::MAX / 2;
-        conn.on_event(true, true, true);
+        conn.on_event(Readiness {
+            readable: true,
+            writable: true,
+            read_closed: true,
+        });
         let mut progress = conn.drive(now, scratch, &limits);
         let mut rounds = 0;
         while progress == Progress::Yield {
@@ -527,7 +535,11 @@ fn non_reader_case<P: Protocol>(
         let p = conn.stream_mut();
         let piece = p.rng.range(1, 150_000);
         p.arrived = (p.arrived + piece).min(p.input.len());
-        conn.on_event(true, true, false);
+        conn.on_event(Readiness {
+            readable: true,
+            writable: true,
+            read_closed: false,
+        });
         let mut progress = conn.drive(now, scratch, &limits);
         let mut yields = 0;
         loop {

@@ -40,7 +40,7 @@ use tcp_reactor::io::tls::session::SEND_LIMIT;
 use tcp_reactor::io::tls::{TlsConfig, TlsStream};
 use tcp_reactor::io::transport::Transport;
 use tcp_reactor::proto::Echo;
-use tcp_reactor::reactor::conn::{Conn, Progress, Scratch};
+use tcp_reactor::reactor::conn::{Conn, Progress, Readiness, Scratch};
 use util::clients::Rng;
 use util::tls::Certs;
 
@@ -238,7 +238,11 @@ fn run_case(seed: u64, tls: &TlsConfig, client: &Arc<rustls::ClientConfig>, muta
         let freed = rng.range(0, 70_000);
         w.room += freed;
         let fin = w.fin;
-        conn.on_event(arrive > 0 || fin, freed > 0, fin);
+        conn.on_event(Readiness {
+            readable: arrive > 0 || fin,
+            writable: freed > 0,
+            read_closed: fin,
+        });
         now += Duration::from_millis(rng.range(0, 3) as u64);
         let progress = conn.drive(now, &mut scratch, &limits);
 
@@ -435,7 +439,11 @@ impl Scripted {
         w.arrived = w.c2s.len();
         w.fin |= fin;
         let before = (w.reads, w.reads_blocked, w.writes);
-        self.conn.on_event(true, true, fin);
+        self.conn.on_event(Readiness {
+            readable: true,
+            writable: true,
+            read_closed: fin,
+        });
         let progress = self.conn.drive(self.now, &mut self.scratch, &self.limits);
         let w = wire(&mut self.conn);
         let calls = Calls {

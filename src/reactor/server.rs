@@ -35,7 +35,7 @@ use crate::obs::trace_events::{self, TraceEvents};
 use crate::proto::{ConnInfo, Protocol, Report, Reports};
 use crate::reactor::admission::{self, ConnLimit, Held, Slot};
 use crate::reactor::config::Config;
-use crate::reactor::conn::{CloseReason, Conn, ForceCause, Progress, Scratch};
+use crate::reactor::conn::{CloseReason, Conn, ForceCause, Progress, Readiness, Scratch};
 use crate::reactor::listener::{self, Accepted, Listener};
 use crate::reactor::signals::{SignalEvent, SignalSource};
 use crate::reactor::timer::{Timers, Wake};
@@ -572,12 +572,7 @@ impl<P: Protocol, S: Accept> Server<P, S> {
             log::trace!("{} event for a closed connection: ignored", ConnName(key));
             return;
         };
-        let error = event.is_error();
-        conn.on_event(
-            event.is_readable() || error,
-            event.is_writable() || event.is_write_closed() || error,
-            event.is_read_closed(),
-        );
+        conn.on_event(Readiness::of(event));
         let progress = conn.drive(now, &mut self.scratch, &self.config.limits);
         // The common case, done with the connection at hand: arm. (A
         // protocol that reports or sent messages takes the general path,

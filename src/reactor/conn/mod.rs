@@ -78,7 +78,7 @@ use crate::io::proxy::ProxyMode;
 use crate::io::transport::Transport;
 use crate::mailbox::{ConnId, Hub, Message, Outbox};
 use crate::proto::{budget_spent, Decision, Protocol, OUT_BUDGET};
-pub use state::{Ending, State};
+pub use state::{PeerFin, State};
 
 /// Buffers the loop lends to whichever connection it is driving.
 #[derive(Debug)]
@@ -121,6 +121,31 @@ const _: () = assert!(Scratch::READ_SIZE <= OUT_BUDGET);
 impl Default for Scratch {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// What one readiness event said about a connection's socket.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Readiness {
+    /// Bytes (or an error) to read.
+    pub readable: bool,
+    /// Room to write (or the write side closed, or an error: a write finds out).
+    pub writable: bool,
+    /// The peer's FIN arrived: read until `Ok(0)`, no further edge will say so.
+    pub read_closed: bool,
+}
+
+impl Readiness {
+    /// What an epoll event says. An error makes the socket both readable
+    /// and writable: the next read or write returns it.
+    #[inline(always)]
+    pub fn of(event: &mio::event::Event) -> Self {
+        let error = event.is_error();
+        Self {
+            readable: event.is_readable() || error,
+            writable: event.is_writable() || event.is_write_closed() || error,
+            read_closed: event.is_read_closed(),
+        }
     }
 }
 
@@ -360,7 +385,12 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
     /// Record a readiness event. Flags are only ever *set* here; the socket
     /// clears them by returning `WouldBlock` (or a short read).
     #[inline(always)]
-    pub fn on_event(&mut self, readable: bool, writable: bool, read_closed: bool) {
+    pub fn on_event(&mut self, event: Readiness) {
+        let Readiness {
+            readable,
+            writable,
+            read_closed,
+        } = event;
         log::trace!(
             "{} event:{}{}{}",
             ConnName(self.key),
@@ -428,8 +458,8 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
                 self.set_state(State::Draining { since: now })
             }
             Decision::Continue => {}
-            Decision::Close => self.finish(Ending::Shutdown, false),
-            Decision::Reject(msg) => self.finish(Ending::ProtocolError(msg), false),
+            Decision::Close => self.finish(CloseReason::Drained, PeerFin::Pending),
+            Decision::Reject(msg) => self.finish(CloseReason::ProtocolError(msg), PeerFin::Pending),
         }
         Ok(())
     }
@@ -559,12 +589,12 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
                 "{} stayed silent through the drain grace",
                 ConnName(self.key)
             );
-            self.finish(Ending::Shutdown, false);
+            self.finish(CloseReason::Drained, PeerFin::Pending);
         }
-        if let State::Lingering { ending, .. } = self.state {
+        if let State::Lingering { reason, .. } = self.state {
             if due(self.linger_deadline(limits)) {
                 log::trace!("{} linger ended without the peer's FIN", ConnName(self.key));
-                return Progress::Closed(ending.into());
+                return Progress::Closed(reason);
             }
         }
         if self.proto.next_deadline().is_some_and(|d| now >= d) {
@@ -607,15 +637,15 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         }
     }
 
-    fn finish(&mut self, ending: Ending, peer_done: bool) {
-        self.set_state(State::Flushing { ending, peer_done });
+    fn finish(&mut self, reason: CloseReason, peer: PeerFin) {
+        self.set_state(State::Flushing { reason, peer });
     }
 
     fn decide(&mut self, decision: Decision) {
         match decision {
             Decision::Continue => {}
-            Decision::Close => self.finish(Ending::Done, false),
-            Decision::Reject(msg) => self.finish(Ending::ProtocolError(msg), false),
+            Decision::Close => self.finish(CloseReason::Done, PeerFin::Pending),
+            Decision::Reject(msg) => self.finish(CloseReason::ProtocolError(msg), PeerFin::Pending),
         }
     }
 
@@ -660,19 +690,19 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
                         self.ask_drain(now, scratch, limits)?;
                     }
                 }
-                State::Flushing { ending, peer_done } => {
+                State::Flushing { reason, peer } => {
                     if self.out.is_empty() && self.stream.end_output() {
                         continue; // TLS close_notify queued: flush it first
                     }
                     if self.wants_write() {
                         return Ok(Progress::Idle); // not writable: wait for the edge
                     }
-                    if peer_done {
+                    if peer == PeerFin::Received {
                         log::trace!(
                             "{} all owed bytes written and the peer is done: closing (the close sends our FIN)",
                             ConnName(self.key)
                         );
-                        return Err(ending.into());
+                        return Err(reason);
                     }
                     if let Err(e) = self.stream.shutdown_write() {
                         return Err(self.io_reason(&e));
@@ -681,9 +711,9 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
                         "{} all owed bytes written: FIN sent (shutdown write)",
                         ConnName(self.key)
                     );
-                    self.set_state(State::Lingering { ending, since: now });
+                    self.set_state(State::Lingering { reason, since: now });
                 }
-                State::Lingering { ending, .. } => {
+                State::Lingering { reason, .. } => {
                     if !self.readable {
                         return Ok(Progress::Idle);
                     }
@@ -695,7 +725,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
                         Ok(ReadOutcome::Empty) => {}
                         // The peer's FIN, or an error: either way the peer
                         // already has every byte we owed.
-                        Ok(ReadOutcome::Eof) | Err(_) => return Err(ending.into()),
+                        Ok(ReadOutcome::Eof) | Err(_) => return Err(reason),
                     }
                 }
             }
@@ -770,7 +800,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
                     self.proto.on_eof(now, &mut scratch.out);
                     self.send_scratch(now, scratch, limits)?;
                 }
-                self.finish(Ending::PeerClosed, true);
+                self.finish(CloseReason::PeerClosed, PeerFin::Received);
                 return Ok(0);
             }
         };

@@ -10,11 +10,11 @@
 //!                 (ask the protocol again after each input;
 //!                  a silent peer gets a short grace)
 //!                                                      ▼
-//!                          Flushing { ending, peer_done }   (write all that is owed)
-//!                            │ owed == 0, peer_done ──────────────► closed
-//!                            │ owed == 0, !peer_done: shutdown(Write) = FIN
+//!                          Flushing { reason, peer }   (write all that is owed)
+//!                            │ owed == 0, peer FIN received ─────► closed
+//!                            │ owed == 0, peer FIN pending: shutdown(Write) = FIN
 //!                            ▼
-//!                          Lingering { ending, since }      (read and discard)
+//!                          Lingering { reason, since }      (read and discard)
 //!                            │ peer EOF, error, or linger bound ─► closed
 //! ```
 //! Any state can also end at once: an I/O error (reset), the idle timeout,
@@ -41,10 +41,11 @@ pub enum State {
     },
     /// No more input is processed; what is owed is written, then FIN.
     Flushing {
-        /// Why the connection is ending.
-        ending: Ending,
-        /// The peer already sent its FIN: after flushing, close outright.
-        peer_done: bool,
+        /// Why the connection is ending (an orderly reason: the peer
+        /// closed, the protocol was done or refused, or the drain).
+        reason: CloseReason,
+        /// Whether the peer's FIN is in: then, after flushing, close outright.
+        peer: PeerFin,
     },
     /// Our FIN is sent. Read and discard until the peer's FIN, so that
     /// closing never turns unread input into an RST that could destroy
@@ -53,7 +54,7 @@ pub enum State {
     /// and `lingering_time`), and at the drain deadline.
     Lingering {
         /// Why the connection is ending.
-        ending: Ending,
+        reason: CloseReason,
         /// When our FIN was sent.
         since: Instant,
     },
@@ -78,47 +79,25 @@ impl fmt::Display for State {
         match self {
             State::Open => f.write_str("Open"),
             State::Draining { .. } => f.write_str("Draining"),
-            State::Flushing { ending, peer_done } => write!(
+            State::Flushing { reason, peer } => write!(
                 f,
-                "Flushing ({ending}{})",
-                if *peer_done { ", peer done" } else { "" }
+                "Flushing ({reason}{})",
+                if *peer == PeerFin::Received {
+                    ", peer done"
+                } else {
+                    ""
+                }
             ),
-            State::Lingering { ending, .. } => write!(f, "Lingering ({ending})"),
+            State::Lingering { reason, .. } => write!(f, "Lingering ({reason})"),
         }
     }
 }
 
-impl fmt::Display for Ending {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Ending::PeerClosed => f.write_str("peer closed"),
-            Ending::Done => f.write_str("protocol done"),
-            Ending::ProtocolError(msg) => write!(f, "protocol error: {msg}"),
-            Ending::Shutdown => f.write_str("shutdown"),
-        }
-    }
-}
-
-/// Why an orderly end began.
+/// Whether the peer has sent its FIN when our output begins to end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Ending {
-    /// The peer half-closed its write side.
-    PeerClosed,
-    /// The protocol ended the conversation.
-    Done,
-    /// The peer broke the protocol.
-    ProtocolError(&'static str),
-    /// Graceful shutdown of the server.
-    Shutdown,
-}
-
-impl From<Ending> for CloseReason {
-    fn from(ending: Ending) -> Self {
-        match ending {
-            Ending::PeerClosed => CloseReason::PeerClosed,
-            Ending::Done => CloseReason::Done,
-            Ending::ProtocolError(msg) => CloseReason::ProtocolError(msg),
-            Ending::Shutdown => CloseReason::Drained,
-        }
-    }
+pub enum PeerFin {
+    /// Not yet: after flushing we send our FIN and linger for theirs.
+    Pending,
+    /// It has: after flushing, the close sends our FIN and we are done.
+    Received,
 }
