@@ -40,12 +40,14 @@ use std::time::{Duration, Instant};
 use clap::ValueEnum;
 use tcp_reactor::base::buffer::GRANULE;
 use tcp_reactor::base::close::{CloseReason, StageFailure};
+use tcp_reactor::base::counters::Stats;
+use tcp_reactor::base::human::{ConnName, LoopTag};
 use tcp_reactor::base::limits::Limits;
 use tcp_reactor::io::proxy::ProxyMode;
 use tcp_reactor::io::transport::Transport;
 use tcp_reactor::process::cli::ProtocolName;
 use tcp_reactor::proto::{Echo, Http, HttpConfig, Protocol, Resp, OUT_BUDGET};
-use tcp_reactor::reactor::conn::{Conn, Progress, Readiness, Scratch, State};
+use tcp_reactor::reactor::conn::{Conn, Ctx, Progress, Readiness, Scratch, State};
 use util::clients::Rng;
 
 /// The kernel and the peer, scripted.
@@ -254,7 +256,15 @@ fn run_case(seed: u64, scratch: &mut Scratch, reached: &mut Reached) {
     let drain_at = (rng.range(0, 3) == 0).then(|| rng.range(0, 60));
     let peer_addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
     let mut now = Instant::now();
-    let mut conn = Conn::new(peer, peer_addr, 0, 1, Echo, now, proxy);
+    let mut conn = Conn::new(
+        peer,
+        peer_addr,
+        ConnName::new(LoopTag::ONLY, 0),
+        1,
+        Echo,
+        now,
+        proxy,
+    );
     let mut state = conn.state();
     // The loop's timer entries for this connection, as `arm` asked for them.
     let mut timers: Vec<Instant> = Vec::new();
@@ -303,14 +313,18 @@ fn run_case(seed: u64, scratch: &mut Scratch, reached: &mut Reached) {
             read_closed,
         });
         let mut progress = if drain_at == Some(step) {
-            conn.begin_drain(now, scratch, &limits)
+            conn.begin_drain(&mut Ctx::new(now, &limits, &mut Stats::default()), scratch)
         } else {
-            conn.drive(now, scratch, &limits)
+            conn.drive(&mut Ctx::new(now, &limits, &mut Stats::default()), scratch)
         };
         arm(&mut conn, progress, &mut timers, &limits, seed);
         if progress == Progress::Idle {
             if let Some(at) = pop_due(&mut timers, now) {
-                progress = conn.on_timer(at, now, scratch, &limits);
+                progress = conn.on_timer(
+                    at,
+                    &mut Ctx::new(now, &limits, &mut Stats::default()),
+                    scratch,
+                );
                 arm(&mut conn, progress, &mut timers, &limits, seed);
             }
         }
@@ -318,7 +332,7 @@ fn run_case(seed: u64, scratch: &mut Scratch, reached: &mut Reached) {
         while progress == Progress::Yield {
             yields += 1;
             assert!(yields < 10_000, "seed {seed}: yields forever");
-            progress = conn.drive(now, scratch, &limits);
+            progress = conn.drive(&mut Ctx::new(now, &limits, &mut Stats::default()), scratch);
             arm(&mut conn, progress, &mut timers, &limits, seed);
         }
 
@@ -390,12 +404,12 @@ fn run_case(seed: u64, scratch: &mut Scratch, reached: &mut Reached) {
             writable: true,
             read_closed: true,
         });
-        let mut progress = conn.drive(now, scratch, &limits);
+        let mut progress = conn.drive(&mut Ctx::new(now, &limits, &mut Stats::default()), scratch);
         let mut rounds = 0;
         while progress == Progress::Yield {
             rounds += 1;
             assert!(rounds < 10_000, "seed {seed}: no progress");
-            progress = conn.drive(now, scratch, &limits);
+            progress = conn.drive(&mut Ctx::new(now, &limits, &mut Stats::default()), scratch);
         }
         assert_eq!(
             progress,
@@ -525,7 +539,15 @@ fn non_reader_case<P: Protocol>(
     };
     let now = Instant::now();
     let peer_addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
-    let mut conn = Conn::new(peer, peer_addr, 0, 1, make(), now, ProxyMode::Off);
+    let mut conn = Conn::new(
+        peer,
+        peer_addr,
+        ConnName::new(LoopTag::ONLY, 0),
+        1,
+        make(),
+        now,
+        ProxyMode::Off,
+    );
     let bound = limits.write_high_watermark + OUT_BUDGET;
     // What the queues may *hold* (capacity, what RSS pays): output within
     // a granule of its bound, input one read, and their two headers.
@@ -540,7 +562,7 @@ fn non_reader_case<P: Protocol>(
             writable: true,
             read_closed: false,
         });
-        let mut progress = conn.drive(now, scratch, &limits);
+        let mut progress = conn.drive(&mut Ctx::new(now, &limits, &mut Stats::default()), scratch);
         let mut yields = 0;
         loop {
             most = most.max(conn.owed());
@@ -558,7 +580,8 @@ fn non_reader_case<P: Protocol>(
                 Progress::Yield => {
                     yields += 1;
                     assert!(yields < 10_000, "seed {seed}: yields forever");
-                    progress = conn.drive(now, scratch, &limits);
+                    progress =
+                        conn.drive(&mut Ctx::new(now, &limits, &mut Stats::default()), scratch);
                 }
                 Progress::Idle => break,
                 Progress::Closed(reason) => panic!("seed {seed}: closed: {reason}"),

@@ -34,13 +34,15 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::ServerName;
 use rustls::ClientConnection;
 use tcp_reactor::base::close::{CloseReason, StageFailure, TlsFailure};
+use tcp_reactor::base::counters::Stats;
+use tcp_reactor::base::human::{ConnName, LoopTag};
 use tcp_reactor::base::limits::Limits;
 use tcp_reactor::io::proxy::ProxyMode;
 use tcp_reactor::io::tls::session::SEND_LIMIT;
 use tcp_reactor::io::tls::{TlsConfig, TlsStream};
 use tcp_reactor::io::transport::Transport;
 use tcp_reactor::proto::Echo;
-use tcp_reactor::reactor::conn::{Conn, Progress, Readiness, Scratch};
+use tcp_reactor::reactor::conn::{Conn, Ctx, Progress, Readiness, Scratch};
 use util::clients::Rng;
 use util::tls::Certs;
 
@@ -178,13 +180,21 @@ fn run_case(seed: u64, tls: &TlsConfig, client: &Arc<rustls::ClientConfig>, muta
     let stream = TlsStream::new(
         wire0,
         tls.current(),
-        0,
+        ConnName::new(LoopTag::ONLY, 0),
         false,
         Some(start + Duration::from_secs(10)),
     )
     .expect("stage");
     let peer = "127.0.0.1:9".parse().unwrap();
-    let mut conn: TlsConn = Conn::new(stream, peer, 0, 1, Echo, start, ProxyMode::Off);
+    let mut conn: TlsConn = Conn::new(
+        stream,
+        peer,
+        ConnName::new(LoopTag::ONLY, 0),
+        1,
+        Echo,
+        start,
+        ProxyMode::Off,
+    );
     let mut scratch = Scratch::new();
 
     let name = ServerName::try_from("localhost").unwrap();
@@ -244,7 +254,10 @@ fn run_case(seed: u64, tls: &TlsConfig, client: &Arc<rustls::ClientConfig>, muta
             read_closed: fin,
         });
         now += Duration::from_millis(rng.range(0, 3) as u64);
-        let progress = conn.drive(now, &mut scratch, &limits);
+        let progress = conn.drive(
+            &mut Ctx::new(now, &limits, &mut Stats::default()),
+            &mut scratch,
+        );
 
         // The client takes what the server wrote, in random pieces.
         let w = wire(&mut conn);
@@ -408,11 +421,26 @@ impl Scripted {
         let now = Instant::now();
         let mut wire = Wire::new(1, false);
         wire.room = usize::MAX;
-        let stream = TlsStream::new(wire, tls.current(), 0, false, None).expect("stage");
+        let stream = TlsStream::new(
+            wire,
+            tls.current(),
+            ConnName::new(LoopTag::ONLY, 0),
+            false,
+            None,
+        )
+        .expect("stage");
         let peer = "127.0.0.1:9".parse().unwrap();
         let name = ServerName::try_from("localhost").unwrap();
         Scripted {
-            conn: Conn::new(stream, peer, 0, 1, Echo, now, ProxyMode::Off),
+            conn: Conn::new(
+                stream,
+                peer,
+                ConnName::new(LoopTag::ONLY, 0),
+                1,
+                Echo,
+                now,
+                ProxyMode::Off,
+            ),
             cli: ClientConnection::new(Arc::clone(client), name).unwrap(),
             scratch: Scratch::new(),
             limits: Limits::default(),
@@ -444,7 +472,10 @@ impl Scripted {
             writable: true,
             read_closed: fin,
         });
-        let progress = self.conn.drive(self.now, &mut self.scratch, &self.limits);
+        let progress = self.conn.drive(
+            &mut Ctx::new(self.now, &self.limits, &mut Stats::default()),
+            &mut self.scratch,
+        );
         let w = wire(&mut self.conn);
         let calls = Calls {
             reads: w.reads - before.0,

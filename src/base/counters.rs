@@ -3,12 +3,11 @@
 //! the one list in this file ([`COUNTERS`]).
 //!
 //! Plain integers, no atomics: only the loop thread touches them. The loop
-//! counts what it sees itself (accepts, closes, polls) in its own
-//! [`Stats`]; rarer things noticed deep inside a connection or a listener
-//! (a backpressure pause, an accept error's kind) go to this thread's
-//! tally through [`tally`] — another `Stats`, in a `thread_local` like
-//! sozu's metrics — and are folded in when the counters are read. Nothing
-//! here runs per message.
+//! owns one [`Stats`] and lends it, with each call, to what counts below
+//! it: a connection (a backpressure pause) through its per-call context,
+//! a listener (an accept error's kind) as an argument; a TLS stage keeps
+//! its own few counts until the connection takes them after the call. No
+//! thread-local, nothing hidden, and nothing here runs per message.
 //!
 //! # Adding a counter
 //! One row in the `counters!` list below: the field it becomes, its kind,
@@ -20,7 +19,6 @@
 //! checks that every row reaches a real scrape. A family with a label
 //! (several rows) also needs its title in [`FAMILY_TITLES`].
 
-use std::cell::RefCell;
 use std::fmt;
 
 use crate::base::close::CloseReason;
@@ -219,27 +217,6 @@ pub const FAMILY_TITLES: &[(&str, &str)] = &[
 /// The RESP commands counted by name, in the order of
 /// `proto::Report::Resp`'s counts; anything else counts as `other`.
 pub const RESP_COMMANDS: [&str; 4] = ["ping", "echo", "quit", "other"];
-
-thread_local! {
-    static TALLY: RefCell<Stats> = RefCell::new(Stats::default());
-}
-
-/// Bump this thread's tally: counters noticed below the loop, folded into
-/// the loop's [`Stats`] when they are read. Cheap (a thread-local borrow,
-/// no atomic), but meant for events rarer than messages.
-pub fn tally(f: impl FnOnce(&mut Stats)) {
-    TALLY.with(|t| f(&mut t.borrow_mut()));
-}
-
-/// A copy of this thread's tally.
-pub fn tally_now() -> Stats {
-    TALLY.with(|t| t.borrow().clone())
-}
-
-/// Start this thread's tally from zero (a new loop on a reused thread).
-pub fn tally_reset() {
-    TALLY.with(|t| *t.borrow_mut() = Stats::default());
-}
 
 impl Stats {
     /// Count one closed connection.

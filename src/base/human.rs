@@ -4,35 +4,55 @@
 //! Nothing here is on the hot path: each helper is a `Display` value that
 //! only does work when a log line is actually written.
 
-use std::cell::Cell;
 use std::fmt;
 use std::time::Duration;
 
-thread_local! {
-    /// The loop this thread runs, when a process runs several (`--threads N`).
-    static LOOP: Cell<Option<usize>> = const { Cell::new(None) };
+/// Which loop a log line is about: its id when the process runs several
+/// loops (`--threads N`), nothing with one. Each loop knows its own and
+/// hands it to what it names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoopTag(Option<u16>);
+
+impl LoopTag {
+    /// The only loop of its process (or a standalone server): unnamed.
+    pub const ONLY: LoopTag = LoopTag(None);
+
+    /// Loop `id` of `loops`: named only when there are several.
+    pub fn of(id: usize, loops: usize) -> Self {
+        LoopTag((loops > 1).then(|| u16::try_from(id).unwrap_or(u16::MAX)))
+    }
 }
 
-/// Mark this thread as loop `id` of several: its connection log lines then
-/// say `loop {id} conn {key}`, so two loops' `conn 0` can be told apart.
-pub fn set_loop(id: Option<usize>) {
-    LOOP.with(|cell| cell.set(id));
+/// A connection's name in logs: `conn 5`, or `loop 1 conn 5` with several
+/// loops, so two loops' `conn 0` can be told apart. Eight bytes: a
+/// connection keeps its own (a slab key fits 32 bits, as the descriptor
+/// limit does).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnName {
+    tag: LoopTag,
+    key: u32,
 }
 
-/// The loop this thread runs, if it is one of several.
-pub fn current_loop() -> Option<usize> {
-    LOOP.with(Cell::get)
-}
+impl ConnName {
+    /// The connection in slab slot `key` of the loop `tag` names.
+    pub fn new(tag: LoopTag, key: usize) -> Self {
+        Self {
+            tag,
+            key: u32::try_from(key).unwrap_or(u32::MAX),
+        }
+    }
 
-/// A connection's name in logs: `conn 5`, or `loop 1 conn 5` with several loops.
-#[derive(Clone, Copy, Debug)]
-pub struct ConnName(pub usize);
+    /// Its slab key.
+    pub fn key(self) -> usize {
+        self.key as usize
+    }
+}
 
 impl fmt::Display for ConnName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match current_loop() {
-            Some(id) => write!(f, "loop {id} conn {}", self.0),
-            None => write!(f, "conn {}", self.0),
+        match self.tag.0 {
+            Some(id) => write!(f, "loop {id} conn {}", self.key),
+            None => write!(f, "conn {}", self.key),
         }
     }
 }
@@ -40,11 +60,11 @@ impl fmt::Display for ConnName {
 /// The loop's name as a prefix for loop-wide lines: `loop 1: ` with
 /// several loops, nothing with one.
 #[derive(Clone, Copy, Debug)]
-pub struct LoopName;
+pub struct LoopName(pub LoopTag);
 
 impl fmt::Display for LoopName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match current_loop() {
+        match self.0 .0 {
             Some(id) => write!(f, "loop {id}: "),
             None => Ok(()),
         }
@@ -142,10 +162,13 @@ mod tests {
 
     #[test]
     fn connections_carry_their_loop_only_when_there_are_several() {
-        set_loop(None);
-        assert_eq!(ConnName(5).to_string(), "conn 5");
-        set_loop(Some(1));
-        assert_eq!(ConnName(5).to_string(), "loop 1 conn 5");
-        set_loop(None);
+        assert_eq!(ConnName::new(LoopTag::ONLY, 5).to_string(), "conn 5");
+        assert_eq!(ConnName::new(LoopTag::of(0, 1), 5).to_string(), "conn 5");
+        assert_eq!(
+            ConnName::new(LoopTag::of(1, 2), 5).to_string(),
+            "loop 1 conn 5"
+        );
+        assert_eq!(LoopName(LoopTag::of(1, 2)).to_string(), "loop 1: ");
+        assert_eq!(LoopName(LoopTag::ONLY).to_string(), "");
     }
 }

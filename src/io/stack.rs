@@ -33,6 +33,8 @@ use std::time::Instant;
 use mio::net::TcpStream;
 
 use crate::base::close::StageFailure;
+use crate::base::counters::Stats;
+use crate::base::human::ConnName;
 use crate::io::proxy::{Cidr, ProxyMode};
 #[cfg(feature = "tls")]
 use crate::io::tls::TlsConfig;
@@ -248,6 +250,15 @@ impl Transport for Stream {
             Stream::Tls(s) => s.failure(),
         }
     }
+
+    #[allow(unused_variables)]
+    fn take_counts(&mut self, stats: &mut Stats) {
+        match self {
+            Stream::Plain(_) => {}
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.take_counts(stats),
+        }
+    }
 }
 
 /// How a loop makes a connection's byte stream from an accepted socket.
@@ -258,21 +269,21 @@ impl Transport for Stream {
 /// config asks for no stage, which keeps a plain deployment's cost per
 /// message what it would be without TLS compiled in (~15 instructions).
 pub trait Accept: Transport + Sized {
-    /// The stream for socket `sock`, accepted into slab slot `key`.
-    fn accept(sock: TcpStream, key: usize, stages: &Stages, now: Instant) -> io::Result<Self>;
+    /// The stream for socket `sock`, accepted into the slab slot `name` holds.
+    fn accept(sock: TcpStream, name: ConnName, stages: &Stages, now: Instant) -> io::Result<Self>;
 }
 
 impl Accept for Stream {
     /// The stages `config` asks for, over an accepted socket in slab slot
-    /// `key`. A PROXY preamble (if configured) is read before TLS starts.
+    /// `name`. A PROXY preamble (if configured) is read before TLS starts.
     #[allow(unused_variables)]
-    fn accept(sock: TcpStream, key: usize, stages: &Stages, now: Instant) -> io::Result<Self> {
+    fn accept(sock: TcpStream, name: ConnName, stages: &Stages, now: Instant) -> io::Result<Self> {
         #[cfg(feature = "tls")]
         if let Some(tls) = &stages.tls {
             let preamble = stages.proxy != ProxyMode::Off;
             let deadline = tls.handshake_timeout.map(|t| now + t);
             let stream =
-                crate::io::tls::TlsStream::new(sock, tls.current(), key, preamble, deadline)?;
+                crate::io::tls::TlsStream::new(sock, tls.current(), name, preamble, deadline)?;
             return Ok(Stream::Tls(Box::new(stream)));
         }
         Ok(Stream::Plain(sock))
@@ -281,7 +292,12 @@ impl Accept for Stream {
 
 impl Accept for TcpStream {
     #[inline]
-    fn accept(sock: TcpStream, _key: usize, stages: &Stages, _now: Instant) -> io::Result<Self> {
+    fn accept(
+        sock: TcpStream,
+        _name: ConnName,
+        stages: &Stages,
+        _now: Instant,
+    ) -> io::Result<Self> {
         if stages.needed() {
             // A loop chosen for a config that asks for no stage; serving
             // this one in the clear would be worse than refusing it.

@@ -5,6 +5,7 @@ use std::net::Shutdown;
 use std::time::Instant;
 
 use crate::base::close::StageFailure;
+use crate::base::counters::Stats;
 
 /// A byte stream a connection can run on: a TCP socket, a stage over one
 /// (TLS, see [`pipeline`]), or a test double. The hooks with defaults are
@@ -62,6 +63,12 @@ pub trait Transport: Read + Write {
     fn failure(&self) -> Option<StageFailure> {
         None
     }
+
+    /// Add what this stage counted since the last call (TLS handshakes,
+    /// ignored server names) to the loop's counters. Called after each
+    /// drive; a socket counts nothing.
+    #[inline(always)]
+    fn take_counts(&mut self, _stats: &mut Stats) {}
 
     /// A handshake (TLS) has begun and not finished: a close now is a
     /// failed handshake, for the metrics.

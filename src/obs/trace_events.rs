@@ -9,14 +9,14 @@
 //! | `Open`, `Draining`, `Flushing`, `Lingering` | `b`/`e` (async, `id` = `"loop.generation"`) | a span per connection state; `args` name the slot and the peer, the last says why it closed |
 //! | `drain begins`, `drained` | `i` (instant) | the loop's graceful drain |
 //!
-//! Each loop records into a thread-local buffer (nothing is written while
-//! it serves) and appends it to the file when it ends; the file is a valid
-//! JSON array once the process exits. Bounded: a loop stops recording after
-//! [`MAX_BYTES_PER_LOOP`] bytes of events and marks where with a
-//! `trace truncated` instant event. When the option is off, the cost is a
-//! `bool` test per loop turn and a thread-local `bool` read per state change.
+//! Each loop records into its own [`LoopTrace`], which the loop owns and
+//! lends to a connection for the call that changes its state (nothing is
+//! written while it serves); the loop appends it to the file when it ends,
+//! and the file is a valid JSON array once the process exits. Bounded: a
+//! loop stops recording after [`MAX_BYTES_PER_LOOP`] bytes of events and
+//! marks where with a `trace truncated` instant event. When the option is
+//! off, the cost is one `Option` test per loop turn and per state change.
 
-use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -68,7 +68,9 @@ impl TraceEvents {
     }
 }
 
-struct LoopTrace {
+/// One loop's recording: its track in the file, and the events it has
+/// recorded so far.
+pub struct LoopTrace {
     sink: TraceEvents,
     pid: u32,
     tid: usize,
@@ -76,71 +78,133 @@ struct LoopTrace {
     truncated: bool,
 }
 
-thread_local! {
-    static ON: Cell<bool> = const { Cell::new(false) };
-    static TRACE: RefCell<Option<LoopTrace>> = const { RefCell::new(None) };
+impl std::fmt::Debug for LoopTrace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LoopTrace(loop {}, {} B)", self.tid, self.buf.len())
+    }
 }
 
-/// Whether this thread records trace events.
-pub fn on() -> bool {
-    ON.with(Cell::get)
-}
-
-/// Start recording this thread's events as loop `tid`'s track.
-pub fn start_loop(sink: &TraceEvents, tid: usize) {
-    let mut buf = Vec::with_capacity(64 * 1024);
-    let _ = writeln!(
-        buf,
-        "{{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":{},\"tid\":{tid},\"args\":{{\"name\":\"loop {tid}\"}}}},",
-        std::process::id()
-    );
-    TRACE.with(|t| {
-        *t.borrow_mut() = Some(LoopTrace {
+impl LoopTrace {
+    /// Start recording loop `tid`'s track into `sink`.
+    pub fn start(sink: &TraceEvents, tid: usize) -> Self {
+        let mut buf = Vec::with_capacity(64 * 1024);
+        let _ = writeln!(
+            buf,
+            "{{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":{},\"tid\":{tid},\"args\":{{\"name\":\"loop {tid}\"}}}},",
+            std::process::id()
+        );
+        Self {
             sink: sink.clone(),
             pid: std::process::id(),
             tid,
             buf,
             truncated: false,
-        })
-    });
-    ON.with(|on| on.set(true));
-}
-
-/// Stop recording and append this thread's events to the file.
-pub fn end_loop() {
-    ON.with(|on| on.set(false));
-    if let Some(trace) = TRACE.with(|t| t.borrow_mut().take()) {
-        trace.sink.append(&trace.buf);
+        }
     }
-}
 
-/// Write one event: `{"name":…,"ph":…,"ts":…,"pid":…,"tid":…` + `rest(buf, tid)` + `},`.
-fn record(name: &str, ph: &str, at: Instant, rest: impl FnOnce(&mut Vec<u8>, usize)) {
-    TRACE.with(|t| {
-        let mut t = t.borrow_mut();
-        let Some(trace) = t.as_mut() else {
-            return;
-        };
-        if trace.truncated {
+    /// Stop recording and append the events to the file.
+    pub fn end(self) {
+        self.sink.append(&self.buf);
+    }
+
+    /// Write one event: `{"name":…,"ph":…,"ts":…,"pid":…,"tid":…` + `rest(buf, tid)` + `},`.
+    fn record(
+        &mut self,
+        name: &str,
+        ph: &str,
+        at: Instant,
+        rest: impl FnOnce(&mut Vec<u8>, usize),
+    ) {
+        if self.truncated {
             return;
         }
-        let ts = Micros(at.saturating_duration_since(trace.sink.start));
-        let (pid, tid) = (trace.pid, trace.tid);
-        if trace.buf.len() >= MAX_BYTES_PER_LOOP {
-            trace.truncated = true;
+        let ts = Micros(at.saturating_duration_since(self.sink.start));
+        let (pid, tid) = (self.pid, self.tid);
+        if self.buf.len() >= MAX_BYTES_PER_LOOP {
+            self.truncated = true;
             let _ = writeln!(
-                trace.buf,
+                self.buf,
                 "{{\"name\":\"trace truncated\",\"ph\":\"i\",\"s\":\"t\",\"ts\":{ts},\"pid\":{pid},\"tid\":{tid}}},"
             );
             return;
         }
         let _ = write!(
-            trace.buf,
+            self.buf,
             "{{\"name\":\"{name}\",\"ph\":\"{ph}\",\"ts\":{ts},\"pid\":{pid},\"tid\":{tid}"
         );
-        rest(&mut trace.buf, tid);
-        trace.buf.extend_from_slice(b"},\n");
-    });
+        rest(&mut self.buf, tid);
+        self.buf.extend_from_slice(b"},\n");
+    }
+
+    /// A wait in `poll` from `from` to `to` that returned `events` events.
+    #[inline(never)]
+    pub fn poll(&mut self, from: Instant, to: Instant, events: usize) {
+        let dur = Micros(to.saturating_duration_since(from));
+        self.record("poll", "X", from, |b, _| {
+            let _ = write!(b, ",\"dur\":{dur},\"args\":{{\"events\":{events}}}");
+        });
+    }
+
+    /// Handling a poll's events, from `from` to now.
+    #[inline(never)]
+    pub fn dispatch(&mut self, from: Instant, events: usize) {
+        let dur = Micros(Instant::now().saturating_duration_since(from));
+        self.record("dispatch", "X", from, |b, _| {
+            let _ = write!(b, ",\"dur\":{dur},\"args\":{{\"events\":{events}}}");
+        });
+    }
+
+    /// A loop-wide moment (`drain begins`, `drained`).
+    pub fn instant(&mut self, name: &str, at: Instant) {
+        self.record(name, "i", at, |b, _| b.extend_from_slice(b",\"s\":\"t\""));
+    }
+
+    /// Connection `generation` (in slot `key`, from `peer`) entered `state`.
+    pub fn conn_begin(
+        &mut self,
+        generation: u64,
+        key: usize,
+        peer: SocketAddr,
+        state: &str,
+        at: Instant,
+    ) {
+        self.record(state, "b", at, |b, tid| {
+            let _ = write!(
+                b,
+                ",\"cat\":\"conn\",\"id\":\"{tid}.{generation}\",\"args\":{{\"conn\":{key},\"peer\":\"{peer}\"}}"
+            );
+        });
+    }
+
+    /// Connection `generation` left `state` (`why`: the close reason, if it closed).
+    pub fn conn_end(
+        &mut self,
+        generation: u64,
+        state: &str,
+        at: Instant,
+        why: Option<&dyn std::fmt::Display>,
+    ) {
+        self.record(state, "e", at, |b, tid| {
+            let _ = write!(b, ",\"cat\":\"conn\",\"id\":\"{tid}.{generation}\"");
+            if let Some(why) = why {
+                let _ = write!(b, ",\"args\":{{\"closed\":\"{why}\"}}");
+            }
+        });
+    }
+
+    /// Connection `generation` went from state `from` to `to` now.
+    pub fn conn_state(
+        &mut self,
+        generation: u64,
+        key: usize,
+        peer: SocketAddr,
+        from: &str,
+        to: &str,
+    ) {
+        let now = Instant::now();
+        self.conn_end(generation, from, now, None);
+        self.conn_begin(generation, key, peer, to, now);
+    }
 }
 
 /// A duration in microseconds with nanosecond decimals, written in place.
@@ -155,54 +219,4 @@ impl std::fmt::Display for Micros {
             self.0.subsec_nanos() % 1000
         )
     }
-}
-
-/// A wait in `poll` from `from` to `to` that returned `events` events.
-#[inline(never)]
-pub fn poll(from: Instant, to: Instant, events: usize) {
-    let dur = Micros(to.saturating_duration_since(from));
-    record("poll", "X", from, |b, _| {
-        let _ = write!(b, ",\"dur\":{dur},\"args\":{{\"events\":{events}}}");
-    });
-}
-
-/// Handling a poll's events, from `from` to now.
-#[inline(never)]
-pub fn dispatch(from: Instant, events: usize) {
-    let dur = Micros(Instant::now().saturating_duration_since(from));
-    record("dispatch", "X", from, |b, _| {
-        let _ = write!(b, ",\"dur\":{dur},\"args\":{{\"events\":{events}}}");
-    });
-}
-
-/// A loop-wide moment (`drain begins`, `drained`).
-pub fn instant(name: &str, at: Instant) {
-    record(name, "i", at, |b, _| b.extend_from_slice(b",\"s\":\"t\""));
-}
-
-/// Connection `generation` (in slot `key`, from `peer`) entered `state`.
-pub fn conn_begin(generation: u64, key: usize, peer: SocketAddr, state: &str, at: Instant) {
-    record(state, "b", at, |b, tid| {
-        let _ = write!(
-            b,
-            ",\"cat\":\"conn\",\"id\":\"{tid}.{generation}\",\"args\":{{\"conn\":{key},\"peer\":\"{peer}\"}}"
-        );
-    });
-}
-
-/// Connection `generation` left `state` (`why`: the close reason, if it closed).
-pub fn conn_end(generation: u64, state: &str, at: Instant, why: Option<&dyn std::fmt::Display>) {
-    record(state, "e", at, |b, tid| {
-        let _ = write!(b, ",\"cat\":\"conn\",\"id\":\"{tid}.{generation}\"");
-        if let Some(why) = why {
-            let _ = write!(b, ",\"args\":{{\"closed\":\"{why}\"}}");
-        }
-    });
-}
-
-/// Connection `generation` went from state `from` to `to` now.
-pub fn conn_state(generation: u64, key: usize, peer: SocketAddr, from: &str, to: &str) {
-    let now = Instant::now();
-    conn_end(generation, from, now, None);
-    conn_begin(generation, key, peer, to, now);
 }

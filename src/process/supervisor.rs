@@ -702,8 +702,6 @@ fn run_loop<P, F, S>(
     F: Fn() -> P + Send + 'static,
     S: Accept,
 {
-    // With several loops, this one's connection log lines carry its id.
-    crate::base::human::set_loop((hub.loops() > 1).then_some(id));
     let send = {
         let (tx, waker) = (tx.clone(), Arc::clone(&waker));
         move |event| {

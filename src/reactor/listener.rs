@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::base::counters::Stats;
 use crate::base::error::Error;
 
 /// Shortest accept back-off.
@@ -134,7 +135,7 @@ impl Listener {
     }
 
     /// Accept one connection, skipping failed ones, pausing on exhaustion.
-    pub fn accept(&mut self, now: Instant) -> Accepted {
+    pub fn accept(&mut self, now: Instant, stats: &mut Stats) -> Accepted {
         if let Some(until) = self.paused_until.filter(|&until| now < until) {
             return Accepted::PausedUntil(until);
         }
@@ -152,11 +153,11 @@ impl Listener {
                 }
                 Err(e) => {
                     let class = classify(&e);
-                    crate::base::counters::tally(|t| match class {
-                        AcceptErrorClass::Skip => t.accept_skipped += 1,
-                        AcceptErrorClass::Exhausted => t.accept_exhausted += 1,
-                        AcceptErrorClass::Other => t.accept_other += 1,
-                    });
+                    *match class {
+                        AcceptErrorClass::Skip => &mut stats.accept_skipped,
+                        AcceptErrorClass::Exhausted => &mut stats.accept_exhausted,
+                        AcceptErrorClass::Other => &mut stats.accept_other,
+                    } += 1;
                     match class {
                         AcceptErrorClass::Skip => {
                             log::debug!(

@@ -25,17 +25,17 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::base::close::{ProxyFailure, StageFailure};
-use crate::base::counters::{self, Stats};
+use crate::base::counters::Stats;
 use crate::base::error::Error;
-use crate::base::human::{ConnName, Count, Dur, LoopName, Timeout};
+use crate::base::human::{ConnName, Count, Dur, LoopName, LoopTag, Timeout};
 use crate::io::stack::{Accept, Stream};
 use crate::mailbox::{ConnId, Hub, Message, Outbox};
 use crate::obs::access_log::{AccessLog, ConnEntry, HttpEntry, LoopLog};
-use crate::obs::trace_events::{self, TraceEvents};
+use crate::obs::trace_events::{LoopTrace, TraceEvents};
 use crate::proto::{ConnInfo, Protocol, Report, Reports};
 use crate::reactor::admission::{self, ConnLimit, Held, Slot};
 use crate::reactor::config::Config;
-use crate::reactor::conn::{CloseReason, Conn, ForceCause, Progress, Readiness, Scratch};
+use crate::reactor::conn::{CloseReason, Conn, Ctx, ForceCause, Progress, Readiness, Scratch};
 use crate::reactor::listener::{self, Accepted, Listener};
 use crate::reactor::signals::{SignalEvent, SignalSource};
 use crate::reactor::timer::{Timers, Wake};
@@ -49,12 +49,27 @@ pub const LISTENERS: usize = usize::MAX - 16;
 /// Most listening sockets one server serves.
 pub const MAX_LISTENERS: usize = 1024;
 
+/// The context a connection is lent for one call (see [`Ctx`]): built
+/// from the server's fields in place, so that it borrows them apart from
+/// the slab the connection is in.
+macro_rules! cx {
+    ($server:ident, $now:expr) => {
+        Ctx {
+            now: $now,
+            limits: &$server.config.limits,
+            stats: &mut $server.stats,
+            trace: $server.trace.as_mut(),
+        }
+    };
+}
+
 /// The trace line for a poll, out of the hot path's way.
 #[cold]
 #[inline(never)]
-fn trace_poll(events: &Events, waited: Duration, timeout: Option<Duration>) {
+fn trace_poll(tag: LoopTag, events: &Events, waited: Duration, timeout: Option<Duration>) {
     log::trace!(
-        "{LoopName}poll: {} after {} (timeout {})",
+        "{}poll: {} after {} (timeout {})",
+        LoopName(tag),
         Count(events.iter().count() as u64, "event"),
         Dur(waited),
         Timeout(timeout)
@@ -64,10 +79,9 @@ fn trace_poll(events: &Events, waited: Duration, timeout: Option<Duration>) {
 /// The trace line for an armed timer, out of the hot path's way.
 #[cold]
 #[inline(never)]
-fn trace_armed(key: usize, what: &str, at: Instant) {
+fn trace_armed(name: ConnName, what: &str, at: Instant) {
     log::trace!(
-        "{} timer armed: {what} in {}",
-        ConnName(key),
+        "{name} timer armed: {what} in {}",
         Dur(at.saturating_duration_since(Instant::now()))
     );
 }
@@ -278,6 +292,8 @@ pub struct Server<P: Protocol, S: Accept = Stream> {
     protocol: &'static str,
     access_log: Option<LoopLog>,
     trace_events: Option<TraceEvents>,
+    /// This loop's recording into `trace_events`, while it runs.
+    trace: Option<LoopTrace>,
 }
 
 impl<P: Protocol> Server<P> {
@@ -384,6 +400,7 @@ impl<P: Protocol, S: Accept> Server<P, S> {
             protocol,
             access_log: None,
             trace_events: None,
+            trace: None,
         })
     }
 
@@ -448,6 +465,11 @@ impl<P: Protocol, S: Accept> Server<P, S> {
         self
     }
 
+    /// How this loop's log lines name it: `loop 1` with several loops.
+    fn tag(&self) -> LoopTag {
+        LoopTag::of(self.loop_id, self.hub.loops())
+    }
+
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
@@ -480,9 +502,8 @@ impl<P: Protocol, S: Accept> Server<P, S> {
             }
             Some(id) => log::debug!("loop {id} started on {}", self.local_addr),
         }
-        crate::base::counters::tally_reset();
-        if let Some(trace) = &self.trace_events {
-            trace_events::start_loop(trace, self.worker.unwrap_or(0));
+        if let Some(sink) = &self.trace_events {
+            self.trace = Some(LoopTrace::start(sink, self.worker.unwrap_or(0)));
         }
         let mut events = Events::with_capacity(1024);
         self.take_inbox(Instant::now()); // sent before we were up
@@ -497,7 +518,12 @@ impl<P: Protocol, S: Accept> Server<P, S> {
             }
             let now = Instant::now();
             if log::log_enabled!(log::Level::Trace) {
-                trace_poll(&events, now.saturating_duration_since(before), timeout);
+                trace_poll(
+                    self.tag(),
+                    &events,
+                    now.saturating_duration_since(before),
+                    timeout,
+                );
             }
             let mut polled = 0;
             for event in events.iter() {
@@ -513,9 +539,9 @@ impl<P: Protocol, S: Accept> Server<P, S> {
             }
             self.fire_timers(now);
             self.route(now);
-            if self.trace_events.is_some() {
-                trace_events::poll(before, now, polled as usize);
-                trace_events::dispatch(now, polled as usize);
+            if let Some(trace) = self.trace.as_mut() {
+                trace.poll(before, now, polled as usize);
+                trace.dispatch(now, polled as usize);
             }
             if let Some(log) = self.access_log.as_mut() {
                 log.flush();
@@ -527,8 +553,8 @@ impl<P: Protocol, S: Accept> Server<P, S> {
         if let Some(log) = self.access_log.as_mut() {
             log.flush();
         }
-        if self.trace_events.is_some() {
-            trace_events::end_loop();
+        if let Some(trace) = self.trace.take() {
+            trace.end();
         }
         match self.worker {
             None => log::info!("All done."),
@@ -549,16 +575,19 @@ impl<P: Protocol, S: Accept> Server<P, S> {
     fn dispatch(&mut self, event: &Event, now: Instant) {
         match event.token() {
             SIGNALS => {
-                log::trace!("{LoopName}signals event: a signal arrived");
+                log::trace!("{}signals event: a signal arrived", LoopName(self.tag()));
                 self.on_signals(now)
             }
             WAKER => {
-                log::trace!("{LoopName}waker event: a request from another thread");
+                log::trace!(
+                    "{}waker event: a request from another thread",
+                    LoopName(self.tag())
+                );
                 self.on_request(now)
             }
             token => match listener_index(token) {
                 Some(i) => {
-                    log::trace!("{LoopName}listener {i} event: readable");
+                    log::trace!("{}listener {i} event: readable", LoopName(self.tag()));
                     self.accept(now, true);
                 }
                 None => self.on_conn_event(token.0, event, now),
@@ -569,11 +598,14 @@ impl<P: Protocol, S: Accept> Server<P, S> {
     fn on_conn_event(&mut self, key: usize, event: &Event, now: Instant) {
         let Some(conn) = self.conns.get_mut(key) else {
             // The connection closed earlier in this same batch of events.
-            log::trace!("{} event for a closed connection: ignored", ConnName(key));
+            log::trace!(
+                "{} event for a closed connection: ignored",
+                ConnName::new(self.tag(), key)
+            );
             return;
         };
         conn.on_event(Readiness::of(event));
-        let progress = conn.drive(now, &mut self.scratch, &self.config.limits);
+        let progress = conn.drive(&mut cx!(self, now), &mut self.scratch);
         // The common case, done with the connection at hand: arm. (A
         // protocol that reports or sent messages takes the general path,
         // which collects them; for echo both are constant `false`.)
@@ -607,7 +639,7 @@ impl<P: Protocol, S: Accept> Server<P, S> {
             else {
                 continue;
             };
-            let progress = conn.drive(now, &mut self.scratch, &self.config.limits);
+            let progress = conn.drive(&mut cx!(self, now), &mut self.scratch);
             self.after_drive(key, progress, now);
         }
     }
@@ -709,14 +741,14 @@ impl<P: Protocol, S: Accept> Server<P, S> {
             return;
         };
         let was_owing = conn.owed() > 0;
-        let progress = conn.deliver(now, msg, &mut self.scratch, &self.config.limits);
+        let progress = conn.deliver(&mut cx!(self, now), msg, &mut self.scratch);
         if progress == Progress::Idle {
             if conn.owed() >= self.config.limits.write_high_watermark {
                 // A burst (many publishers this turn, or many batches from
                 // other loops) has queued a full write's worth: write it
                 // now, so a subscriber that keeps up never nears the
                 // slow-consumer bound just because the turn's flush is late.
-                let progress = conn.drive(now, &mut self.scratch, &self.config.limits);
+                let progress = conn.drive(&mut cx!(self, now), &mut self.scratch);
                 self.after_drive(to.key, progress, now);
                 return;
             }
@@ -753,7 +785,7 @@ impl<P: Protocol, S: Accept> Server<P, S> {
         if let Some(conn) = self.conns.get_mut(key) {
             if let Some(at) = conn.arm(&self.config.limits) {
                 if log::log_enabled!(log::Level::Trace) {
-                    trace_armed(key, conn.deadline_name(&self.config.limits), at);
+                    trace_armed(conn.name(), conn.deadline_name(&self.config.limits), at);
                 }
                 let generation = conn.generation();
                 self.timers.schedule(at, Wake::Conn { key, generation });
@@ -795,7 +827,7 @@ impl<P: Protocol, S: Accept> Server<P, S> {
                 return;
             };
             // A slot is ours: it goes to the connection, or (dropped) back at once.
-            match self.listeners[i].accept(now) {
+            match self.listeners[i].accept(now, &mut self.stats) {
                 Accepted::Conn(stream, peer) => {
                     accepted += 1;
                     self.open(stream, peer, slot, now);
@@ -865,6 +897,7 @@ impl<P: Protocol, S: Accept> Server<P, S> {
         }
         // Replies go out at once; the protocol already batches per read.
         let _ = stream.set_nodelay(true);
+        let tag = self.tag();
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let interest = Interest::READABLE | Interest::WRITABLE;
@@ -876,7 +909,7 @@ impl<P: Protocol, S: Accept> Server<P, S> {
             log::warn!("conn from {peer}: cannot register: {e}; closing it");
             return;
         }
-        let stream = match S::accept(stream, key, &self.config.stages, now) {
+        let stream = match S::accept(stream, ConnName::new(tag, key), &self.config.stages, now) {
             Ok(stream) => stream,
             Err(e) => {
                 log::warn!("conn from {peer}: cannot start its stages: {e}; closing it");
@@ -886,10 +919,11 @@ impl<P: Protocol, S: Accept> Server<P, S> {
         self.slots.keep(slot);
         self.next_generation += 1;
         let proto = (self.make_protocol)();
+        let name = ConnName::new(tag, key);
         let conn = entry.insert(Conn::new(
             stream,
             peer,
-            key,
+            name,
             self.next_generation,
             proto,
             now,
@@ -904,9 +938,9 @@ impl<P: Protocol, S: Accept> Server<P, S> {
         self.collect_sent(key);
         self.stats.accepted += 1;
         self.stats.open += 1;
-        log::debug!("{} accepted from {peer}", ConnName(key));
-        if trace_events::on() {
-            trace_events::conn_begin(self.next_generation, key, peer, "Open", now);
+        log::debug!("{} accepted from {peer}", ConnName::new(self.tag(), key));
+        if let Some(trace) = self.trace.as_mut() {
+            trace.conn_begin(self.next_generation, key, peer, "Open", now);
         }
         self.arm(key);
     }
@@ -928,10 +962,14 @@ impl<P: Protocol, S: Accept> Server<P, S> {
         };
         let lifetime = now.saturating_duration_since(conn.opened());
         let info = ConnInfo::new(id, conn.peer(), reason, (bytes_in, bytes_out), lifetime);
-        log::trace!("{} {} => closed", ConnName(key), conn.state());
-        if trace_events::on() {
+        log::trace!(
+            "{} {} => closed",
+            ConnName::new(self.tag(), key),
+            conn.state()
+        );
+        if let Some(trace) = self.trace.as_mut() {
             let state = conn.state().name();
-            trace_events::conn_end(conn.generation(), state, now, Some(&reason));
+            trace.conn_end(conn.generation(), state, now, Some(&reason));
         }
         conn.protocol_mut().on_closed(&info);
         if P::REPORTS.any() {
@@ -945,17 +983,17 @@ impl<P: Protocol, S: Accept> Server<P, S> {
             self.spares.push(spare);
         }
         if conn.stream_mut().handshaking() {
-            counters::tally(|t| t.tls_handshake_failures += 1);
+            self.stats.tls_handshake_failures += 1;
         }
         drop(conn); // closes the socket (which also removes it from epoll); leaves its groups
         drop(self.slots.take()); // and then its slot: the descriptor is already free
         log::trace!(
             "{} socket closed and removed from the poller; slot {key} is free",
-            ConnName(key)
+            ConnName::new(self.tag(), key)
         );
         log::debug!(
             "{} {} closed: {reason} (in {bytes_in} B, out {bytes_out} B, {})",
-            ConnName(key),
+            ConnName::new(self.tag(), key),
             info.peer,
             Dur(info.lifetime)
         );
@@ -977,7 +1015,11 @@ impl<P: Protocol, S: Accept> Server<P, S> {
         if let Some(hook) = self.on_close.as_mut() {
             hook(&info);
         }
-        log::debug!("{} {} handler done.", ConnName(key), info.peer);
+        log::debug!(
+            "{} {} handler done.",
+            ConnName::new(self.tag(), key),
+            info.peer
+        );
         self.resume_accepting();
     }
 
@@ -988,27 +1030,29 @@ impl<P: Protocol, S: Accept> Server<P, S> {
                     Some(conn) if conn.generation() == generation => {
                         log::trace!(
                             "{} timer fired ({} late)",
-                            ConnName(key),
+                            conn.name(),
                             Dur(now.saturating_duration_since(at))
                         );
-                        let progress =
-                            conn.on_timer(at, now, &mut self.scratch, &self.config.limits);
+                        let progress = conn.on_timer(at, &mut cx!(self, now), &mut self.scratch);
                         self.after_drive(key, progress, now);
                     }
                     // Cancelled at close, so not expected; harmless anyway.
                     _ => log::trace!(
                         "{} stale timer (generation {generation}): ignored",
-                        ConnName(key)
+                        ConnName::new(self.tag(), key)
                     ),
                 },
                 Wake::DrainDeadline => {
-                    log::trace!("{LoopName}drain deadline timer fired");
+                    log::trace!("{}drain deadline timer fired", LoopName(self.tag()));
                     if matches!(self.phase, Phase::Draining { .. }) {
                         self.force(ForceCause::DrainDeadline, now);
                     }
                 }
                 Wake::AcceptResume => {
-                    log::trace!("{LoopName}accept back-off timer fired: accepting again");
+                    log::trace!(
+                        "{}accept back-off timer fired: accepting again",
+                        LoopName(self.tag())
+                    );
                     for listener in &mut self.listeners {
                         listener.resume_if_due(now);
                     }
@@ -1076,7 +1120,6 @@ impl<P: Protocol, S: Accept> Server<P, S> {
     pub fn live_stats(&self) -> Stats {
         let mut stats = self.stats.clone();
         stats.at_limit = u64::from(self.at_limit);
-        stats.add(&counters::tally_now());
         stats.access_log_dropped = self.access_log.as_ref().map_or(0, LoopLog::dropped);
         for (_, conn) in self.conns.iter() {
             let (bytes_in, bytes_out) = conn.bytes();
@@ -1119,7 +1162,9 @@ impl<P: Protocol, S: Accept> Server<P, S> {
         }
         self.accept_pending = false;
         self.phase = Phase::Draining { started: now };
-        trace_events::instant("drain begins", now);
+        if let Some(trace) = self.trace.as_mut() {
+            trace.instant("drain begins", now);
+        }
         if let Some(timeout) = self.config.drain_timeout {
             self.timers.schedule(now + timeout, Wake::DrainDeadline);
         }
@@ -1132,7 +1177,8 @@ impl<P: Protocol, S: Accept> Server<P, S> {
             ),
             // `loop N: ` only when there are several (see `human::LoopName`).
             Some(_) => log::info!(
-                "{LoopName}draining {} (deadline {deadline})",
+                "{}draining {} (deadline {deadline})",
+ LoopName(self.tag()),
                 Count(self.conns.len() as u64, "connection"),
             ),
         }
@@ -1153,7 +1199,7 @@ impl<P: Protocol, S: Accept> Server<P, S> {
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
             if let Some(conn) = self.conns.get_mut(key) {
-                let progress = conn.begin_drain(now, &mut self.scratch, &self.config.limits);
+                let progress = conn.begin_drain(&mut cx!(self, now), &mut self.scratch);
                 self.after_drive(key, progress, now);
             }
         }
@@ -1189,12 +1235,15 @@ impl<P: Protocol, S: Accept> Server<P, S> {
         match self.phase {
             Phase::Draining { started } if self.conns.is_empty() => {
                 log::info!(
-                    "{LoopName}drained in {}: {}",
+                    "{}drained in {}: {}",
+                    LoopName(self.tag()),
                     Dur(now.saturating_duration_since(started)),
                     self.live_stats()
                 );
                 self.phase = Phase::Done(Outcome::Clean);
-                trace_events::instant("drained", now);
+                if let Some(trace) = self.trace.as_mut() {
+                    trace.instant("drained", now);
+                }
                 Some(Outcome::Clean)
             }
             Phase::Done(outcome) => Some(outcome),

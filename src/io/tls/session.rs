@@ -68,6 +68,7 @@ use rustls::{ServerConfig, ServerConnection};
 
 use super::client_hello::{self, Sni};
 use crate::base::close::{StageFailure, TlsFailure};
+use crate::base::counters::Stats;
 use crate::base::human::ConnName;
 use crate::io::transport::{StageDeadline, Transport};
 
@@ -102,7 +103,8 @@ This port speaks HTTPS: send the request to https:// here\n";
 pub struct TlsStream<S> {
     sock: S,
     tls: ServerConnection,
-    key: usize,
+    /// The connection's name in logs.
+    name: ConnName,
     /// Bytes read from the socket before this stage began (what followed a
     /// PROXY header): given to rustls before anything else is read.
     pending: Vec<u8>,
@@ -125,6 +127,9 @@ pub struct TlsStream<S> {
     /// Why this stage refused the connection, once it has: the typed
     /// reason behind the `InvalidData` error it returned.
     failure: Option<TlsFailure>,
+    /// What this stage counted (handshakes, ignored server names) since
+    /// the connection last took it into its loop's counters.
+    counted: Stats,
 }
 
 /// A socket reader that remembers whether its last read came up short
@@ -167,13 +172,13 @@ impl<S: Transport> TlsStream<S> {
         io::Error::new(io::ErrorKind::InvalidData, why.to_string())
     }
 
-    /// A connection accepted at `now` for slab slot `key`. With `preamble`,
+    /// A connection accepted for the slab slot `name` holds. With `preamble`,
     /// bytes pass through untouched until
     /// [`preamble_done`](Transport::preamble_done).
     pub fn new(
         sock: S,
         config: Arc<ServerConfig>,
-        key: usize,
+        name: ConnName,
         preamble: bool,
         handshake_deadline: Option<Instant>,
     ) -> io::Result<Self> {
@@ -182,7 +187,7 @@ impl<S: Transport> TlsStream<S> {
         Ok(Self {
             sock,
             tls,
-            key,
+            name,
             pending: Vec::new(),
             preamble,
             fresh: true,
@@ -192,6 +197,7 @@ impl<S: Transport> TlsStream<S> {
             handshaken: false,
             peer_fin: false,
             failure: None,
+            counted: Stats::default(),
         })
     }
 
@@ -331,7 +337,7 @@ impl<S: Transport> TlsStream<S> {
     /// The socket's EOF: let rustls see it (it reports a truncation or a
     /// clean close).
     fn eof(&mut self) -> io::Result<Pulled> {
-        log::trace!("{} TLS: socket EOF", ConnName(self.key));
+        log::trace!("{} TLS: socket EOF", self.name);
         self.process()?;
         Ok(Pulled::Eof)
     }
@@ -346,7 +352,7 @@ impl<S: Transport> TlsStream<S> {
         if head[0] != 0x16 && looks_like_http(head) {
             log::debug!(
                 "{} plain HTTP sent to the TLS port: answering 400",
-                ConnName(self.key)
+                self.name
             );
             // Best effort: a fresh socket's send buffer has room for it.
             let _ = self.sock.write(PLAIN_HTTP_ANSWER);
@@ -357,10 +363,10 @@ impl<S: Transport> TlsStream<S> {
             Sni::Invalid => "no valid DNS name",
             Sni::Absent | Sni::DnsName | Sni::Unknown => return Ok(()),
         };
-        crate::base::counters::tally(|t| t.tls_sni_ignored += 1);
+        self.counted.tls_sni_ignored += 1;
         log::debug!(
             "{} TLS: the client's server name (SNI) is {what}: ignored (RFC 6066 allows DNS names only)",
-            ConnName(self.key)
+            self.name
         );
         Ok(())
     }
@@ -368,7 +374,7 @@ impl<S: Transport> TlsStream<S> {
     fn trace_read(&self, n: usize, short: bool) {
         log::trace!(
             "{} TLS: read {n} B of records{}",
-            ConnName(self.key),
+            self.name,
             if short { " (short read: drained)" } else { "" }
         );
     }
@@ -377,17 +383,17 @@ impl<S: Transport> TlsStream<S> {
     /// (handshake flights, alerts, key updates).
     fn process(&mut self) -> io::Result<()> {
         if let Err(e) = self.tls.process_new_packets() {
-            log::debug!("{} TLS error: {e}", ConnName(self.key));
+            log::debug!("{} TLS error: {e}", self.name);
             let _ = self.push_records(); // the alert, if the socket takes it
             return Err(self.fail(classify(&e)));
         }
         if !self.handshaken && !self.tls.is_handshaking() {
             self.handshaken = true;
             self.handshake_deadline = None;
-            crate::base::counters::tally(|t| t.tls_handshakes += 1);
+            self.counted.tls_handshakes += 1;
             log::debug!(
                 "{} TLS handshake done: {:?} {:?}, ALPN {}, SNI {}",
-                ConnName(self.key),
+                self.name,
                 self.tls.protocol_version(),
                 self.tls.negotiated_cipher_suite().map(|s| s.suite()),
                 self.tls
@@ -409,7 +415,7 @@ impl<S: Transport> TlsStream<S> {
             match self.tls.write_tls(&mut self.sock) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
-                    log::trace!("{} TLS: wrote {n} B of records", ConnName(self.key));
+                    log::trace!("{} TLS: wrote {n} B of records", self.name);
                     self.owed = self.owed.saturating_sub(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
@@ -429,7 +435,7 @@ impl<S: Transport> TlsStream<S> {
         if e.kind() == io::ErrorKind::UnexpectedEof {
             // No close_notify: many clients (curl, wrk) end this way; the
             // protocol's own framing tells a truncated message.
-            log::trace!("{} TLS: EOF without close_notify", ConnName(self.key));
+            log::trace!("{} TLS: EOF without close_notify", self.name);
         }
         Ok(0)
     }
@@ -548,7 +554,7 @@ impl<S: Transport> Transport for TlsStream<S> {
             return false;
         }
         self.closing = true;
-        log::trace!("{} TLS: sending close_notify", ConnName(self.key));
+        log::trace!("{} TLS: sending close_notify", self.name);
         self.tls.send_close_notify();
         true
     }
@@ -577,6 +583,13 @@ impl<S: Transport> Transport for TlsStream<S> {
 
     fn failure(&self) -> Option<StageFailure> {
         self.failure.map(StageFailure::Tls)
+    }
+
+    fn take_counts(&mut self, stats: &mut Stats) {
+        if self.counted != Stats::default() {
+            stats.add(&self.counted);
+            self.counted = Stats::default();
+        }
     }
 }
 

@@ -71,12 +71,14 @@ use std::time::Instant;
 use crate::base::buffer::Buffer;
 pub use crate::base::close::{CloseReason, ForceCause};
 use crate::base::close::{ProxyFailure, StageFailure};
+use crate::base::counters::Stats;
 use crate::base::human::ConnName;
 pub use crate::base::limits::Limits;
 use crate::io::proxy::preamble::{self, Preamble};
 use crate::io::proxy::ProxyMode;
 use crate::io::transport::Transport;
 use crate::mailbox::{ConnId, Hub, Message, Outbox};
+use crate::obs::trace_events::LoopTrace;
 use crate::proto::{budget_spent, Decision, Protocol, OUT_BUDGET};
 pub use state::{PeerFin, State};
 
@@ -124,6 +126,33 @@ impl Default for Scratch {
     }
 }
 
+/// What the loop lends a connection for one call: its clock reading for
+/// the turn, the bounds connections obey, and where counts and trace
+/// events go. Passed down every call; no thread-local holds any of it.
+#[derive(Debug)]
+pub struct Ctx<'a> {
+    /// The loop's one clock reading for this turn.
+    pub now: Instant,
+    /// Bounds and timeouts.
+    pub limits: &'a Limits,
+    /// The loop's counters (backpressure pauses, what a stage counted).
+    pub stats: &'a mut Stats,
+    /// The loop's `--trace-events` recording, when it has one.
+    pub trace: Option<&'a mut LoopTrace>,
+}
+
+impl<'a> Ctx<'a> {
+    /// A context at `now` with no trace recording.
+    pub fn new(now: Instant, limits: &'a Limits, stats: &'a mut Stats) -> Self {
+        Self {
+            now,
+            limits,
+            stats,
+            trace: None,
+        }
+    }
+}
+
 /// What one readiness event said about a connection's socket.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Readiness {
@@ -165,7 +194,8 @@ pub enum Progress {
 pub struct Conn<P, S = crate::io::stack::Stream> {
     stream: S,
     peer: SocketAddr,
-    key: usize,
+    /// Its name in logs, which holds its slab key.
+    name: ConnName,
     generation: u64,
     state: State,
     /// Last readiness the kernel reported and we have not used up.
@@ -207,13 +237,13 @@ enum ReadOutcome {
 }
 
 impl<P: Protocol, S: Transport> Conn<P, S> {
-    /// A freshly accepted connection in slab slot `key`. With `proxy` other
+    /// A freshly accepted connection, `name`d by its loop and slab slot. With `proxy` other
     /// than `Off`, a PROXY header must come first: its bytes are never
     /// handed to the protocol, and the client it names becomes the peer.
     pub fn new(
         stream: S,
         peer: SocketAddr,
-        key: usize,
+        name: ConnName,
         generation: u64,
         mut proto: P,
         now: Instant,
@@ -226,7 +256,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         Self {
             stream,
             peer,
-            key,
+            name,
             generation,
             state: State::Open,
             readable: false,
@@ -286,17 +316,14 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
     /// than [`Limits::slow_consumer_limit`] is closed as a slow consumer.
     pub fn deliver(
         &mut self,
-        now: Instant,
+        cx: &mut Ctx<'_>,
         msg: &Message<'_>,
         scratch: &mut Scratch,
-        limits: &Limits,
     ) -> Progress {
+        let now = cx.now;
+        let limits = cx.limits;
         if !matches!(self.state, State::Open | State::Draining { .. }) {
-            log::trace!(
-                "{} message from {} dropped: closing",
-                ConnName(self.key),
-                msg.from
-            );
+            log::trace!("{} message from {} dropped: closing", self.name, msg.from);
             return Progress::Idle;
         }
         scratch.out.clear();
@@ -307,12 +334,12 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         // batches its pub/sub output the same way).
         if !scratch.out.is_empty() {
             self.out.extend(&scratch.out);
-            self.update_backpressure(limits);
+            self.update_backpressure(cx);
         }
         if self.out.len() > limits.slow_consumer_limit {
             log::debug!(
                 "{} owes {} B after a message: slow consumer",
-                ConnName(self.key),
+                self.name,
                 self.out.len()
             );
             return Progress::Closed(CloseReason::SlowConsumer);
@@ -320,13 +347,18 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         if decision == Decision::Continue {
             return Progress::Idle;
         }
-        self.decide(decision);
-        self.drive(now, scratch, limits)
+        self.decide(cx, decision);
+        self.drive(cx, scratch)
     }
 
     /// The socket, for (de)registration.
     pub fn stream_mut(&mut self) -> &mut S {
         &mut self.stream
+    }
+
+    /// Its name in logs (`loop 1 conn 5`), which holds its slab key.
+    pub fn name(&self) -> ConnName {
+        self.name
     }
 
     /// The peer's address.
@@ -393,7 +425,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         } = event;
         log::trace!(
             "{} event:{}{}{}",
-            ConnName(self.key),
+            self.name,
             if readable { " readable" } else { "" },
             if writable { " writable" } else { "" },
             if read_closed { " read-closed" } else { "" },
@@ -408,11 +440,14 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
 
     /// Do all the I/O the current readiness and state allow.
     #[inline(always)]
-    pub fn drive(&mut self, now: Instant, scratch: &mut Scratch, limits: &Limits) -> Progress {
-        match self.pump(now, scratch, limits) {
+    pub fn drive(&mut self, cx: &mut Ctx<'_>, scratch: &mut Scratch) -> Progress {
+        let progress = match self.pump(cx, scratch) {
             Ok(progress) => progress,
             Err(reason) => Progress::Closed(reason),
-        }
+        };
+        // What a stage counted (a TLS handshake); nothing for a socket.
+        self.stream.take_counts(cx.stats);
+        progress
     }
 
     /// Graceful shutdown began: read what is already readable, answer it,
@@ -421,45 +456,46 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
     /// off: its client may be writing its first request at this moment (a
     /// connection accepted just before an upgrade's hand-over, say), so it
     /// waits in `Draining` for that.
-    pub fn begin_drain(
-        &mut self,
-        now: Instant,
-        scratch: &mut Scratch,
-        limits: &Limits,
-    ) -> Progress {
+    pub fn begin_drain(&mut self, cx: &mut Ctx<'_>, scratch: &mut Scratch) -> Progress {
+        let now = cx.now;
         if self.state != State::Open {
-            return self.drive(now, scratch, limits);
+            return self.drive(cx, scratch);
         }
         // Read even without a fresh edge: an arrival may be queued in the
         // kernel's event list that the loop has not collected yet.
         self.readable = true;
-        match self.pump(now, scratch, limits) {
+        match self.pump(cx, scratch) {
             Err(reason) => return Progress::Closed(reason),
             Ok(_) if self.state != State::Open => {} // ended while reading
             // Not spoken yet, or input left at the output budget that the
             // protocol has yet to see: it is asked once it has seen it all.
-            Ok(_) if !self.spoke || self.reoffer => self.set_state(State::Draining { since: now }),
+            Ok(_) if !self.spoke || self.reoffer => {
+                self.set_state(cx, State::Draining { since: now })
+            }
             Ok(_) => {
-                if let Err(reason) = self.ask_drain(now, scratch, limits) {
+                if let Err(reason) = self.ask_drain(cx, scratch) {
                     return Progress::Closed(reason);
                 }
             }
         }
-        self.drive(now, scratch, limits)
+        self.drive(cx, scratch)
     }
 
     /// Ask the protocol whether the conversation can end for the drain.
-    fn ask_drain(&mut self, now: Instant, scratch: &mut Scratch, limits: &Limits) -> Io<()> {
+    fn ask_drain(&mut self, cx: &mut Ctx<'_>, scratch: &mut Scratch) -> Io<()> {
+        let now = cx.now;
         scratch.out.clear();
         let decision = self.proto.on_drain(now, &mut scratch.out);
-        self.send_scratch(now, scratch, limits)?;
+        self.send_scratch(cx, scratch)?;
         match decision {
             Decision::Continue if self.state == State::Open => {
-                self.set_state(State::Draining { since: now })
+                self.set_state(cx, State::Draining { since: now })
             }
             Decision::Continue => {}
-            Decision::Close => self.finish(CloseReason::Drained, PeerFin::Pending),
-            Decision::Reject(msg) => self.finish(CloseReason::ProtocolError(msg), PeerFin::Pending),
+            Decision::Close => self.finish(cx, CloseReason::Drained, PeerFin::Pending),
+            Decision::Reject(msg) => {
+                self.finish(cx, CloseReason::ProtocolError(msg), PeerFin::Pending)
+            }
         }
         Ok(())
     }
@@ -560,13 +596,9 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
     }
 
     /// A timer entry armed for `at` fired.
-    pub fn on_timer(
-        &mut self,
-        at: Instant,
-        now: Instant,
-        scratch: &mut Scratch,
-        limits: &Limits,
-    ) -> Progress {
+    pub fn on_timer(&mut self, at: Instant, cx: &mut Ctx<'_>, scratch: &mut Scratch) -> Progress {
+        let now = cx.now;
+        let limits = cx.limits;
         if self.armed == Some(at) {
             self.armed = None;
         }
@@ -585,47 +617,44 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
             }
         }
         if due(self.silent_deadline(limits)) {
-            log::trace!(
-                "{} stayed silent through the drain grace",
-                ConnName(self.key)
-            );
-            self.finish(CloseReason::Drained, PeerFin::Pending);
+            log::trace!("{} stayed silent through the drain grace", self.name);
+            self.finish(cx, CloseReason::Drained, PeerFin::Pending);
         }
         if let State::Lingering { reason, .. } = self.state {
             if due(self.linger_deadline(limits)) {
-                log::trace!("{} linger ended without the peer's FIN", ConnName(self.key));
+                log::trace!("{} linger ended without the peer's FIN", self.name);
                 return Progress::Closed(reason);
             }
         }
         if self.proto.next_deadline().is_some_and(|d| now >= d) {
             scratch.out.clear();
             let decision = self.proto.on_timeout(now, &mut scratch.out);
-            if let Err(reason) = self.send_scratch(now, scratch, limits) {
+            if let Err(reason) = self.send_scratch(cx, scratch) {
                 return Progress::Closed(reason);
             }
-            self.decide(decision);
+            self.decide(cx, decision);
         }
-        self.drive(now, scratch, limits)
+        self.drive(cx, scratch)
     }
 
     /// The one place the state changes.
-    fn set_state(&mut self, next: State) {
-        log::trace!("{} {} => {}", ConnName(self.key), self.state, next);
-        if crate::obs::trace_events::on() {
+    fn set_state(&mut self, cx: &mut Ctx<'_>, next: State) {
+        log::trace!("{} {} => {}", self.name, self.state, next);
+        if let Some(trace) = cx.trace.as_deref_mut() {
             let (from, to) = (self.state.name(), next.name());
-            crate::obs::trace_events::conn_state(self.generation, self.key, self.peer, from, to);
+            trace.conn_state(self.generation, self.name.key(), self.peer, from, to);
         }
         self.state = next;
     }
 
-    fn set_read_paused(&mut self, paused: bool) {
+    fn set_read_paused(&mut self, cx: &mut Ctx<'_>, paused: bool) {
         if paused != self.read_paused {
             if paused {
-                crate::base::counters::tally(|t| t.backpressure_pauses += 1);
+                cx.stats.backpressure_pauses += 1;
             }
             log::trace!(
                 "{} reading {} ({} B owed)",
-                ConnName(self.key),
+                self.name,
                 if paused {
                     "paused: above high watermark"
                 } else {
@@ -637,24 +666,28 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         }
     }
 
-    fn finish(&mut self, reason: CloseReason, peer: PeerFin) {
-        self.set_state(State::Flushing { reason, peer });
+    fn finish(&mut self, cx: &mut Ctx<'_>, reason: CloseReason, peer: PeerFin) {
+        self.set_state(cx, State::Flushing { reason, peer });
     }
 
-    fn decide(&mut self, decision: Decision) {
+    fn decide(&mut self, cx: &mut Ctx<'_>, decision: Decision) {
         match decision {
             Decision::Continue => {}
-            Decision::Close => self.finish(CloseReason::Done, PeerFin::Pending),
-            Decision::Reject(msg) => self.finish(CloseReason::ProtocolError(msg), PeerFin::Pending),
+            Decision::Close => self.finish(cx, CloseReason::Done, PeerFin::Pending),
+            Decision::Reject(msg) => {
+                self.finish(cx, CloseReason::ProtocolError(msg), PeerFin::Pending)
+            }
         }
     }
 
     #[inline(always)]
-    fn pump(&mut self, now: Instant, scratch: &mut Scratch, limits: &Limits) -> Io<Progress> {
+    fn pump(&mut self, cx: &mut Ctx<'_>, scratch: &mut Scratch) -> Io<Progress> {
+        let now = cx.now;
+        let limits = cx.limits;
         let mut budget = limits.read_budget;
         loop {
             if self.writable && self.wants_write() {
-                self.flush(now, limits)?;
+                self.flush(cx)?;
             }
             match self.state {
                 State::Open | State::Draining { .. } => {
@@ -663,12 +696,12 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
                             return Ok(Progress::Yield);
                         }
                         self.reoffer = false;
-                        self.answer(now, scratch, limits, 0)?;
+                        self.answer(cx, scratch, 0)?;
                         budget = budget.saturating_sub(OUT_BUDGET);
                         if !self.reoffer && matches!(self.state, State::Draining { .. }) {
                             // Every byte read has been offered: now the
                             // protocol can say whether the drain ends it.
-                            self.ask_drain(now, scratch, limits)?;
+                            self.ask_drain(cx, scratch)?;
                         }
                         continue;
                     }
@@ -678,7 +711,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
                     if budget == 0 {
                         return Ok(Progress::Yield);
                     }
-                    let n = self.read_and_answer(now, scratch, limits)?;
+                    let n = self.read_and_answer(cx, scratch)?;
                     budget = budget.saturating_sub(n);
                     // Draining is rare: asked first, it is the only test
                     // an open connection pays for here.
@@ -687,7 +720,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
                         && self.spoke
                         && !self.reoffer
                     {
-                        self.ask_drain(now, scratch, limits)?;
+                        self.ask_drain(cx, scratch)?;
                     }
                 }
                 State::Flushing { reason, peer } => {
@@ -700,7 +733,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
                     if peer == PeerFin::Received {
                         log::trace!(
                             "{} all owed bytes written and the peer is done: closing (the close sends our FIN)",
-                            ConnName(self.key)
+                            self.name
                         );
                         return Err(reason);
                     }
@@ -709,9 +742,9 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
                     }
                     log::trace!(
                         "{} all owed bytes written: FIN sent (shutdown write)",
-                        ConnName(self.key)
+                        self.name
                     );
-                    self.set_state(State::Lingering { reason, since: now });
+                    self.set_state(cx, State::Lingering { reason, since: now });
                 }
                 State::Lingering { reason, .. } => {
                     if !self.readable {
@@ -720,7 +753,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
                     if budget == 0 {
                         return Ok(Progress::Yield);
                     }
-                    match self.read(now, scratch) {
+                    match self.read(cx, scratch) {
                         Ok(ReadOutcome::Data(n)) => budget = budget.saturating_sub(n),
                         Ok(ReadOutcome::Empty) => {}
                         // The peer's FIN, or an error: either way the peer
@@ -738,7 +771,8 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
     /// ([`Scratch::READ_SIZE`]), so the input queue never holds more than
     /// that (at least [`MIN_READ`] is read, so a frame can always grow).
     #[inline(always)]
-    fn read(&mut self, now: Instant, scratch: &mut Scratch) -> io::Result<ReadOutcome> {
+    fn read(&mut self, cx: &mut Ctx<'_>, scratch: &mut Scratch) -> io::Result<ReadOutcome> {
+        let now = cx.now;
         // Echo keeps no input (its reply is the read itself): for it this
         // test is a constant, and its hot path stays as it was.
         let buf = match self.proto.replies_with_input() || self.input.is_empty() {
@@ -748,7 +782,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         loop {
             match self.stream.recv(buf) {
                 Ok(0) => {
-                    log::trace!("{} read EOF", ConnName(self.key));
+                    log::trace!("{} read EOF", self.name);
                     self.readable = false;
                     self.read_closed = true;
                     return Ok(ReadOutcome::Eof);
@@ -759,7 +793,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
                     }
                     log::trace!(
                         "{} read {n} B{}",
-                        ConnName(self.key),
+                        self.name,
                         if self.readable {
                             ""
                         } else {
@@ -771,7 +805,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
                     return Ok(ReadOutcome::Data(n));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    log::trace!("{} read would block", ConnName(self.key));
+                    log::trace!("{} read would block", self.name);
                     self.readable = false;
                     return Ok(ReadOutcome::Empty);
                 }
@@ -783,13 +817,9 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
 
     /// Read once and hand the bytes to the protocol; returns bytes read.
     #[inline(always)]
-    fn read_and_answer(
-        &mut self,
-        now: Instant,
-        scratch: &mut Scratch,
-        limits: &Limits,
-    ) -> Io<usize> {
-        let n = match self.read(now, scratch).map_err(|e| self.read_error(&e))? {
+    fn read_and_answer(&mut self, cx: &mut Ctx<'_>, scratch: &mut Scratch) -> Io<usize> {
+        let now = cx.now;
+        let n = match self.read(cx, scratch).map_err(|e| self.read_error(&e))? {
             ReadOutcome::Data(n) => n,
             ReadOutcome::Empty => return Ok(0),
             ReadOutcome::Eof => {
@@ -798,9 +828,9 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
                 if self.preamble.is_none() {
                     scratch.out.clear();
                     self.proto.on_eof(now, &mut scratch.out);
-                    self.send_scratch(now, scratch, limits)?;
+                    self.send_scratch(cx, scratch)?;
                 }
-                self.finish(CloseReason::PeerClosed, PeerFin::Received);
+                self.finish(cx, CloseReason::PeerClosed, PeerFin::Received);
                 return Ok(0);
             }
         };
@@ -808,9 +838,9 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         // PROXY header is expected, TLS has not started and the bytes read
         // are the socket's: they go through the preamble stage first.
         if let Some(preamble) = self.preamble {
-            return self.through_preamble(preamble, now, scratch, limits, n);
+            return self.through_preamble(preamble, cx, scratch, n);
         }
-        self.answer(now, scratch, limits, n)?;
+        self.answer(cx, scratch, n)?;
         Ok(n)
     }
 
@@ -850,9 +880,8 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
     fn through_preamble(
         &mut self,
         preamble: Preamble,
-        now: Instant,
+        cx: &mut Ctx<'_>,
         scratch: &mut Scratch,
-        limits: &Limits,
         n: usize,
     ) -> Io<usize> {
         // Until the header is done, the input queue holds only its bytes.
@@ -868,14 +897,14 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
             Some(client) => {
                 log::debug!(
                     "{} PROXY header: client {client} (via {})",
-                    ConnName(self.key),
+                    self.name,
                     self.peer
                 );
                 self.peer = client;
             }
             None => log::debug!(
                 "{} PROXY header without a client (LOCAL/UNKNOWN): keeping {}",
-                ConnName(self.key),
+                self.name,
                 self.peer
             ),
         }
@@ -886,7 +915,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
             self.input.consume(self.input.len());
             self.readable = true;
         } else if !self.input.is_empty() {
-            self.answer(now, scratch, limits, 0)?; // payload behind the header
+            self.answer(cx, scratch, 0)?; // payload behind the header
         }
         Ok(n)
     }
@@ -894,19 +923,15 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
     /// Hand input to the protocol and send its answer: the first `fresh`
     /// bytes of the read scratch, behind whatever the input queue holds.
     #[inline(always)]
-    fn answer(
-        &mut self,
-        now: Instant,
-        scratch: &mut Scratch,
-        limits: &Limits,
-        fresh: usize,
-    ) -> Io<()> {
+    fn answer(&mut self, cx: &mut Ctx<'_>, scratch: &mut Scratch, fresh: usize) -> Io<()> {
+        let now = cx.now;
+        let limits = cx.limits;
         let n = fresh;
         self.spoke = true;
         if self.input.is_empty() && n > 0 && self.proto.replies_with_input() {
             // Echo: the reply is this very read. Write it from the read
             // buffer, with no copy into the output scratch.
-            return self.send(now, &scratch.read[..n], limits);
+            return self.send(cx, &scratch.read[..n]);
         }
         scratch.out.clear();
         let step = if self.input.is_empty() {
@@ -925,31 +950,31 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         };
         debug_assert!(scratch.out.len() <= OUT_BUDGET, "protocol over its budget");
         self.reoffer = !self.input.is_empty() && budget_spent(scratch.out.len());
-        self.send_scratch(now, scratch, limits)?;
+        self.send_scratch(cx, scratch)?;
         // Left for the budget, the input is whole frames that are offered
         // again before anything more is read; only a partial frame counts.
         if !self.reoffer && self.input.len() > limits.max_pending_input {
             return Err(CloseReason::ProtocolError("unconsumed input over limit"));
         }
-        self.decide(step.decision);
+        self.decide(cx, step.decision);
         Ok(())
     }
 
     /// Send what the protocol put in the output scratch: straight to the
     /// socket when nothing is queued, keeping only what the kernel refused.
-    fn send_scratch(&mut self, now: Instant, scratch: &mut Scratch, limits: &Limits) -> Io<()> {
-        self.send(now, &scratch.out, limits)
+    fn send_scratch(&mut self, cx: &mut Ctx<'_>, scratch: &mut Scratch) -> Io<()> {
+        self.send(cx, &scratch.out)
     }
 
     /// Send `bytes`: straight to the socket when nothing is queued, keeping
     /// only what the kernel refused.
     #[inline(always)]
-    fn send(&mut self, now: Instant, bytes: &[u8], limits: &Limits) -> Io<()> {
+    fn send(&mut self, cx: &mut Ctx<'_>, bytes: &[u8]) -> Io<()> {
         if bytes.is_empty() {
             return Ok(());
         }
         if self.out.is_empty() && self.writable {
-            let written = self.write(now, bytes)?;
+            let written = self.write(cx, bytes)?;
             // All taken, nothing owed (a TLS stage may still hold sealed
             // records: those count; for a plain socket `owed` is 0), and
             // nothing to resume: the watermarks have nothing to say.
@@ -960,31 +985,32 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         } else {
             self.out.extend(bytes);
         }
-        self.update_backpressure(limits);
+        self.update_backpressure(cx);
         Ok(())
     }
 
     /// Write queued output until it is gone or the socket is full.
-    fn flush(&mut self, now: Instant, limits: &Limits) -> Io<()> {
+    fn flush(&mut self, cx: &mut Ctx<'_>) -> Io<()> {
         match self.stream.flush_owed() {
             Ok(true) => {}
             Ok(false) => {
                 self.writable = false;
-                self.update_backpressure(limits);
+                self.update_backpressure(cx);
                 return Ok(());
             }
             Err(e) => return Err(self.io_reason(&e)),
         }
         let out = std::mem::take(&mut self.out);
-        let written = self.write(now, out.as_slice());
+        let written = self.write(cx, out.as_slice());
         self.out = out;
         self.out.consume(written?);
-        self.update_backpressure(limits);
+        self.update_backpressure(cx);
         Ok(())
     }
 
     #[inline(always)]
-    fn write(&mut self, now: Instant, bytes: &[u8]) -> Io<usize> {
+    fn write(&mut self, cx: &mut Ctx<'_>, bytes: &[u8]) -> Io<usize> {
+        let now = cx.now;
         let mut done = 0;
         while done < bytes.len() {
             match self.stream.send(&bytes[done..]) {
@@ -1000,7 +1026,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         }
         log::trace!(
             "{} wrote {done} of {} B{}",
-            ConnName(self.key),
+            self.name,
             bytes.len(),
             if self.writable {
                 ""
@@ -1016,12 +1042,13 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
     }
 
     #[inline(always)]
-    fn update_backpressure(&mut self, limits: &Limits) {
+    fn update_backpressure(&mut self, cx: &mut Ctx<'_>) {
+        let limits = cx.limits;
         let owed = self.owed();
         if owed >= limits.write_high_watermark {
-            self.set_read_paused(true);
+            self.set_read_paused(cx, true);
         } else if owed <= limits.write_low_watermark {
-            self.set_read_paused(false);
+            self.set_read_paused(cx, false);
         }
     }
 }
