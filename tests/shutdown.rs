@@ -221,7 +221,7 @@ fn reads_as_a_duration(text: &str) -> bool {
         Some((number, unit)) => {
             ["µs", "ms", "s"].contains(&unit)
                 && number.parse::<f64>().is_ok()
-                && number.split('.').nth(1).map_or(true, |d| d.len() == 1)
+                && number.split('.').nth(1).is_none_or(|d| d.len() == 1)
         }
         None => false,
     }

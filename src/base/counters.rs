@@ -78,7 +78,7 @@ impl Counter {
 
     /// Whether it is shown for `protocol`.
     pub fn shown_for(&self, protocol: &str) -> bool {
-        self.protocol.map_or(true, |only| only == protocol)
+        self.protocol.is_none_or(|only| only == protocol)
     }
 }
 

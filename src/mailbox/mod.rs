@@ -63,37 +63,70 @@
 //!   receiver is closed with reason `slow consumer` (NATS does the same;
 //!   Redis' `client-output-buffer-limit pubsub` too). A publisher is never
 //!   slowed down by its slowest subscriber, and memory stays bounded.
-//! * **Bounded per loop.** Each loop's queue holds [`LOOP_QUEUE`] batches;
-//!   a batch for a loop whose queue is full is dropped and counted in
-//!   [`Stats::messages_dropped`](crate::base::counters::Stats) (a loop that far
-//!   behind would disconnect those receivers as slow anyway).
+//! * **Members at delivery.** A publication is recorded as one entry per
+//!   loop that has receivers ([`To::Members`]) with the directory's join
+//!   clock; the loop delivering it looks its receivers up then: members
+//!   that joined before it was published and are still members. So a
+//!   message crosses to another loop once however many subscribers are
+//!   there, a connection that left the group before delivery does not get
+//!   it, and one that joined after the publication does not either (the
+//!   connection checks [`Mailbox::accepts`] too).
+//! * **Bounded per loop, with backpressure.** Each loop's queue holds at
+//!   most [`LOOP_QUEUE_BYTES`] (16 MiB) and [`LOOP_QUEUE`] batches. A loop
+//!   whose batch does not fit keeps it, stops reading the connections that
+//!   send more, and posts it when the receiving loop has taken half of
+//!   what waited (it wakes the sender): publishers slow to the pace of the
+//!   slowest loop, and nothing is dropped for lack of bytes. A full count
+//!   of batches (a loop that stopped taking them) still drops the batch
+//!   and counts it in [`Stats::messages_dropped`](crate::base::counters::Stats).
 //!
 //! # Costs
 //! A protocol that does not message returns `None` from `mailbox()` (the
 //! default): the connection checks nothing else, and the echo fast path is
-//! unchanged. With one loop, the group directory lives on the loop's own
-//! thread and `join`/`leave`/`publish` take no lock at all (a `RefCell` in
-//! a thread-local, found by the hub's id). With several loops it is one
-//! directory they share behind an `RwLock`: `join`/`leave` take it for
-//! writing, `publish` for reading. Sending by id never takes a lock.
+//! unchanged. The group directory is the hub's, behind an `RwLock`:
+//! `join`/`leave` take it for writing, `publish` and delivery for reading
+//! (with one loop it is never contended: one atomic operation). Joining or
+//! leaving costs a hash lookup, whatever the number of groups a connection
+//! is in. Sending by id never takes a lock.
 //!
-//! [`Limits::slow_consumer_limit`]: crate::reactor::conn::Limits::slow_consumer_limit
+//! [`Limits::slow_consumer_limit`]: crate::base::limits::Limits::slow_consumer_limit
 
 pub mod glob;
+mod names;
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use mio::Waker;
 
+use names::Names;
+
 /// How many batches each loop's queue holds. A batch is everything one
 /// loop routed to another in one turn.
 pub const LOOP_QUEUE: usize = 4096;
+
+/// Most bytes queued for one loop by the others (payloads, names and
+/// routes). Past it a sending loop keeps its batch and stops reading the
+/// connections that sent into it until the receiving loop has taken half
+/// of what waits (backpressure: publishers slow to the pace of the
+/// slowest loop, and nothing is dropped); without this bound the batches
+/// waiting for a loop that falls behind would be the process's memory.
+pub const LOOP_QUEUE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Why [`Hub::post`] refused a batch (which it hands back).
+#[derive(Debug)]
+pub enum Refused {
+    /// The queue holds [`LOOP_QUEUE_BYTES`]: keep the batch, post it again
+    /// once the loop has caught up (it wakes the sender).
+    Heavy(Box<Outbox>),
+    /// The queue holds [`LOOP_QUEUE`] batches, or the loop is gone: the
+    /// batch is dropped.
+    Full(Box<Outbox>),
+}
 
 /// A connection's address, unique for the life of the process: its loop,
 /// its slab key, and the generation it was accepted with.
@@ -137,11 +170,40 @@ pub struct Message<'a> {
     pub payload: &'a [u8],
 }
 
+/// Who a recorded message is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum To {
+    /// One connection, by id.
+    Conn(ConnId),
+    /// A publication: the members of its topic (and the listeners of the
+    /// patterns it matches) on loop `loop_id`, found in the directory when
+    /// that loop delivers it. One entry per loop, however many receivers:
+    /// a message crosses to another loop once, and reaches exactly those
+    /// that are members when it is delivered.
+    Members {
+        /// The loop whose members get it.
+        loop_id: usize,
+    },
+}
+
+impl To {
+    /// The loop that delivers it.
+    pub fn loop_id(self) -> usize {
+        match self {
+            To::Conn(id) => id.loop_id,
+            To::Members { loop_id } => loop_id,
+        }
+    }
+}
+
 /// Where one recorded message goes; its bytes are ranges of the arena.
 #[derive(Clone, Debug)]
 struct Route {
     from: ConnId,
-    to: ConnId,
+    to: To,
+    /// For a publication: the directory's clock when it was published
+    /// (members that joined later do not get it). 0 for a send by id.
+    as_of: u64,
     topic: Option<Range<usize>>,
     pattern: Option<Range<usize>>,
     payload: Range<usize>,
@@ -153,6 +215,18 @@ struct Route {
 pub struct Outbox {
     routes: Vec<Route>,
     bytes: Vec<u8>,
+    /// While a batch is gathered from another outbox: the last payload,
+    /// topic and pattern copied in (their ranges there and here), so a
+    /// message published to many receivers on one loop travels once.
+    copied: Option<Copied>,
+}
+
+/// Ranges in the outbox copied from and ranges in the batch copied to.
+#[derive(Clone, Debug, Default)]
+struct Copied {
+    payload: (Range<usize>, Range<usize>),
+    topic: Option<(Range<usize>, Range<usize>)>,
+    pattern: Option<(Range<usize>, Range<usize>)>,
 }
 
 impl Outbox {
@@ -161,7 +235,7 @@ impl Outbox {
         self.routes.is_empty()
     }
 
-    /// How many messages (receiver, bytes) are recorded.
+    /// How many messages (receiver or loop's members, bytes) are recorded.
     pub fn len(&self) -> usize {
         self.routes.len()
     }
@@ -170,11 +244,25 @@ impl Outbox {
     pub fn clear(&mut self) {
         self.routes.clear();
         self.bytes.clear();
+        self.copied = None;
     }
 
-    /// The recorded messages in order: each receiver and what it gets.
-    pub fn iter(&self) -> impl Iterator<Item = (ConnId, Message<'_>)> + '_ {
+    /// What it weighs in a queue between loops: its bytes and its routes.
+    pub fn weight(&self) -> usize {
+        self.bytes.len() + self.routes.len() * std::mem::size_of::<Route>()
+    }
+
+    /// The recorded messages in order: who each is for, and what it says.
+    pub fn iter(&self) -> impl Iterator<Item = (To, Message<'_>)> + '_ {
         self.routes.iter().map(move |r| (r.to, self.message(r)))
+    }
+
+    /// Like [`Outbox::iter`], with each publication's directory clock (see
+    /// [`Hub::receivers`]).
+    pub(crate) fn iter_with_clock(&self) -> impl Iterator<Item = (To, u64, Message<'_>)> + '_ {
+        self.routes
+            .iter()
+            .map(move |r| (r.to, r.as_of, self.message(r)))
     }
 
     fn message(&self, r: &Route) -> Message<'_> {
@@ -193,15 +281,36 @@ impl Outbox {
     }
 
     /// Copy message `i` of `other` (for a batch bound for another loop).
+    /// Bytes shared with the message copied just before (one publish's
+    /// payload, topic and pattern, to several receivers) are copied once.
     fn copy_from(&mut self, other: &Outbox, i: usize) {
         let r = &other.routes[i];
-        let m = other.message(r);
-        let topic = m.topic.map(|t| self.push_bytes(t));
-        let pattern = m.pattern.map(|p| self.push_bytes(p));
-        let payload = self.push_bytes(m.payload);
+        let mut copied = self.copied.take().unwrap_or_default();
+        let copy = |this: &mut Outbox,
+                    src: &Range<usize>,
+                    last: &mut Option<(Range<usize>, Range<usize>)>| {
+            match last {
+                Some((from, to)) if from == src => to.clone(),
+                _ => {
+                    let to = this.push_bytes(&other.bytes[src.clone()]);
+                    *last = Some((src.clone(), to.clone()));
+                    to
+                }
+            }
+        };
+        let topic = r.topic.as_ref().map(|t| copy(self, t, &mut copied.topic));
+        let pattern = r
+            .pattern
+            .as_ref()
+            .map(|p| copy(self, p, &mut copied.pattern));
+        let mut last_payload = Some(copied.payload.clone()).filter(|(from, _)| !from.is_empty());
+        let payload = copy(self, &r.payload, &mut last_payload);
+        copied.payload = last_payload.unwrap_or_default();
+        self.copied = Some(copied);
         self.routes.push(Route {
             from: r.from,
             to: r.to,
+            as_of: r.as_of,
             topic,
             pattern,
             payload,
@@ -213,9 +322,9 @@ impl Outbox {
     pub(crate) fn split_remote(&self, here: usize, remote: &mut [Outbox]) -> bool {
         let mut any_local = false;
         for (i, r) in self.routes.iter().enumerate() {
-            if r.to.loop_id == here {
+            if r.to.loop_id() == here {
                 any_local = true;
-            } else if let Some(batch) = remote.get_mut(r.to.loop_id) {
+            } else if let Some(batch) = remote.get_mut(r.to.loop_id()) {
                 batch.copy_from(self, i);
             }
         }
@@ -226,40 +335,82 @@ impl Outbox {
     pub(crate) fn local<'a>(
         &'a self,
         here: usize,
-    ) -> impl Iterator<Item = (ConnId, Message<'a>)> + 'a {
-        self.iter().filter(move |(to, _)| to.loop_id == here)
+    ) -> impl Iterator<Item = (To, u64, Message<'a>)> + 'a {
+        self.iter_with_clock()
+            .filter(move |(to, _, _)| to.loop_id() == here)
     }
 }
 
+/// A member of a group, and when it joined: the directory's clock
+/// ([`Groups::clock`]) at its join. A publication reaches the members that
+/// joined before it was published and are still members when it is
+/// delivered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Member {
+    id: ConnId,
+    joined: u64,
+}
+
 /// The group directory: who is a member of which topic, who listens on
-/// which pattern. In join order, so receivers are served in that order.
+/// which pattern. Members in join order, so receivers are served in that
+/// order; patterns in the order they were first listened on.
 #[derive(Debug, Default)]
 struct Groups {
-    exact: HashMap<Vec<u8>, Vec<ConnId>>,
-    patterns: Vec<(Vec<u8>, Vec<ConnId>)>,
+    exact: HashMap<Vec<u8>, Vec<Member>>,
+    patterns: HashMap<Vec<u8>, Vec<Member>>,
+    pattern_order: Names,
+    /// Counts joins: a publication notes it, and a member that joined
+    /// after that does not get it, even if it is a member at delivery.
+    clock: u64,
 }
 
 impl Groups {
-    fn is_empty(&self) -> bool {
-        self.exact.is_empty() && self.patterns.is_empty()
+    fn tick(&mut self, id: ConnId) -> Member {
+        self.clock += 1;
+        Member {
+            id,
+            joined: self.clock,
+        }
+    }
+
+    fn join(&mut self, topic: &[u8], me: ConnId) {
+        let member = self.tick(me);
+        self.exact.entry(topic.to_vec()).or_default().push(member);
     }
 
     fn leave(&mut self, topic: &[u8], me: ConnId) {
         if let Some(members) = self.exact.get_mut(topic) {
-            members.retain(|&m| m != me);
+            members.retain(|m| m.id != me);
             if members.is_empty() {
                 self.exact.remove(topic);
             }
         }
     }
 
+    fn join_pattern(&mut self, pattern: &[u8], me: ConnId) {
+        let member = self.tick(me);
+        self.pattern_order.insert(pattern);
+        self.patterns
+            .entry(pattern.to_vec())
+            .or_default()
+            .push(member);
+    }
+
     fn leave_pattern(&mut self, pattern: &[u8], me: ConnId) {
-        if let Some(at) = self.patterns.iter().position(|(p, _)| p == pattern) {
-            self.patterns[at].1.retain(|&m| m != me);
-            if self.patterns[at].1.is_empty() {
-                self.patterns.remove(at);
+        if let Some(members) = self.patterns.get_mut(pattern) {
+            members.retain(|m| m.id != me);
+            if members.is_empty() {
+                self.patterns.remove(pattern);
+                self.pattern_order.remove(pattern);
             }
         }
+    }
+
+    /// The patterns with their listeners, in the order first listened on.
+    fn patterns(&self) -> impl Iterator<Item = (&[u8], &[Member])> + '_ {
+        self.pattern_order
+            .iter()
+            .filter_map(|p| self.patterns.get(p).map(|m| (p, m.as_slice())))
     }
 }
 
@@ -269,32 +420,28 @@ struct Door {
     tx: SyncSender<Outbox>,
     rx: Mutex<Option<Receiver<Outbox>>>,
     waker: OnceLock<Arc<Waker>>,
+    /// What the batches in the queue weigh ([`Outbox::weight`]), bounded
+    /// by [`LOOP_QUEUE_BYTES`].
+    queued: AtomicUsize,
+    /// Loops waiting for room in this queue (a bit per loop, the 64
+    /// first; loops past them are woken whenever room frees).
+    waiting: AtomicU64,
 }
 
 /// What every loop of a process shares for messaging: the loops' queues
 /// and wakers, and the group directory. Made once per process (one per
-/// [`Server`](crate::Server) when it runs alone, one per
-/// [`Supervisor`](crate::process::supervisor::Supervisor)).
+/// [`Server`](crate::Server) when it runs alone, one for all the loops a
+/// supervisor runs).
+///
+/// The directory is behind a read-write lock: `publish` and the `PUBSUB`
+/// queries read it, joins and leaves write it. With one loop the lock is
+/// never contended (one uncontended atomic operation to take it); with
+/// several it is what lets `PUBLISH` count every loop's receivers.
 #[derive(Debug)]
 pub struct Hub {
     doors: Vec<Door>,
-    /// The group directory shared by several loops; `None` with one loop,
-    /// whose directory lives on the loop's own thread (no lock at all).
-    shared: Option<RwLock<Groups>>,
-    /// Names this hub's directory among those of the loop's thread.
-    id: u64,
+    groups: RwLock<Groups>,
 }
-
-thread_local! {
-    /// The group directories of the one-loop hubs whose loop runs on this
-    /// thread, by hub id (in practice one). Only that loop's protocols
-    /// touch them, from that thread: a `RefCell` is all they need.
-    static LOCAL_GROUPS: RefCell<Vec<(u64, Groups)>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Hub ids, unique in the process (a directory left behind by a hub that
-/// is gone can never be taken for a new hub's).
-static NEXT_HUB: AtomicU64 = AtomicU64::new(0);
 
 impl Hub {
     /// A hub for `loops` event loops.
@@ -306,13 +453,14 @@ impl Hub {
                     tx,
                     rx: Mutex::new(Some(rx)),
                     waker: OnceLock::new(),
+                    queued: AtomicUsize::new(0),
+                    waiting: AtomicU64::new(0),
                 }
             })
             .collect();
         Arc::new(Self {
-            shared: (loops > 1).then(RwLock::default),
+            groups: RwLock::default(),
             doors,
-            id: NEXT_HUB.fetch_add(1, Ordering::Relaxed),
         })
     }
 
@@ -330,11 +478,27 @@ impl Hub {
     }
 
     /// Hand `batch` to loop `id` and wake it. `Err(batch)` when its queue
-    /// is full or it is gone: the batch is dropped by the caller.
-    pub(crate) fn post(&self, id: usize, batch: Outbox) -> Result<(), Outbox> {
+    /// is full (in batches or in bytes: [`LOOP_QUEUE_BYTES`]) or it is
+    /// gone: the batch is dropped by the caller.
+    pub(crate) fn post(&self, from: usize, id: usize, batch: Outbox) -> Result<(), Refused> {
         let Some(door) = self.doors.get(id) else {
-            return Err(batch);
+            return Err(Refused::Full(Box::new(batch)));
         };
+        let weight = batch.weight();
+        let before = door.queued.fetch_add(weight, Ordering::AcqRel);
+        // One batch always fits an empty queue, however heavy it is.
+        if before > 0 && before + weight > LOOP_QUEUE_BYTES {
+            door.queued.fetch_sub(weight, Ordering::AcqRel);
+            door.waiting.fetch_or(
+                1u64.checked_shl(from as u32).unwrap_or(u64::MAX),
+                Ordering::AcqRel,
+            );
+            // It may have drained between the two steps: look again.
+            if door.queued.load(Ordering::Acquire) <= LOOP_QUEUE_BYTES / 2 {
+                self.wake_waiting(door);
+            }
+            return Err(Refused::Heavy(Box::new(batch)));
+        }
         match door.tx.try_send(batch) {
             Ok(()) => {
                 if let Some(waker) = door.waker.get() {
@@ -342,51 +506,146 @@ impl Hub {
                 }
                 Ok(())
             }
-            Err(TrySendError::Full(batch) | TrySendError::Disconnected(batch)) => Err(batch),
+            Err(TrySendError::Full(batch) | TrySendError::Disconnected(batch)) => {
+                door.queued.fetch_sub(weight, Ordering::AcqRel);
+                Err(Refused::Full(Box::new(batch)))
+            }
         }
     }
 
-    /// Look at the group directory: one loop's own, with no lock, or the
-    /// one several loops share, under its read lock.
+    /// Wake the loops waiting for room in `door`'s queue.
+    fn wake_waiting(&self, door: &Door) {
+        let waiting = door.waiting.swap(0, Ordering::AcqRel);
+        for (id, other) in self.doors.iter().enumerate() {
+            let bit = 1u64.checked_shl(id as u32).unwrap_or(u64::MAX);
+            if waiting & bit != 0 {
+                if let Some(waker) = other.waker.get() {
+                    let _ = waker.wake();
+                }
+            }
+        }
+    }
+
+    /// Loop `id` took `batch` out of its queue: its weight no longer counts.
+    pub(crate) fn received(&self, id: usize, batch: &Outbox) {
+        if let Some(door) = self.doors.get(id) {
+            let weight = batch.weight();
+            let before = door.queued.fetch_sub(weight, Ordering::AcqRel);
+            if before - weight <= LOOP_QUEUE_BYTES / 2 && door.waiting.load(Ordering::Acquire) != 0
+            {
+                self.wake_waiting(door);
+            }
+        }
+    }
+
+    /// What the batches queued for loop `id` weigh now.
+    pub fn queued_bytes(&self, id: usize) -> usize {
+        self.doors
+            .get(id)
+            .map_or(0, |d| d.queued.load(Ordering::Acquire))
+    }
+
+    /// Look at the group directory (read lock).
     fn with_groups<R>(&self, f: impl FnOnce(&Groups) -> R) -> R {
-        match &self.shared {
-            Some(shared) => f(&shared.read().unwrap_or_else(|e| e.into_inner())),
-            None => LOCAL_GROUPS.with(|local| {
-                let local = local.borrow();
-                match local.iter().find(|(id, _)| *id == self.id) {
-                    Some((_, groups)) => f(groups),
-                    None => f(&Groups::default()),
-                }
-            }),
-        }
+        f(&self.groups.read().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Change the group directory (see [`Hub::with_groups`]).
+    /// Change the group directory (write lock).
     fn with_groups_mut<R>(&self, f: impl FnOnce(&mut Groups) -> R) -> R {
-        match &self.shared {
-            Some(shared) => f(&mut shared.write().unwrap_or_else(|e| e.into_inner())),
-            None => LOCAL_GROUPS.with(|local| {
-                let mut local = local.borrow_mut();
-                let at = match local.iter().position(|(id, _)| *id == self.id) {
-                    Some(at) => at,
-                    None => {
-                        local.push((self.id, Groups::default()));
-                        local.len() - 1
-                    }
-                };
-                let result = f(&mut local[at].1);
-                if local[at].1.is_empty() {
-                    local.swap_remove(at); // nobody left: nothing kept
-                }
-                result
-            }),
-        }
+        f(&mut self.groups.write().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// How many connections are members of `topic` itself (patterns not
     /// counted).
     pub fn members(&self, topic: &[u8]) -> usize {
         self.with_groups(|g| g.exact.get(topic).map_or(0, Vec::len))
+    }
+
+    /// The topics with at least one member, optionally only those whose
+    /// name matches the glob `pattern` (`PUBSUB CHANNELS`).
+    pub fn topics(&self, pattern: Option<&[u8]>) -> Vec<Vec<u8>> {
+        self.with_groups(|g| {
+            g.exact
+                .keys()
+                .filter(|t| pattern.is_none_or(|p| glob::matches(p, t)))
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// The receivers of a message published to `topic` that are on loop
+    /// `loop_id`, in delivery order: the topic's members, then each
+    /// listener of each matching pattern (once per pattern). Written into
+    /// `into` (cleared first), with the patterns' names in its arena, so the
+    /// directory is not locked while they are delivered to.
+    ///
+    /// `as_of` is the directory's clock when the message was published: a
+    /// member that joined after that does not get it (a `SUBSCRIBE` read
+    /// after a `PUBLISH` never receives that message, as in redis).
+    pub fn receivers(&self, topic: &[u8], loop_id: usize, as_of: u64, into: &mut Receivers) {
+        into.clear();
+        let ours = |m: &&Member| m.id.loop_id == loop_id && m.joined <= as_of;
+        self.with_groups(|groups| {
+            if let Some(members) = groups.exact.get(topic) {
+                into.list
+                    .extend(members.iter().filter(ours).map(|m| (m.id, None)));
+            }
+            for (pattern, members) in groups.patterns() {
+                if !members.iter().any(|m| ours(&m)) || !glob::matches(pattern, topic) {
+                    continue;
+                }
+                let at = into.names.len()..into.names.len() + pattern.len();
+                into.names.extend_from_slice(pattern);
+                into.list.extend(
+                    members
+                        .iter()
+                        .filter(ours)
+                        .map(|m| (m.id, Some(at.clone()))),
+                );
+            }
+        });
+    }
+
+    /// The directory's clock now (see [`Hub::receivers`]).
+    pub fn clock(&self) -> u64 {
+        self.with_groups(|g| g.clock)
+    }
+
+    /// How many distinct patterns are listened on (`PUBSUB NUMPAT`).
+    pub fn pattern_count(&self) -> usize {
+        self.with_groups(|g| g.patterns.len())
+    }
+}
+
+/// The receivers of one publication on one loop (see [`Hub::receivers`]):
+/// kept by the loop and reused, so delivering allocates nothing once warm.
+#[derive(Debug, Default)]
+pub struct Receivers {
+    list: Vec<(ConnId, Option<Range<usize>>)>,
+    names: Vec<u8>,
+}
+
+impl Receivers {
+    fn clear(&mut self) {
+        self.list.clear();
+        self.names.clear();
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Receiver `i` and the pattern it gets the message through (`None`:
+    /// a member of the topic itself).
+    pub fn get(&self, i: usize) -> Option<(ConnId, Option<&[u8]>)> {
+        let (id, pattern) = self.list.get(i)?;
+        Some((*id, pattern.clone().map(|p| &self.names[p])))
     }
 }
 
@@ -410,14 +669,15 @@ pub struct Mailbox {
 #[derive(Debug, Default)]
 struct Used {
     sent: Outbox,
-    topics: Vec<Vec<u8>>,
-    patterns: Vec<Vec<u8>>,
+    topics: Names,
+    patterns: Names,
 }
 
 /// What an unused mailbox reads as.
 static UNUSED: Outbox = Outbox {
     routes: Vec::new(),
     bytes: Vec::new(),
+    copied: None,
 };
 
 impl Default for Mailbox {
@@ -453,14 +713,6 @@ impl Mailbox {
         self.used.get_or_insert_with(Box::default)
     }
 
-    fn topics_mut(&mut self) -> &mut Vec<Vec<u8>> {
-        &mut self.used().topics
-    }
-
-    fn patterns_mut(&mut self) -> &mut Vec<Vec<u8>> {
-        &mut self.used().patterns
-    }
-
     /// This connection's identity (`None` until attached).
     pub fn me(&self) -> Option<ConnId> {
         (self.me != ConnId::NOBODY).then_some(self.me)
@@ -472,7 +724,8 @@ impl Mailbox {
         let payload = self.used().sent.push_bytes(payload);
         self.used().sent.routes.push(Route {
             from,
-            to,
+            to: To::Conn(to),
+            as_of: 0,
             topic: None,
             pattern: None,
             payload,
@@ -486,7 +739,8 @@ impl Mailbox {
         for &to in to {
             self.used().sent.routes.push(Route {
                 from,
-                to,
+                to: To::Conn(to),
+                as_of: 0,
                 topic: None,
                 pattern: None,
                 payload: payload.clone(),
@@ -497,45 +751,59 @@ impl Mailbox {
     /// Publish `payload` to group `topic`: every member gets it (this
     /// connection too, if it is one), then every listener of a matching
     /// pattern, once per matching pattern (as Redis counts). Returns the
-    /// number of receivers, on all loops.
+    /// number of receivers now, on all loops.
+    ///
+    /// What is recorded is one entry per loop with receivers: each loop
+    /// looks its receivers up when it delivers (see [`To::Members`]), so a
+    /// connection that left the group by then does not get the message,
+    /// and the bytes cross to another loop once.
     pub fn publish(&mut self, topic: &[u8], payload: &[u8]) -> usize {
         let from = self.from();
         let Some(hub) = self.hub.as_ref() else {
             return 0;
         };
+        let loops = hub.loops();
         let sent = &mut self.used.get_or_insert_with(Box::default).sent;
-        hub.with_groups(|groups| {
-            let before = sent.routes.len();
-            let topic_at = sent.push_bytes(topic);
-            let payload_at = sent.push_bytes(payload);
-            let route = |to, pattern| Route {
-                from,
-                to,
-                topic: Some(topic_at.clone()),
-                pattern,
-                payload: payload_at.clone(),
+        let mut on_loop = [false; 64];
+        let mut beyond: Vec<usize> = Vec::new(); // loops past the 64th, rare
+        let (receivers, as_of) = hub.with_groups(|groups| {
+            let mut count = 0;
+            let mut mark = |m: &Member| {
+                match on_loop.get_mut(m.id.loop_id) {
+                    Some(seen) => *seen = true,
+                    None => beyond.push(m.id.loop_id),
+                }
+                count += 1;
             };
             if let Some(members) = groups.exact.get(topic) {
-                sent.routes
-                    .extend(members.iter().map(|&to| route(to, None)));
+                members.iter().for_each(&mut mark);
             }
-            for (pattern, members) in &groups.patterns {
-                if members.is_empty() || !glob::matches(pattern, topic) {
-                    continue;
+            for (pattern, members) in groups.patterns() {
+                if glob::matches(pattern, topic) {
+                    members.iter().for_each(&mut mark);
                 }
-                let pattern_at = sent.push_bytes(pattern);
-                sent.routes.extend(
-                    members
-                        .iter()
-                        .map(|&to| route(to, Some(pattern_at.clone()))),
-                );
             }
-            let receivers = sent.routes.len() - before;
-            if receivers == 0 {
-                sent.bytes.truncate(topic_at.start);
-            }
-            receivers
-        })
+            (count, groups.clock)
+        });
+        if receivers == 0 {
+            return 0;
+        }
+        beyond.sort_unstable();
+        beyond.dedup();
+        let topic_at = sent.push_bytes(topic);
+        let payload_at = sent.push_bytes(payload);
+        let with_receivers = (0..loops.min(64)).filter(|&l| on_loop[l]).chain(beyond);
+        for loop_id in with_receivers {
+            sent.routes.push(Route {
+                from,
+                to: To::Members { loop_id },
+                as_of,
+                topic: Some(topic_at.clone()),
+                pattern: None,
+                payload: payload_at.clone(),
+            });
+        }
+        receivers
     }
 
     /// The hub and identity, once attached.
@@ -545,22 +813,20 @@ impl Mailbox {
 
     /// Join group `topic`. `false` if already a member.
     pub fn join(&mut self, topic: &[u8]) -> bool {
-        if self.topics().iter().any(|t| t == topic) {
+        if !self.used().topics.insert(topic) {
             return false;
         }
-        self.topics_mut().push(topic.to_vec());
         if let Some((hub, me)) = self.attached() {
-            hub.with_groups_mut(|g| g.exact.entry(topic.to_vec()).or_default().push(me));
+            hub.with_groups_mut(|g| g.join(topic, me));
         }
         true
     }
 
     /// Leave group `topic`. `false` if not a member.
     pub fn leave(&mut self, topic: &[u8]) -> bool {
-        let Some(i) = self.topics().iter().position(|t| t == topic) else {
+        if !self.used.as_mut().is_some_and(|u| u.topics.remove(topic)) {
             return false;
-        };
-        self.topics_mut().remove(i);
+        }
         if let Some((hub, me)) = self.attached() {
             hub.with_groups_mut(|g| g.leave(topic, me));
         }
@@ -570,41 +836,89 @@ impl Mailbox {
     /// Listen on every group whose name matches the glob `pattern` (see
     /// [`glob`]). `false` if already listening on it.
     pub fn join_pattern(&mut self, pattern: &[u8]) -> bool {
-        if self.patterns().iter().any(|p| p == pattern) {
+        if !self.used().patterns.insert(pattern) {
             return false;
         }
-        self.patterns_mut().push(pattern.to_vec());
         if let Some((hub, me)) = self.attached() {
-            hub.with_groups_mut(|groups| {
-                match groups.patterns.iter_mut().find(|(p, _)| p == pattern) {
-                    Some((_, members)) => members.push(me),
-                    None => groups.patterns.push((pattern.to_vec(), vec![me])),
-                }
-            });
+            hub.with_groups_mut(|g| g.join_pattern(pattern, me));
         }
         true
     }
 
     /// Stop listening on `pattern`. `false` if not listening on it.
     pub fn leave_pattern(&mut self, pattern: &[u8]) -> bool {
-        let Some(i) = self.patterns().iter().position(|p| p == pattern) else {
+        if !self
+            .used
+            .as_mut()
+            .is_some_and(|u| u.patterns.remove(pattern))
+        {
             return false;
-        };
-        self.patterns_mut().remove(i);
+        }
         if let Some((hub, me)) = self.attached() {
             hub.with_groups_mut(|g| g.leave_pattern(pattern, me));
         }
         true
     }
 
+    /// Whether this connection is a member of group `topic`.
+    pub fn is_member(&self, topic: &[u8]) -> bool {
+        self.used.as_ref().is_some_and(|u| u.topics.contains(topic))
+    }
+
+    /// Whether this connection listens on `pattern`.
+    pub fn listens(&self, pattern: &[u8]) -> bool {
+        self.used
+            .as_ref()
+            .is_some_and(|u| u.patterns.contains(pattern))
+    }
+
+    /// Whether `msg` is for this connection now: one sent by id always is;
+    /// one published to a group only while this connection is still a
+    /// member of it (or still listens on the pattern it matched). The loop
+    /// asks at delivery, so a message routed before this connection left a
+    /// group, and delivered after, is dropped, not framed.
+    pub fn accepts(&self, msg: &Message<'_>) -> bool {
+        match (msg.topic, msg.pattern) {
+            (None, _) => true,
+            (Some(_), Some(pattern)) => self.listens(pattern),
+            (Some(topic), None) => self.is_member(topic),
+        }
+    }
+
     /// The groups joined, in join order.
-    pub fn topics(&self) -> &[Vec<u8>] {
-        self.used.as_ref().map_or(&[], |u| &u.topics)
+    pub fn topics(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.used.iter().flat_map(|u| u.topics.iter())
     }
 
     /// The patterns listened on, in join order.
-    pub fn patterns(&self) -> &[Vec<u8>] {
-        self.used.as_ref().map_or(&[], |u| &u.patterns)
+    pub fn patterns(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.used.iter().flat_map(|u| u.patterns.iter())
+    }
+
+    /// How many groups joined.
+    pub fn topic_count(&self) -> usize {
+        self.used.as_ref().map_or(0, |u| u.topics.len())
+    }
+
+    /// How many patterns listened on.
+    pub fn pattern_count(&self) -> usize {
+        self.used.as_ref().map_or(0, |u| u.patterns.len())
+    }
+
+    /// The oldest group joined.
+    pub fn first_topic(&self) -> Option<Vec<u8>> {
+        self.used.as_ref()?.topics.first().map(<[u8]>::to_vec)
+    }
+
+    /// The oldest pattern listened on.
+    pub fn first_pattern(&self) -> Option<Vec<u8>> {
+        self.used.as_ref()?.patterns.first().map(<[u8]>::to_vec)
+    }
+
+    /// The process's directory, once attached: who is in which group on
+    /// every loop (for `PUBSUB CHANNELS`, `NUMSUB`, `NUMPAT`).
+    pub fn hub(&self) -> Option<&Hub> {
+        self.hub.as_deref()
     }
 
     /// What was sent since the loop last took the outbox: for tests.
@@ -631,10 +945,10 @@ impl Drop for Mailbox {
             return;
         }
         hub.with_groups_mut(|groups| {
-            for topic in &used.topics {
+            for topic in used.topics.iter() {
                 groups.leave(topic, me);
             }
-            for pattern in &used.patterns {
+            for pattern in used.patterns.iter() {
                 groups.leave_pattern(pattern, me);
             }
         });
@@ -646,10 +960,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_loop_keeps_its_groups_on_its_own_thread_with_no_lock() {
+    fn each_hub_has_its_own_directory_and_a_closed_connection_leaves_it() {
         let (hub, other_hub) = (Hub::new(1), Hub::new(1));
-        assert!(hub.shared.is_none(), "one loop: no shared directory");
-        assert!(Hub::new(2).shared.is_some(), "several loops share one");
         let mut mailbox = Mailbox::new();
         mailbox.attach(id(0, 1, 1), Arc::clone(&hub));
         mailbox.join(b"news");
@@ -661,7 +973,7 @@ mod tests {
                 .join()
                 .expect("thread")
         };
-        assert_eq!(elsewhere, 0, "the directory is the loop thread's own");
+        assert_eq!(elsewhere, 1, "one directory, whichever thread asks");
         drop(mailbox);
         assert_eq!(hub.members(b"news"), 0, "a closed connection leaves");
     }
@@ -694,10 +1006,14 @@ mod tests {
         let mut a = attached(&hub, id(0, 1, 1));
         a.send(id(0, 2, 2), b"one");
         a.send_many(&[id(0, 3, 3), id(0, 2, 2)], b"two");
-        let sent: Vec<_> = a.sent().iter().map(|(to, m)| (to.key, m.payload)).collect();
+        let sent: Vec<_> = a.sent().iter().map(|(to, m)| (to, m.payload)).collect();
         assert_eq!(
             sent,
-            vec![(2, &b"one"[..]), (3, &b"two"[..]), (2, &b"two"[..])]
+            vec![
+                (To::Conn(id(0, 2, 2)), &b"one"[..]),
+                (To::Conn(id(0, 3, 3)), &b"two"[..]),
+                (To::Conn(id(0, 2, 2)), &b"two"[..])
+            ]
         );
         assert!(a.sent().iter().all(|(_, m)| m.from == id(0, 1, 1)));
     }
@@ -716,20 +1032,37 @@ mod tests {
         assert!(psub.join_pattern(b"x*"));
         let mut publisher = attached(&hub, id(0, 9, 9));
         assert_eq!(publisher.publish(b"news", b"hi"), 4);
-        let got: Vec<_> = publisher
-            .sent()
-            .iter()
-            .map(|(to, m)| (to, m.pattern.map(<[u8]>::to_vec)))
-            .collect();
+        // One entry per loop with receivers; each loop looks them up.
+        let got: Vec<_> = publisher.sent().iter().map(|(to, _)| to).collect();
         assert_eq!(
             got,
+            [To::Members { loop_id: 0 }, To::Members { loop_id: 1 }]
+        );
+        let mut on = Receivers::default();
+        let now = hub.clock();
+        hub.receivers(b"news", 1, now, &mut on);
+        let receivers: Vec<_> = (0..on.len())
+            .filter_map(|i| on.get(i))
+            .map(|(to, p)| (to, p.map(<[u8]>::to_vec)))
+            .collect();
+        assert_eq!(
+            receivers,
             vec![
-                (id(0, 1, 1), None),
                 (id(1, 1, 1), None),
                 (id(1, 2, 2), Some(b"n*".to_vec())),
                 (id(1, 2, 2), Some(b"*s".to_vec())),
             ]
         );
+        hub.receivers(b"news", 0, now, &mut on);
+        assert_eq!(on.get(0), Some((id(0, 1, 1), None)));
+        assert_eq!(on.len(), 1);
+        // A member that joins after a publication does not get it.
+        let mut late = attached(&hub, id(0, 3, 3));
+        late.join(b"news");
+        hub.receivers(b"news", 0, now, &mut on);
+        assert_eq!(on.len(), 1, "not the late joiner");
+        hub.receivers(b"news", 0, hub.clock(), &mut on);
+        assert_eq!(on.len(), 2, "a later publication reaches it");
         assert_eq!(publisher.publish(b"weather", b"sun"), 0);
     }
 
@@ -756,7 +1089,7 @@ mod tests {
         assert!(!sub.leave_pattern(b"*"));
         sub.join_pattern(b"*");
         assert!(sub.leave_pattern(b"*"));
-        assert!(sub.topics().is_empty() && sub.patterns().is_empty());
+        assert!(sub.topic_count() == 0 && sub.pattern_count() == 0);
     }
 
     #[test]
@@ -769,8 +1102,110 @@ mod tests {
         assert!(a.sent().split_remote(0, &mut remote));
         assert!(remote[0].is_empty());
         let far: Vec<_> = remote[1].iter().map(|(to, m)| (to, m.payload)).collect();
-        assert_eq!(far, vec![(id(1, 5, 5), &b"far"[..])]);
-        let near: Vec<_> = a.sent().local(0).map(|(to, _)| to).collect();
-        assert_eq!(near, vec![id(0, 6, 6)]);
+        assert_eq!(far, vec![(To::Conn(id(1, 5, 5)), &b"far"[..])]);
+        let near: Vec<_> = a.sent().local(0).map(|(to, _, _)| to).collect();
+        assert_eq!(near, vec![To::Conn(id(0, 6, 6))]);
+    }
+
+    #[test]
+    fn a_publish_to_many_receivers_on_another_loop_crosses_once() {
+        let hub = Hub::new(2);
+        let mut subs: Vec<Mailbox> = (0..50)
+            .map(|k| attached(&hub, id(1, k, k as u64)))
+            .collect();
+        for sub in &mut subs {
+            sub.join(b"news");
+        }
+        subs[0].join_pattern(b"n*");
+        let mut publisher = attached(&hub, id(0, 99, 99));
+        let payload = vec![b'x'; 1024];
+        assert_eq!(publisher.publish(b"news", &payload), 51);
+        let mut remote = vec![Outbox::default(), Outbox::default()];
+        assert!(!publisher.sent().split_remote(0, &mut remote));
+        assert_eq!(remote[1].len(), 1, "one entry for loop 1's 51 receivers");
+        assert!(remote[1].weight() < 2 * 1024, "{} B", remote[1].weight());
+        let mut on = Receivers::default();
+        hub.receivers(b"news", 1, hub.clock(), &mut on);
+        assert_eq!(on.len(), 51);
+    }
+
+    #[test]
+    fn a_loop_s_queue_is_bounded_in_bytes_as_well_as_in_batches() {
+        let hub = Hub::new(2);
+        let mut sender = attached(&hub, id(0, 1, 1));
+        let big = vec![0u8; LOOP_QUEUE_BYTES / 4];
+        let mut posted = 0;
+        for _ in 0..8 {
+            sender.send(id(1, 2, 2), &big);
+            let mut batch = Outbox::default();
+            sender.take_sent(&mut batch);
+            match hub.post(0, 1, batch) {
+                Ok(()) => posted += 1,
+                Err(Refused::Heavy(kept)) => assert_eq!(kept.len(), 1, "handed back whole"),
+                Err(Refused::Full(_)) => panic!("room for batches, not for bytes"),
+            }
+        }
+        assert_eq!(
+            posted, 3,
+            "a quarter of the bound each: the fourth would pass it"
+        );
+        assert!(hub.queued_bytes(1) <= LOOP_QUEUE_BYTES);
+        let rx = hub.open_door(1, Arc::new(waker())).expect("the door");
+        for _ in 0..2 {
+            let batch = rx.try_recv().expect("a batch");
+            hub.received(1, &batch);
+        }
+        assert!(hub.queued_bytes(1) <= LOOP_QUEUE_BYTES / 2);
+        assert_eq!(
+            hub.doors[1].waiting.load(Ordering::Acquire),
+            0,
+            "loop 0 was woken"
+        );
+    }
+
+    fn waker() -> Waker {
+        let poll = mio::Poll::new().expect("poll");
+        Waker::new(poll.registry(), mio::Token(0)).expect("waker")
+    }
+
+    #[test]
+    fn a_group_message_is_accepted_only_while_the_receiver_is_in_the_group() {
+        let hub = Hub::new(1);
+        let mut sub = attached(&hub, id(0, 1, 1));
+        let msg = |topic: Option<&'static [u8]>, pattern: Option<&'static [u8]>| Message {
+            from: id(0, 2, 2),
+            topic,
+            pattern,
+            payload: b"x",
+        };
+        assert!(sub.accepts(&msg(None, None)), "sent by id");
+        assert!(!sub.accepts(&msg(Some(b"news"), None)));
+        sub.join(b"news");
+        sub.join_pattern(b"n*");
+        assert!(sub.accepts(&msg(Some(b"news"), None)));
+        assert!(sub.accepts(&msg(Some(b"nope"), Some(b"n*"))));
+        sub.leave(b"news");
+        sub.leave_pattern(b"n*");
+        assert!(!sub.accepts(&msg(Some(b"news"), None)));
+        assert!(!sub.accepts(&msg(Some(b"nope"), Some(b"n*"))));
+    }
+
+    #[test]
+    fn the_directory_answers_pubsub_queries_over_every_loop() {
+        let hub = Hub::new(2);
+        let mut a = attached(&hub, id(0, 1, 1));
+        let mut b = attached(&hub, id(1, 1, 1));
+        a.join(b"news");
+        b.join(b"news");
+        b.join(b"nap");
+        a.join_pattern(b"n*");
+        b.join_pattern(b"n*");
+        b.join_pattern(b"x*");
+        let mut topics = hub.topics(None);
+        topics.sort();
+        assert_eq!(topics, [b"nap".to_vec(), b"news".to_vec()]);
+        assert_eq!(hub.topics(Some(b"ne*")), [b"news".to_vec()]);
+        assert_eq!(hub.members(b"news"), 2);
+        assert_eq!(hub.pattern_count(), 2, "distinct patterns");
     }
 }

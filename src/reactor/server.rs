@@ -29,7 +29,7 @@ use crate::base::counters::Stats;
 use crate::base::error::Error;
 use crate::base::human::{ConnName, Count, Dur, LoopName, LoopTag, Timeout};
 use crate::io::stack::{Accept, Stream};
-use crate::mailbox::{ConnId, Hub, Message, Outbox};
+use crate::mailbox::{ConnId, Hub, Message, Outbox, Receivers, Refused, To};
 use crate::obs::access_log::{AccessLog, ConnEntry, HttpEntry, LoopLog};
 use crate::obs::trace_events::{LoopTrace, TraceEvents};
 use crate::proto::{ConnInfo, Protocol, Report, Reports};
@@ -285,6 +285,13 @@ pub struct Server<P: Protocol, S: Accept = Stream> {
     spares: Vec<Outbox>,
     /// Per loop: the batch being gathered for it this turn.
     remote: Vec<Outbox>,
+    /// Another loop's queue had no room for our batch (see
+    /// [`Refused::Heavy`]): connections that send are held meanwhile.
+    waiting_for_room: bool,
+    /// The connections held for it, `(key, generation)`.
+    held: Vec<(usize, u64)>,
+    /// The receivers of the publication being delivered (reused).
+    receivers: Receivers,
     /// Receivers that messages gave output this turn: flushed once each
     /// after the deliveries, `(key, generation)`.
     delivered: Vec<(usize, u64)>,
@@ -396,6 +403,9 @@ impl<P: Protocol, S: Accept> Server<P, S> {
             routing: Vec::new(),
             spares: Vec::new(),
             remote: vec![Outbox::default()],
+            waiting_for_room: false,
+            held: Vec::new(),
+            receivers: Receivers::default(),
             delivered: Vec::new(),
             protocol,
             access_log: None,
@@ -617,6 +627,9 @@ impl<P: Protocol, S: Accept> Server<P, S> {
             return;
         }
         self.after_drive(key, progress, now);
+        // What it published reaches this loop's subscribers before any of
+        // them reads its next command (see `route_sent`).
+        self.route_sent(now);
     }
 
     /// Connections that used up their fairness budget get another turn.
@@ -674,32 +687,41 @@ impl<P: Protocol, S: Accept> Server<P, S> {
         let mut spare = self.spares.pop().unwrap_or_default();
         conn.take_sent(&mut spare);
         self.outgoing.push(spare);
+        if self.waiting_for_room {
+            // Another loop's queue is full: this sender reads nothing more
+            // until it has room (backpressure instead of dropping).
+            conn.hold();
+            self.held.push((key, conn.generation()));
+        }
     }
 
     /// Route the messages sent this turn: ours straight into their
     /// receivers, the others' as one batch per loop.
     fn route(&mut self, now: Instant) {
         let mut rounds = 0;
-        while !self.outgoing.is_empty() && rounds < MAX_ROUTE_ROUNDS {
+        while !self.delivered.is_empty() || !self.outgoing.is_empty() {
+            self.route_sent(now);
+            self.flush_delivered(now); // may send more: another round
             rounds += 1;
-            // Swap lists (both keep their memory): deliveries may send more.
-            let mut outgoing = std::mem::take(&mut self.routing);
-            std::mem::swap(&mut outgoing, &mut self.outgoing);
-            for mut outbox in outgoing.drain(..) {
-                if outbox.split_remote(self.loop_id, &mut self.remote) {
-                    self.deliver(&outbox, now);
-                }
-                outbox.clear();
-                self.spares.push(outbox);
+            if rounds >= MAX_ROUTE_ROUNDS {
+                break;
             }
-            self.routing = outgoing;
-            self.flush_delivered(now);
-            for id in 0..self.remote.len() {
-                if self.remote[id].is_empty() {
-                    continue;
+        }
+        let mut heavy = false;
+        for id in 0..self.remote.len() {
+            if self.remote[id].is_empty() {
+                continue;
+            }
+            let batch = std::mem::take(&mut self.remote[id]);
+            match self.hub.post(self.loop_id, id, batch) {
+                Ok(()) => {}
+                // Kept, and posted again once that loop has caught up (it
+                // wakes us); meanwhile whoever sends more is held.
+                Err(Refused::Heavy(batch)) => {
+                    self.remote[id] = *batch;
+                    heavy = true;
                 }
-                let batch = std::mem::take(&mut self.remote[id]);
-                if let Err(batch) = self.hub.post(id, batch) {
+                Err(Refused::Full(batch)) => {
                     log::warn!(
                         "loop {id}'s message queue is full: {} messages dropped",
                         batch.len()
@@ -708,6 +730,59 @@ impl<P: Protocol, S: Accept> Server<P, S> {
                 }
             }
         }
+        if heavy != self.waiting_for_room {
+            self.waiting_for_room = heavy;
+            if heavy {
+                log::debug!(
+                    "{}another loop's message queue is full: holding the connections that send",
+                    LoopName(self.tag())
+                );
+            } else {
+                self.release_held();
+            }
+        }
+    }
+
+    /// Another loop has room for our messages again: read the connections
+    /// held meanwhile (driven next turn, from the readiness they remember).
+    fn release_held(&mut self) {
+        for (key, generation) in std::mem::take(&mut self.held) {
+            if let Some(conn) = self
+                .conns
+                .get_mut(key)
+                .filter(|c| c.generation() == generation)
+            {
+                conn.release();
+                self.ready.push((key, generation));
+            }
+        }
+    }
+
+    /// Route what connections have sent so far: messages for our own
+    /// connections straight into their output (queued, flushed once per
+    /// turn by [`Server::route`]); those for other loops into this turn's
+    /// batch for each.
+    ///
+    /// Called right after a connection's input is answered, not only at
+    /// the end of the turn, so that on one loop commands take effect in
+    /// the order they arrive: a message published before a subscriber's
+    /// next command is read is framed before that command's reply, as
+    /// redis frames it.
+    fn route_sent(&mut self, now: Instant) {
+        if self.outgoing.is_empty() {
+            return;
+        }
+        // Swap lists (both keep their memory): deliveries may send more.
+        let mut outgoing = std::mem::take(&mut self.routing);
+        std::mem::swap(&mut outgoing, &mut self.outgoing);
+        for mut outbox in outgoing.drain(..) {
+            if outbox.split_remote(self.loop_id, &mut self.remote) {
+                self.deliver(&outbox, now);
+            }
+            outbox.clear();
+            self.spares.push(outbox);
+        }
+        self.routing = outgoing;
     }
 
     /// Batches other loops sent us.
@@ -716,6 +791,7 @@ impl<P: Protocol, S: Accept> Server<P, S> {
             return;
         };
         while let Ok(batch) = inbox.try_recv() {
+            self.hub.received(self.loop_id, &batch);
             self.deliver(&batch, now);
         }
         self.inbox = Some(inbox);
@@ -724,9 +800,31 @@ impl<P: Protocol, S: Accept> Server<P, S> {
 
     /// Hand the messages of `outbox` meant for this loop to their receivers.
     fn deliver(&mut self, outbox: &Outbox, now: Instant) {
-        for (to, msg) in outbox.local(self.loop_id) {
-            self.deliver_one(to, &msg, now);
+        for (to, as_of, msg) in outbox.local(self.loop_id) {
+            match to {
+                To::Conn(to) => self.deliver_one(to, &msg, now),
+                To::Members { .. } => self.deliver_to_members(&msg, as_of, now),
+            }
         }
+    }
+
+    /// A publication for our members of its topic (and listeners of the
+    /// patterns it matches), looked up now: who was a member when it was
+    /// published (`as_of`) and still is gets it, in the directory's order.
+    fn deliver_to_members(&mut self, msg: &Message<'_>, as_of: u64, now: Instant) {
+        let Some(topic) = msg.topic else {
+            return;
+        };
+        let mut receivers = std::mem::take(&mut self.receivers);
+        self.hub
+            .receivers(topic, self.loop_id, as_of, &mut receivers);
+        for i in 0..receivers.len() {
+            if let Some((to, pattern)) = receivers.get(i) {
+                let msg = Message { pattern, ..*msg };
+                self.deliver_one(to, &msg, now);
+            }
+        }
+        self.receivers = receivers;
     }
 
     fn deliver_one(&mut self, to: ConnId, msg: &Message<'_>, now: Instant) {

@@ -212,6 +212,17 @@ pub mod procfs {
             .expect("VmRSS")
     }
 
+    /// The most resident memory the process has had (`VmHWM`), in KiB.
+    pub fn peak_rss_kib(pid: i32) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("VmHWM")
+    }
+
     /// User + system CPU time consumed so far, in seconds.
     pub fn cpu_secs(pid: i32) -> f64 {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");

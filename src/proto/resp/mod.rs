@@ -1,5 +1,5 @@
-//! RESP2, the Redis protocol: enough of it for `redis-cli` and
-//! `redis-benchmark`, sans-IO.
+//! RESP, the Redis protocol (RESP2, and RESP3 after `HELLO 3`): enough of
+//! it for `redis-cli`, `redis-benchmark` and a pub/sub broker, sans-IO.
 //!
 //! Owns command framing (inline lines and multibulk arrays), the few
 //! commands, and the limits. It must not buffer on its own: a partial frame
@@ -12,8 +12,11 @@
 //! * `ECHO msg` → bulk `msg`.
 //! * `QUIT` → `+OK`, then close.
 //! * `SUBSCRIBE`, `UNSUBSCRIBE`, `PSUBSCRIBE`, `PUNSUBSCRIBE`, `PUBLISH`,
-//!   `RESET` and the subscribed mode: see [`super::pubsub`]; those commands
-//!   are taken whole, not streamed (at most [`super::pubsub::MAX_COMMAND`]
+//!   `PUBSUB` and the subscribed mode: see [`pubsub`].
+//! * `HELLO [2|3]`, `CLIENT REPLY|SETNAME|GETNAME|ID`, `RESET`: see
+//!   [`session`].
+//! * The commands are a type, [`Command`]; all but `PING`, `ECHO` and
+//!   `QUIT` are taken whole, not streamed (at most [`pubsub::MAX_COMMAND`]
 //!   bytes).
 //! * anything else → `-ERR unknown command '<name>'`; the connection stays
 //!   usable (`redis-benchmark` starts with `CONFIG GET save`, and copes).
@@ -39,11 +42,15 @@
 //! (nothing is allocated for it). While draining, the command in flight
 //! finishes, then the connection closes.
 
+mod command;
 pub mod pubsub;
+pub mod session;
 
 use std::time::Instant;
 
-use self::pubsub::{PubSub, Whole};
+pub use self::command::Command;
+use self::pubsub::{push_bulk, PubSub, Ran, Whole};
+use self::session::{Session, Version};
 use super::{budget_spent, stream_room, Decision, Protocol, Report, Reports, Step, REPLY_MAX};
 use crate::base::text::push_u64;
 use crate::mailbox::{Mailbox, Message};
@@ -100,6 +107,9 @@ enum Then {
     EchoArg1,
     /// Close the connection (QUIT).
     Close,
+    /// Not finished: it stopped at the output budget and is offered again
+    /// (leaving every channel); its bytes stay unconsumed.
+    Again,
 }
 
 /// One connection's RESP state: two words and an enum.
@@ -110,8 +120,15 @@ pub struct Resp {
     state: State,
     /// A graceful drain began: finish the command in flight, then close.
     draining: bool,
-    /// Channels and patterns subscribed to (see [`super::pubsub`]).
+    /// An `UNSUBSCRIBE` / `PUNSUBSCRIBE` without arguments stopped at the
+    /// output budget with subscriptions left, to go on when offered again.
+    leaving_all: bool,
+    /// Channels and patterns subscribed to (see [`pubsub`]).
     pubsub: PubSub,
+    /// Protocol version, reply mode, name (see [`session`]): boxed, and
+    /// only once a client changes one of them (`HELLO`, `CLIENT`), so the
+    /// common RESP2 connection pays one null pointer.
+    session: Option<Box<Session>>,
     /// Commands answered since the last [`Protocol::report`]: ping, echo,
     /// quit, other. The loop reports after every drive, which reads at most
     /// `read_budget` (256 KiB) = 43,690 six-byte `PING\r\n`s: `u16` holds it.
@@ -138,9 +155,26 @@ impl Resp {
             max_len,
             state: State::Ready { partial: false },
             draining: false,
+            leaving_all: false,
             pubsub: PubSub::new(),
+            session: None,
             commands: [0; 4],
         }
+    }
+
+    /// The RESP version this connection speaks.
+    fn version(&self) -> Version {
+        self.session.as_ref().map_or(Version::Resp2, |s| s.version)
+    }
+
+    /// A command begins: whether its reply is sent (`CLIENT REPLY`).
+    fn shows_reply(&mut self) -> bool {
+        self.session.as_mut().is_none_or(|s| s.shows_reply())
+    }
+
+    /// The session settings, made on first use.
+    fn session_mut(&mut self) -> &mut Session {
+        self.session.get_or_insert_with(Box::default)
     }
 
     /// Close with `-ERR Protocol error: <msg>`.
@@ -176,53 +210,134 @@ impl Resp {
             .then(|| self.close(input.len(), Decision::Close))
     }
 
-    /// Answer a command from its name and argument count.
+    /// Answer a streamed command (`PING`, `ECHO`, `QUIT`, or one this
+    /// server does not know) from its name and argument count.
     fn answer(
         name: &[u8],
-        complete_name: bool,
+        command: Option<Command>,
         argc: u64,
         out: &mut Vec<u8>,
         commands: &mut [u16; 4],
     ) -> Then {
-        let is = |known: &[u8]| complete_name && name.eq_ignore_ascii_case(known);
-        let which = if is(b"PING") {
-            0
-        } else if is(b"ECHO") {
-            1
-        } else if is(b"QUIT") {
-            2
-        } else {
-            3
-        };
-        commands[which] = commands[which].saturating_add(1);
-        if is(b"PING") {
-            match argc {
+        let counter = command.map_or(3, Command::counter);
+        commands[counter] = commands[counter].saturating_add(1);
+        match command {
+            Some(Command::Ping) => match argc {
                 1 => {
                     out.extend_from_slice(b"+PONG\r\n");
                     Then::Nothing
                 }
                 2 => Then::EchoArg1,
                 _ => wrong_arity(b"ping", out),
-            }
-        } else if is(b"ECHO") {
-            match argc {
+            },
+            Some(Command::Echo) => match argc {
                 2 => Then::EchoArg1,
                 _ => wrong_arity(b"echo", out),
+            },
+            Some(Command::Quit) => {
+                out.extend_from_slice(b"+OK\r\n");
+                Then::Close
             }
-        } else if is(b"QUIT") {
-            out.extend_from_slice(b"+OK\r\n");
-            Then::Close
-        } else {
-            out.extend_from_slice(b"-ERR unknown command '");
-            push_sanitized(out, &name[..name.len().min(NAME_PREVIEW)]);
-            out.extend_from_slice(b"'\r\n");
-            Then::Nothing
+            _ => {
+                out.extend_from_slice(b"-ERR unknown command '");
+                push_sanitized(out, &name[..name.len().min(NAME_PREVIEW)]);
+                out.extend_from_slice(b"'\r\n");
+                Then::Nothing
+            }
         }
+    }
+
+    /// The command `name` is, and whether it is to be read whole and run
+    /// by [`Resp::run_whole`]: every command but the streamed three, and
+    /// `PING` too in RESP2's subscribed mode (its reply is an array there).
+    fn classify(&self, name: &[u8], complete: bool) -> (Option<Command>, bool) {
+        let command = Command::parse(name).filter(|_| complete);
+        let whole = command.is_some_and(|c| {
+            c.whole()
+                || (c == Command::Ping
+                    && self.pubsub.subscribed()
+                    && self.version() == Version::Resp2)
+        });
+        (command, whole)
+    }
+
+    /// Whether RESP2's subscribed mode refuses `command` (the error is
+    /// written, unless replies are off).
+    fn refused(&mut self, name: &[u8], command: Option<Command>, out: &mut Vec<u8>) -> bool {
+        if self.version() != Version::Resp2 {
+            return false;
+        }
+        let mark = out.len();
+        if !self.pubsub.refuse(name, command, out) {
+            return false;
+        }
+        if !self.shows_reply() {
+            out.truncate(mark);
+        }
+        true
+    }
+
+    /// Run a command read whole, with its arguments after the name.
+    /// `stop_at`: where this call's output budget ends (see [`Ran`]).
+    fn run_whole<'a>(
+        &mut self,
+        command: Command,
+        args: impl ExactSizeIterator<Item = &'a [u8]>,
+        out: &mut Vec<u8>,
+        stop_at: usize,
+    ) -> Ran {
+        if !self.leaving_all {
+            self.commands[command.counter()] = self.commands[command.counter()].saturating_add(1);
+        }
+        let shown = self.shows_reply();
+        let mark = out.len();
+        let version = self.version();
+        let me = self.pubsub.mailbox().me();
+        let ran = match command {
+            Command::Hello => {
+                self.session_mut().hello(args, me, out);
+                Ran::Done
+            }
+            Command::Client => {
+                self.session_mut().client(args, me, shown, out);
+                return Ran::Done;
+            }
+            Command::Reset => {
+                self.pubsub.leave_all();
+                self.session = None; // RESP2, replies on, no name
+                out.extend_from_slice(b"+RESET\r\n");
+                Ran::Done
+            }
+            _ => {
+                let leaving_all = &mut self.leaving_all;
+                self.pubsub
+                    .run(command, args, version, out, (stop_at, leaving_all))
+            }
+        };
+        // RESP3's subscribe confirmations are pushes: CLIENT REPLY does
+        // not hold them back.
+        let pushes = version == Version::Resp3
+            && matches!(
+                command,
+                Command::Subscribe
+                    | Command::Unsubscribe
+                    | Command::PSubscribe
+                    | Command::PUnsubscribe
+            );
+        if !shown && !pushes {
+            out.truncate(mark);
+        }
+        ran
     }
 
     /// An inline command at the front of `rest` (not starting with `*`):
     /// `Ok(Some(len))` when a whole line was handled.
-    fn inline(&mut self, rest: &[u8], out: &mut Vec<u8>) -> Result<Option<(usize, Then)>, ()> {
+    fn inline(
+        &mut self,
+        rest: &[u8],
+        out: &mut Vec<u8>,
+        stop_at: usize,
+    ) -> Result<Option<(usize, Then)>, ()> {
         let window = &rest[..rest.len().min(INLINE_MAX)];
         let Some(nl) = window.iter().position(|&b| b == b'\n') else {
             return if window.len() >= INLINE_MAX {
@@ -239,23 +354,31 @@ impl Resp {
         let Some(name) = args.next() else {
             return Ok(Some((nl + 1, Then::Nothing))); // an empty line: no command
         };
-        if let Some(command) = self.pubsub.command(name) {
-            let args: Vec<&[u8]> = args.collect();
-            self.pubsub.run(command, args.into_iter(), out);
+        let (command, whole) = self.classify(name, true);
+        if self.refused(name, command, out) {
             return Ok(Some((nl + 1, Then::Nothing)));
         }
-        if self.pubsub.refuse(name, out) {
+        if let Some(command) = command.filter(|_| whole) {
+            let args: Vec<&[u8]> = args.collect();
+            if self.run_whole(command, args.into_iter(), out, stop_at) == Ran::More {
+                return Ok(Some((0, Then::Again)));
+            }
             return Ok(Some((nl + 1, Then::Nothing)));
         }
         let arg1 = args.next();
         let argc = 1 + u64::from(arg1.is_some()) + args.count() as u64;
-        let then = match Self::answer(name, true, argc, out, &mut self.commands) {
+        let shown = self.shows_reply();
+        let mark = out.len();
+        let then = match Self::answer(name, command, argc, out, &mut self.commands) {
             Then::EchoArg1 => {
                 push_bulk(out, arg1.unwrap_or_default());
                 Then::Nothing
             }
             then => then,
         };
+        if !shown {
+            out.truncate(mark);
+        }
         Ok(Some((nl + 1, then)))
     }
 }
@@ -302,7 +425,7 @@ impl Protocol for Resp {
                         return continue_at(pos);
                     }
                     if first != b'*' {
-                        match self.inline(rest, out) {
+                        match self.inline(rest, out, out_start + stream_room(0)) {
                             Err(()) => {
                                 return self.protocol_error("too big inline request", input, out)
                             }
@@ -310,6 +433,7 @@ impl Protocol for Resp {
                                 self.state = State::Ready { partial: true };
                                 return continue_at(pos);
                             }
+                            Ok(Some((_, Then::Again))) => return continue_at(pos),
                             Ok(Some((len, then))) => {
                                 pos += len;
                                 if then == Then::Close {
@@ -367,14 +491,20 @@ impl Protocol for Resp {
                     }
                     let name = &rest[header..header + preview];
                     let complete = preview as u64 == len;
-                    if let Some(command) = self.pubsub.command(name).filter(|_| complete) {
-                        // Pub/sub commands are taken whole, not streamed.
+                    let (command, whole) = self.classify(name, complete);
+                    if let Some(command) = command.filter(|_| whole) {
+                        // Taken whole, not streamed.
                         match pubsub::measure(rest, argc) {
                             Whole::Partial => return continue_at(pos),
                             Whole::Invalid(msg) => return self.protocol_error(msg, input, out),
                             Whole::Done(len, args) => {
-                                self.commands[3] = self.commands[3].saturating_add(1);
-                                self.pubsub.run(command, args, out);
+                                let stop_at = out_start + stream_room(0);
+                                if !self.refused(name, Some(command), out)
+                                    && self.run_whole(command, args, out, stop_at) == Ran::More
+                                {
+                                    // Offered again once the output drains.
+                                    return continue_at(pos);
+                                }
                                 pos += len;
                                 if let Some(step) = self.command_done(input) {
                                     return step;
@@ -383,10 +513,21 @@ impl Protocol for Resp {
                             }
                         }
                     }
-                    let then = if self.pubsub.refuse(name, out) {
+                    let then = if self.refused(name, command, out) {
                         Then::Nothing
                     } else {
-                        Self::answer(name, complete, argc, out, &mut self.commands)
+                        let shown = self.shows_reply();
+                        let mark = out.len();
+                        match Self::answer(name, command, argc, out, &mut self.commands) {
+                            then if shown => then,
+                            then => {
+                                out.truncate(mark);
+                                match then {
+                                    Then::EchoArg1 => Then::Nothing, // skipped, not echoed
+                                    then => then,
+                                }
+                            }
+                        }
                     };
                     pos += header + preview;
                     if then == Then::Close {
@@ -477,7 +618,7 @@ impl Protocol for Resp {
     }
 
     fn on_message(&mut self, _now: Instant, msg: &Message<'_>, out: &mut Vec<u8>) -> Decision {
-        pubsub::frame(msg, out);
+        pubsub::frame(msg, self.version(), out);
         Decision::Continue
     }
 
@@ -545,18 +686,9 @@ fn count_line(rest: &[u8]) -> Count {
     Count::Line((!negative).then_some(n), cr + 2)
 }
 
-/// Append `$<len>\r\n<bytes>\r\n`.
-fn push_bulk(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.push(b'$');
-    push_u64(out, bytes.len() as u64);
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(bytes);
-    out.extend_from_slice(b"\r\n");
-}
-
 /// Append `bytes` with control characters (CR and LF above all, which would
 /// break the reply's framing) replaced by spaces.
-fn push_sanitized(out: &mut Vec<u8>, bytes: &[u8]) {
+pub(crate) fn push_sanitized(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend(
         bytes
             .iter()
@@ -866,8 +998,9 @@ mod tests {
     fn an_idle_resp_connection_is_small() {
         let size = std::mem::size_of::<Resp>();
         eprintln!("Resp: {size} B");
-        // 48 B of parser state, and an unused mailbox for pub/sub.
+        // 48 B of parser state, a pointer for the session settings a
+        // client may change (`HELLO`, `CLIENT`), and an unused mailbox.
         let mailbox = std::mem::size_of::<crate::mailbox::Mailbox>();
-        assert!(size <= 48 + mailbox, "Resp grew to {size} B");
+        assert!(size <= 48 + 8 + mailbox, "Resp grew to {size} B");
     }
 }

@@ -1,11 +1,12 @@
 //! RESP pub/sub: `SUBSCRIBE`, `UNSUBSCRIBE`, `PSUBSCRIBE`, `PUNSUBSCRIBE`,
-//! `PUBLISH`, `RESET` and the subscribed mode, on top of the
+//! `PUBLISH`, `PUBSUB` and the subscribed mode, on top of the
 //! [`Mailbox`](crate::mailbox): a channel is a mailbox group, a pattern a
 //! pattern group, a published message a group message.
 //!
 //! Owns the commands' replies and the `message` / `pmessage` frames, byte
-//! for byte as redis-server 7 sends them in RESP2. It must not parse RESP
-//! framing: [`super::resp`] hands it a command's name and arguments.
+//! for byte as redis-server 7 sends them, in RESP2 (arrays) or RESP3
+//! (pushes, after `HELLO 3`). It must not parse RESP framing: the
+//! [`Resp`](super::Resp) protocol hands it a command and its arguments.
 //!
 //! * `SUBSCRIBE ch…` → per channel `*3 subscribe <ch> :<subscriptions>`.
 //! * `UNSUBSCRIBE [ch…]` → per channel `*3 unsubscribe <ch> :<left>`; with
@@ -17,38 +18,46 @@
 //!   subscriber gets its `message` first, then a `pmessage` per matching
 //!   pattern in the order patterns were first subscribed (redis-server
 //!   walks its pattern dict in hash order).
-//! * Subscribed (any channel or pattern): only the commands above, `PING`
-//!   (→ `*2 pong <arg or "">`), `QUIT` and `RESET`; anything else is
-//!   `-ERR Can't execute '<cmd>': …`.
-//! * `RESET` → leaves every channel and pattern, `+RESET`.
+//! * A subscriber gets a message for a channel only while it is subscribed
+//!   to it (or to the pattern it matched) when the message is delivered:
+//!   the loop asks [`Mailbox::accepts`] first, so nothing arrives after
+//!   the `unsubscribe` reply that left the channel.
+//! * `PUBSUB CHANNELS [pattern]` (channels with subscribers), `PUBSUB
+//!   NUMSUB [ch…]` (subscribers of each, integers), `PUBSUB NUMPAT`
+//!   (distinct patterns): over every loop, from the shared directory.
+//! * Subscribed in RESP2 (any channel or pattern): only the commands
+//!   [`Command::allowed_when_subscribed`] names, `PING` answering
+//!   `*2 pong <arg or "">`; anything else is `-ERR Can't execute '<cmd>': …`.
+//!   RESP3 allows every command, its pushes being told apart from replies.
+//! * `RESET` → leaves every channel and pattern (the rest is the
+//!   session's: see [`super::session`]).
 //!
 //! Pub/sub commands are taken whole (not streamed): one may be at most
 //! [`MAX_COMMAND`] bytes, so it fits the protocol's pending-input bound.
 
+use super::command::Command;
+use super::session::Version;
 use crate::mailbox::{Mailbox, Message};
 
-/// Longest pub/sub command (all its framing included). A longer one is a
-/// protocol error: the protocol keeps at most
+/// Longest command taken whole (all its framing included). A longer one
+/// is a protocol error: the protocol keeps at most
 /// [`MAX_PENDING`](super::MAX_PENDING) bytes of unconsumed input.
 pub const MAX_COMMAND: usize = super::MAX_PENDING - 64;
-
-/// Which pub/sub command a name is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Command {
-    Subscribe,
-    Unsubscribe,
-    PSubscribe,
-    PUnsubscribe,
-    Publish,
-    Reset,
-    /// `PING` in subscribed mode.
-    Ping,
-}
 
 /// One connection's subscriptions, kept in its mailbox.
 #[derive(Debug, Default)]
 pub struct PubSub {
     mailbox: Mailbox,
+}
+
+/// Whether a pub/sub command is finished.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ran {
+    /// Its replies are all written.
+    Done,
+    /// It stopped at the output budget: offer it again once the output has
+    /// drained (leaving every channel of a client that has 100,000).
+    More,
 }
 
 impl PubSub {
@@ -57,14 +66,14 @@ impl PubSub {
         Self::default()
     }
 
-    /// The messaging handle (for [`Protocol::mailbox`](super::Protocol::mailbox)).
+    /// The messaging handle (for [`Protocol::mailbox`](crate::proto::Protocol::mailbox)).
     pub fn mailbox(&mut self) -> &mut Mailbox {
         &mut self.mailbox
     }
 
     /// Channels plus patterns: Redis' subscription count.
     pub fn subscriptions(&self) -> usize {
-        self.mailbox.topics().len() + self.mailbox.patterns().len()
+        self.mailbox.topic_count() + self.mailbox.pattern_count()
     }
 
     /// Whether the connection is in subscribed mode.
@@ -72,33 +81,10 @@ impl PubSub {
         self.subscriptions() > 0
     }
 
-    /// The pub/sub command `name` is, if it is one this layer takes whole.
-    pub(crate) fn command(&self, name: &[u8]) -> Option<Command> {
-        let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
-        Some(if is(b"SUBSCRIBE") {
-            Command::Subscribe
-        } else if is(b"UNSUBSCRIBE") {
-            Command::Unsubscribe
-        } else if is(b"PSUBSCRIBE") {
-            Command::PSubscribe
-        } else if is(b"PUNSUBSCRIBE") {
-            Command::PUnsubscribe
-        } else if is(b"PUBLISH") && !self.subscribed() {
-            Command::Publish
-        } else if is(b"RESET") {
-            Command::Reset
-        } else if is(b"PING") && self.subscribed() {
-            Command::Ping
-        } else {
-            return None;
-        })
-    }
-
-    /// In subscribed mode, refuse a command that is not allowed there
-    /// (`name` is not one of [`PubSub::command`]'s). `true` if refused.
-    pub fn refuse(&self, name: &[u8], out: &mut Vec<u8>) -> bool {
-        let allowed = [b"QUIT".as_slice(), b"SSUBSCRIBE", b"SUNSUBSCRIBE"];
-        if !self.subscribed() || allowed.iter().any(|a| name.eq_ignore_ascii_case(a)) {
+    /// In RESP2's subscribed mode, refuse a command that is not allowed
+    /// there (`name`, and what it parsed as). `true` if refused.
+    pub fn refuse(&self, name: &[u8], command: Option<Command>, out: &mut Vec<u8>) -> bool {
+        if !self.subscribed() || command.is_some_and(Command::allowed_when_subscribed) {
             return false;
         }
         out.extend_from_slice(b"-ERR Can't execute '");
@@ -115,117 +101,177 @@ impl PubSub {
         true
     }
 
-    /// Run `command` with its arguments (the name excluded).
+    /// Run pub/sub `command` with its arguments (the name excluded),
+    /// answering in `version`. Leaving every channel stops once `out` is
+    /// `stop_at` bytes long, with [`Ran::More`], and says so in
+    /// `leaving_all`: the command offered again goes on where it stopped
+    /// (no second `nil` reply).
     pub(crate) fn run<'a>(
         &mut self,
         command: Command,
         mut args: impl ExactSizeIterator<Item = &'a [u8]>,
+        version: Version,
         out: &mut Vec<u8>,
-    ) {
+        (stop_at, leaving_all): (usize, &mut bool),
+    ) -> Ran {
         let n = args.len();
         match command {
-            Command::Subscribe | Command::PSubscribe if n == 0 => arity(command_name(command), out),
+            Command::Subscribe | Command::PSubscribe if n == 0 => arity(command.name(), out),
             Command::Subscribe => {
                 for channel in args {
                     self.mailbox.join(channel);
-                    self.reply(b"subscribe", Some(channel), out);
+                    self.reply(version, b"subscribe", Some(channel), out);
                 }
             }
             Command::PSubscribe => {
                 for pattern in args {
                     self.mailbox.join_pattern(pattern);
-                    self.reply(b"psubscribe", Some(pattern), out);
+                    self.reply(version, b"psubscribe", Some(pattern), out);
                 }
             }
             Command::Unsubscribe if n == 0 => {
-                if self.mailbox.topics().is_empty() {
-                    self.reply(b"unsubscribe", None, out);
+                let resumed = std::mem::take(leaving_all);
+                if self.mailbox.topic_count() == 0 && !resumed {
+                    self.reply(version, b"unsubscribe", None, out);
                 }
-                while let Some(channel) = self.mailbox.topics().first().cloned() {
+                while let Some(channel) = self.mailbox.first_topic() {
+                    if out.len() >= stop_at {
+                        *leaving_all = true;
+                        return Ran::More;
+                    }
                     self.mailbox.leave(&channel);
-                    self.reply(b"unsubscribe", Some(&channel), out);
+                    self.reply(version, b"unsubscribe", Some(&channel), out);
                 }
             }
             Command::Unsubscribe => {
                 for channel in args {
                     self.mailbox.leave(channel);
-                    self.reply(b"unsubscribe", Some(channel), out);
+                    self.reply(version, b"unsubscribe", Some(channel), out);
                 }
             }
             Command::PUnsubscribe if n == 0 => {
-                if self.mailbox.patterns().is_empty() {
-                    self.reply(b"punsubscribe", None, out);
+                let resumed = std::mem::take(leaving_all);
+                if self.mailbox.pattern_count() == 0 && !resumed {
+                    self.reply(version, b"punsubscribe", None, out);
                 }
-                while let Some(pattern) = self.mailbox.patterns().first().cloned() {
+                while let Some(pattern) = self.mailbox.first_pattern() {
+                    if out.len() >= stop_at {
+                        *leaving_all = true;
+                        return Ran::More;
+                    }
                     self.mailbox.leave_pattern(&pattern);
-                    self.reply(b"punsubscribe", Some(&pattern), out);
+                    self.reply(version, b"punsubscribe", Some(&pattern), out);
                 }
             }
             Command::PUnsubscribe => {
                 for pattern in args {
                     self.mailbox.leave_pattern(pattern);
-                    self.reply(b"punsubscribe", Some(pattern), out);
+                    self.reply(version, b"punsubscribe", Some(pattern), out);
                 }
             }
             Command::Publish => match (n, args.next(), args.next()) {
                 (2, Some(channel), Some(message)) => {
                     let receivers = self.mailbox.publish(channel, message);
-                    out.push(b':');
-                    push_num(out, receivers);
-                    out.extend_from_slice(b"\r\n");
+                    push_int(out, receivers);
                 }
-                _ => arity(b"publish", out),
+                _ => arity("publish", out),
             },
-            Command::Reset => {
-                self.leave_all();
-                out.extend_from_slice(b"+RESET\r\n");
-            }
+            Command::PubSub => self.pubsub(args, out),
             Command::Ping => match (n, args.next()) {
                 (0, _) => out.extend_from_slice(b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"),
                 (1, Some(arg)) => {
                     out.extend_from_slice(b"*2\r\n$4\r\npong\r\n");
                     push_bulk(out, arg);
                 }
-                _ => arity(b"ping", out),
+                _ => arity("ping", out),
             },
+            // Not pub/sub commands: the session's or streamed.
+            Command::Echo | Command::Quit | Command::Reset | Command::Hello | Command::Client => {}
+        }
+        Ran::Done
+    }
+
+    /// `PUBSUB <subcommand> …`, over every loop's subscribers.
+    fn pubsub<'a>(&mut self, mut args: impl ExactSizeIterator<Item = &'a [u8]>, out: &mut Vec<u8>) {
+        let Some(sub) = args.next() else {
+            return arity("pubsub", out);
+        };
+        let hub = self.mailbox.hub();
+        let is = |name: &[u8]| sub.eq_ignore_ascii_case(name);
+        if is(b"CHANNELS") && args.len() <= 1 {
+            let pattern = args.next();
+            let mut channels = hub.map(|h| h.topics(pattern)).unwrap_or_default();
+            channels.sort();
+            push_len(out, b'*', channels.len());
+            for channel in &channels {
+                push_bulk(out, channel);
+            }
+        } else if is(b"NUMSUB") {
+            // A flat array of channel, count, … in RESP3 too (redis 7.0).
+            push_len(out, b'*', args.len() * 2);
+            for channel in args {
+                push_bulk(out, channel);
+                push_int(out, hub.map_or(0, |h| h.members(channel)));
+            }
+        } else if is(b"NUMPAT") && args.len() == 0 {
+            push_int(out, hub.map_or(0, |h| h.pattern_count()));
+        } else if is(b"HELP") && args.len() == 0 {
+            let lines: [&[u8]; 7] = [
+                b"PUBSUB <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                b"CHANNELS [<pattern>]",
+                b"    Return the currently active channels matching a <pattern> (default: '*').",
+                b"NUMPAT",
+                b"    Return number of subscriptions to patterns.",
+                b"NUMSUB [<channel> ...]",
+                b"    Return the number of subscribers for the specified channels, excluding",
+            ];
+            push_len(out, b'*', lines.len());
+            for line in lines {
+                out.push(b'+');
+                out.extend_from_slice(line);
+                out.extend_from_slice(b"\r\n");
+            }
+        } else {
+            unknown_subcommand(b"PUBSUB", sub, out);
         }
     }
 
     /// Leave every channel and pattern, silently.
     pub fn leave_all(&mut self) {
-        while let Some(channel) = self.mailbox.topics().first().cloned() {
+        while let Some(channel) = self.mailbox.first_topic() {
             self.mailbox.leave(&channel);
         }
-        while let Some(pattern) = self.mailbox.patterns().first().cloned() {
+        while let Some(pattern) = self.mailbox.first_pattern() {
             self.mailbox.leave_pattern(&pattern);
         }
     }
 
-    /// `*3 <kind> <name or nil> :<subscriptions>`.
-    fn reply(&self, kind: &[u8], name: Option<&[u8]>, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"*3\r\n");
+    /// `*3 <kind> <name or nil> :<subscriptions>` (a push in RESP3).
+    fn reply(&self, version: Version, kind: &[u8], name: Option<&[u8]>, out: &mut Vec<u8>) {
+        push_len(out, version.push(), 3);
         push_bulk(out, kind);
-        match name {
-            Some(name) => push_bulk(out, name),
-            None => out.extend_from_slice(b"$-1\r\n"),
+        match (name, version) {
+            (Some(name), _) => push_bulk(out, name),
+            (None, Version::Resp2) => out.extend_from_slice(b"$-1\r\n"),
+            (None, Version::Resp3) => out.extend_from_slice(b"_\r\n"),
         }
-        out.push(b':');
-        push_num(out, self.subscriptions());
-        out.extend_from_slice(b"\r\n");
+        push_int(out, self.subscriptions());
     }
 }
 
 /// Frame a message for a subscriber: `message` (by channel), `pmessage`
-/// (by pattern), or the payload as it is (sent by id).
-pub fn frame(msg: &Message<'_>, out: &mut Vec<u8>) {
+/// (by pattern), or the payload as it is (sent by id); a push in RESP3.
+pub fn frame(msg: &Message<'_>, version: Version, out: &mut Vec<u8>) {
     match (msg.topic, msg.pattern) {
         (Some(channel), None) => {
-            out.extend_from_slice(b"*3\r\n$7\r\nmessage\r\n");
+            push_len(out, version.push(), 3);
+            out.extend_from_slice(b"$7\r\nmessage\r\n");
             push_bulk(out, channel);
             push_bulk(out, msg.payload);
         }
         (Some(channel), Some(pattern)) => {
-            out.extend_from_slice(b"*4\r\n$8\r\npmessage\r\n");
+            push_len(out, version.push(), 4);
+            out.extend_from_slice(b"$8\r\npmessage\r\n");
             push_bulk(out, pattern);
             push_bulk(out, channel);
             push_bulk(out, msg.payload);
@@ -234,32 +280,37 @@ pub fn frame(msg: &Message<'_>, out: &mut Vec<u8>) {
     }
 }
 
-fn command_name(command: Command) -> &'static [u8] {
-    match command {
-        Command::Subscribe => b"subscribe",
-        Command::Unsubscribe => b"unsubscribe",
-        Command::PSubscribe => b"psubscribe",
-        Command::PUnsubscribe => b"punsubscribe",
-        Command::Publish => b"publish",
-        Command::Reset => b"reset",
-        Command::Ping => b"ping",
-    }
-}
-
-fn arity(command: &[u8], out: &mut Vec<u8>) {
+/// `-ERR wrong number of arguments for '<command>' command`.
+pub(crate) fn arity(command: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(b"-ERR wrong number of arguments for '");
-    out.extend_from_slice(command);
+    out.extend_from_slice(command.as_bytes());
     out.extend_from_slice(b"' command\r\n");
 }
 
-fn push_num(out: &mut Vec<u8>, n: usize) {
-    crate::base::text::push_u64(out, n as u64);
+/// `-ERR unknown subcommand '<sub>'. Try <COMMAND> HELP.`
+pub(crate) fn unknown_subcommand(command: &[u8], sub: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(b"-ERR unknown subcommand '");
+    super::push_sanitized(out, &sub[..sub.len().min(super::NAME_PREVIEW)]);
+    out.extend_from_slice(b"'. Try ");
+    out.extend_from_slice(command);
+    out.extend_from_slice(b" HELP.\r\n");
 }
 
-fn push_bulk(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.push(b'$');
-    push_num(out, bytes.len());
+/// `<kind><n>\r\n`: an array, push or map header.
+pub(crate) fn push_len(out: &mut Vec<u8>, kind: u8, n: usize) {
+    out.push(kind);
+    crate::base::text::push_u64(out, n as u64);
     out.extend_from_slice(b"\r\n");
+}
+
+/// `:<n>\r\n`.
+pub(crate) fn push_int(out: &mut Vec<u8>, n: usize) {
+    push_len(out, b':', n);
+}
+
+/// `$<len>\r\n<bytes>\r\n`.
+pub(crate) fn push_bulk(out: &mut Vec<u8>, bytes: &[u8]) {
+    push_len(out, b'$', bytes.len());
     out.extend_from_slice(bytes);
     out.extend_from_slice(b"\r\n");
 }
@@ -383,7 +434,7 @@ mod tests {
     use std::time::Instant;
 
     use super::super::{Resp, MAX_PENDING};
-    use crate::mailbox::{ConnId, Hub};
+    use crate::mailbox::{ConnId, Hub, Message, Receivers, To};
     use crate::proto::driver::Driver;
     use crate::proto::{Decision, Protocol};
 
@@ -427,9 +478,16 @@ mod tests {
         assert_eq!(publisher.text(), ":2\r\n");
         let sent = publisher.proto.mailbox().unwrap().sent();
         let mut framed = Vec::new();
+        let mut on = Receivers::default();
         for (to, msg) in sent.iter() {
-            assert_eq!(to.key, 1);
-            sub.proto.on_message(Instant::now(), &msg, &mut framed);
+            assert_eq!(to, To::Members { loop_id: 0 });
+            hub.receivers(msg.topic.unwrap(), 0, hub.clock(), &mut on);
+            for i in 0..on.len() {
+                let (id, pattern) = on.get(i).unwrap();
+                assert_eq!(id.key, 1);
+                let msg = Message { pattern, ..msg };
+                sub.proto.on_message(Instant::now(), &msg, &mut framed);
+            }
         }
         assert_eq!(
             String::from_utf8(framed).unwrap(),

@@ -223,6 +223,9 @@ pub struct Conn<P, S = crate::io::stack::Stream> {
     /// The protocol stopped at its output budget with whole frames left in
     /// `input`: offer them again once output drains (no edge will come).
     reoffer: bool,
+    /// Held by the loop: its messages for another loop wait for room in
+    /// that loop's queue, so it reads nothing until they are posted.
+    held: bool,
 }
 
 type Io<T> = Result<T, CloseReason>;
@@ -274,6 +277,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
             preamble,
             spoke: false,
             reoffer: false,
+            held: false,
         }
     }
 
@@ -324,6 +328,21 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         let limits = cx.limits;
         if !matches!(self.state, State::Open | State::Draining { .. }) {
             log::trace!("{} message from {} dropped: closing", self.name, msg.from);
+            return Progress::Idle;
+        }
+        // A group message reaches only a member of the group at delivery:
+        // one routed before this connection left it (on another loop, or
+        // earlier in this turn) is not for it any more.
+        let accepted = match self.proto.mailbox() {
+            Some(mailbox) => mailbox.accepts(msg),
+            None => msg.topic.is_none(),
+        };
+        if !accepted {
+            log::trace!(
+                "{} message from {} dropped: no longer in its group",
+                self.name,
+                msg.from
+            );
             return Progress::Idle;
         }
         scratch.out.clear();
@@ -406,7 +425,27 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
 
     /// Whether the state and backpressure allow reading input to process.
     pub fn wants_read(&self) -> bool {
-        matches!(self.state, State::Open | State::Draining { .. }) && !self.read_paused
+        matches!(self.state, State::Open | State::Draining { .. })
+            && !self.read_paused
+            && !self.held
+    }
+
+    /// Stop reading until [`Conn::release`]: what it sent waits for room
+    /// (see the server's routing). Writing goes on.
+    pub fn hold(&mut self) {
+        if !self.held {
+            log::trace!("{} held: its messages wait for another loop", self.name);
+            self.held = true;
+        }
+    }
+
+    /// Read again after [`Conn::hold`]. The caller drives it: the socket may
+    /// have become readable meanwhile, and no new edge would say so.
+    pub fn release(&mut self) {
+        if self.held {
+            log::trace!("{} released: reading again", self.name);
+            self.held = false;
+        }
     }
 
     /// Whether bytes are waiting for the socket to become writable.
@@ -948,7 +987,16 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
             self.input.consume(step.consumed);
             step
         };
-        debug_assert!(scratch.out.len() <= OUT_BUDGET, "protocol over its budget");
+        // A call is meant to stop at its budget (`budget_spent`); one that
+        // writes more is served all the same (never a panic), and reading
+        // pauses behind it like behind any output over the watermark.
+        if scratch.out.len() > OUT_BUDGET {
+            log::trace!(
+                "{} one call wrote {} B, over its budget",
+                self.name,
+                scratch.out.len()
+            );
+        }
         self.reoffer = !self.input.is_empty() && budget_spent(scratch.out.len());
         self.send_scratch(cx, scratch)?;
         // Left for the budget, the input is whole frames that are offered
