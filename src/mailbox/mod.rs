@@ -317,18 +317,20 @@ impl Outbox {
         });
     }
 
-    /// Split off the messages for other loops into `remote[loop]`; what
-    /// stays is for `here`.
-    pub(crate) fn split_remote(&self, here: usize, remote: &mut [Outbox]) -> bool {
-        let mut any_local = false;
+    /// Copy the messages for other loops into `remote[loop]`; what stays
+    /// is for `here`. Says whether any message is for `here`, and whether
+    /// any went to another loop.
+    pub(crate) fn split_remote(&self, here: usize, remote: &mut [Outbox]) -> (bool, bool) {
+        let (mut any_local, mut any_remote) = (false, false);
         for (i, r) in self.routes.iter().enumerate() {
             if r.to.loop_id() == here {
                 any_local = true;
             } else if let Some(batch) = remote.get_mut(r.to.loop_id()) {
                 batch.copy_from(self, i);
+                any_remote = true;
             }
         }
-        any_local
+        (any_local, any_remote)
     }
 
     /// The messages for loop `here`.
@@ -1099,7 +1101,7 @@ mod tests {
         a.send(id(1, 5, 5), b"far");
         a.send(id(0, 6, 6), b"near");
         let mut remote = vec![Outbox::default(), Outbox::default()];
-        assert!(a.sent().split_remote(0, &mut remote));
+        assert!(a.sent().split_remote(0, &mut remote).0);
         assert!(remote[0].is_empty());
         let far: Vec<_> = remote[1].iter().map(|(to, m)| (to, m.payload)).collect();
         assert_eq!(far, vec![(To::Conn(id(1, 5, 5)), &b"far"[..])]);
@@ -1121,7 +1123,7 @@ mod tests {
         let payload = vec![b'x'; 1024];
         assert_eq!(publisher.publish(b"news", &payload), 51);
         let mut remote = vec![Outbox::default(), Outbox::default()];
-        assert!(!publisher.sent().split_remote(0, &mut remote));
+        assert!(!publisher.sent().split_remote(0, &mut remote).0);
         assert_eq!(remote[1].len(), 1, "one entry for loop 1's 51 receivers");
         assert!(remote[1].weight() < 2 * 1024, "{} B", remote[1].weight());
         let mut on = Receivers::default();

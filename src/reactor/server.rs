@@ -285,6 +285,8 @@ pub struct Server<P: Protocol, S: Accept = Stream> {
     spares: Vec<Outbox>,
     /// Per loop: the batch being gathered for it this turn.
     remote: Vec<Outbox>,
+    /// A batch for another loop is gathered (or kept): `route` posts it.
+    remote_pending: bool,
     /// Another loop's queue had no room for our batch (see
     /// [`Refused::Heavy`]): connections that send are held meanwhile.
     waiting_for_room: bool,
@@ -403,6 +405,7 @@ impl<P: Protocol, S: Accept> Server<P, S> {
             routing: Vec::new(),
             spares: Vec::new(),
             remote: vec![Outbox::default()],
+            remote_pending: false,
             waiting_for_room: false,
             held: Vec::new(),
             receivers: Receivers::default(),
@@ -697,7 +700,17 @@ impl<P: Protocol, S: Accept> Server<P, S> {
 
     /// Route the messages sent this turn: ours straight into their
     /// receivers, the others' as one batch per loop.
+    #[inline]
     fn route(&mut self, now: Instant) {
+        // The common turn (echo, a request answered) has nothing to route.
+        if self.outgoing.is_empty() && self.delivered.is_empty() && !self.remote_pending {
+            return;
+        }
+        self.route_all(now);
+    }
+
+    #[inline(never)]
+    fn route_all(&mut self, now: Instant) {
         let mut rounds = 0;
         while !self.delivered.is_empty() || !self.outgoing.is_empty() {
             self.route_sent(now);
@@ -708,6 +721,7 @@ impl<P: Protocol, S: Accept> Server<P, S> {
             }
         }
         let mut heavy = false;
+        self.remote_pending = false;
         for id in 0..self.remote.len() {
             if self.remote[id].is_empty() {
                 continue;
@@ -720,6 +734,7 @@ impl<P: Protocol, S: Accept> Server<P, S> {
                 Err(Refused::Heavy(batch)) => {
                     self.remote[id] = *batch;
                     heavy = true;
+                    self.remote_pending = true;
                 }
                 Err(Refused::Full(batch)) => {
                     log::warn!(
@@ -776,7 +791,9 @@ impl<P: Protocol, S: Accept> Server<P, S> {
         let mut outgoing = std::mem::take(&mut self.routing);
         std::mem::swap(&mut outgoing, &mut self.outgoing);
         for mut outbox in outgoing.drain(..) {
-            if outbox.split_remote(self.loop_id, &mut self.remote) {
+            let (local, remote) = outbox.split_remote(self.loop_id, &mut self.remote);
+            self.remote_pending |= remote;
+            if local {
                 self.deliver(&outbox, now);
             }
             outbox.clear();
