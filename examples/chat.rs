@@ -35,9 +35,7 @@ struct Chat {
 }
 
 impl Protocol for Chat {
-    fn name(&self) -> &'static str {
-        "chat"
-    }
+    const NAME: &'static str = "chat";
 
     fn on_peer(&mut self, peer: SocketAddr) {
         self.name = peer.to_string();

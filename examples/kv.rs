@@ -29,9 +29,7 @@ thread_local! {
 struct Kv;
 
 impl Protocol for Kv {
-    fn name(&self) -> &'static str {
-        "kv"
-    }
+    const NAME: &'static str = "kv";
 
     fn on_input(&mut self, _now: Instant, input: &[u8], out: &mut Vec<u8>) -> Step {
         let mut consumed = 0;

@@ -44,4 +44,5 @@ pub use mailbox::{ConnId, Mailbox, Message};
 pub use proto::ConnInfo;
 pub use proto::Protocol;
 pub use reactor::config::Config;
-pub use reactor::server::{Outcome, Server, ShutdownHandle};
+pub use reactor::control::ShutdownHandle;
+pub use reactor::server::{Outcome, Server};

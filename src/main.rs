@@ -102,6 +102,7 @@ fn main() -> ExitCode {
         },
     }
     .upgrade_timeout(invocation.upgrade_timeout)
+    .upgrades(true)
     .signals(signals);
     let supervisor = match (invocation.metrics, inherited_metrics) {
         (Some(_), Some(socket)) => supervisor.metrics(socket),

@@ -45,7 +45,6 @@ const OUT_SLACK: usize = 1024;
 
 /// One protocol under test.
 trait Subject: Protocol + Sized {
-    const NAME: &'static str;
     const MAX_PENDING: usize;
     fn make(rng: &mut Rng) -> (Self, Settings);
     fn make_with(settings: &Settings) -> Self;
@@ -64,7 +63,6 @@ struct Settings {
 }
 
 impl Subject for Http {
-    const NAME: &'static str = "http";
     const MAX_PENDING: usize = http::MAX_PENDING;
     const ALPHABET: &'static [u8] =
         b"GET POST HEAD /echo HTTP/1.1\r\n\r\nHost: x\r\nContent-Length: 0123456789\r\nConnection: close keep-alive\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n:\t ";
@@ -171,7 +169,6 @@ impl Subject for Http {
 }
 
 impl Subject for Resp {
-    const NAME: &'static str = "resp";
     const MAX_PENDING: usize = resp::MAX_PENDING;
     const ALPHABET: &'static [u8] = b"*$-0123456789\r\n\r\nPING ECHO QUIT ping echo CONFIG GET x";
 
@@ -555,7 +552,7 @@ fn run_case<P: Subject>(seed: u64, reached: &mut Reached) {
         assert!(
             split.out == whole.out && split.ended == whole.ended,
             "seed {seed}: {} output depends on split points ({:?} vs {:?})",
-            P::NAME,
+            <P as Protocol>::NAME,
             split.ended,
             whole.ended
         );
@@ -617,7 +614,7 @@ fn run_case<P: Subject>(seed: u64, reached: &mut Reached) {
         assert!(
             d.ended.is_some(),
             "seed {seed}: drained {} connection never closed",
-            P::NAME
+            <P as Protocol>::NAME
         );
     }
 }
@@ -646,7 +643,7 @@ fn fuzz<P: Subject>(markers: &[&'static str]) {
     }
     eprintln!(
         "fuzz_proto {}: {cases} cases from seed {base} in {:?}: {reached:?}",
-        P::NAME,
+        <P as Protocol>::NAME,
         started.elapsed()
     );
     if cases >= 1000 {
@@ -659,10 +656,14 @@ fn fuzz<P: Subject>(markers: &[&'static str]) {
             ("reject", r.rejected),
             ("drain in flight", r.drain_continued),
         ] {
-            assert!(n > 0, "{}: no case reached {what}", P::NAME);
+            assert!(n > 0, "{}: no case reached {what}", <P as Protocol>::NAME);
         }
         for (marker, n) in &r.markers {
-            assert!(*n > 0, "{}: no case produced {marker:?}", P::NAME);
+            assert!(
+                *n > 0,
+                "{}: no case produced {marker:?}",
+                <P as Protocol>::NAME
+            );
         }
     }
 }

@@ -241,3 +241,69 @@ fn a_connection_whose_stream_cannot_be_built_gives_its_slot_back() {
         assert_eq!(run.join().unwrap(), Outcome::Clean);
     }
 }
+
+/// Several loops from code, without signals or re-exec: a supervisor runs
+/// two, a handle reads their summed counters (a library user's own
+/// counter among them) and shuts them down, and `run` returns `Clean`.
+/// Each loop builds its protocol factory on its own thread, so per-loop
+/// state is an `Rc`, and a loop timer ticks it.
+#[test]
+fn a_supervisor_runs_two_loops_from_code_and_a_handle_reads_and_stops_them() {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    use tcp_reactor::process::supervisor::Supervisor;
+    use tcp_reactor::reactor::loop_context::LoopContext;
+
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let metrics_addr = metrics.local_addr().unwrap();
+    let supervisor = Supervisor::bind(config(), 2).unwrap().metrics(metrics);
+    let addr = supervisor.local_addr().unwrap();
+    let handle = supervisor.handle();
+    let running = thread::spawn(move || {
+        supervisor.run_per_loop(|ctx: &LoopContext| {
+            let served = ctx.counter("app_echoes_total", "Connections the app echoed for.");
+            let ticks = Rc::new(Cell::new(0u64)); // this loop's own: no lock
+            let ticked = ctx.counter("app_ticks_total", "Loop timer ticks.");
+            let t = Rc::clone(&ticks);
+            ctx.every(Duration::from_millis(10), move |_| {
+                t.set(t.get() + 1);
+                ticked.inc();
+            });
+            move || {
+                served.inc();
+                Echo
+            }
+        })
+    });
+    for _ in 0..5 {
+        let mut s = util::connect(addr);
+        echo_once(&mut s, b"hi");
+    }
+    let mut stats = None;
+    wait_until("both loops' counters, ticks included", || {
+        stats = handle.stats();
+        stats.as_ref().is_some_and(|s| {
+            s.user
+                .iter()
+                .any(|u| u.name == "app_ticks_total" && u.value >= 2)
+                && s.accepted >= 5
+        })
+    });
+    let stats = stats.unwrap();
+    let served = stats.user.iter().find(|u| u.name == "app_echoes_total");
+    assert_eq!(served.map(|u| u.value), Some(5), "{stats:?}");
+    // The user's counter reaches a scrape, with its help and type.
+    let mut scrape = TcpStream::connect(metrics_addr).unwrap();
+    scrape
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    scrape.read_to_string(&mut text).unwrap();
+    assert!(
+        text.contains("# HELP app_echoes_total Connections the app echoed for.\n# TYPE app_echoes_total counter\napp_echoes_total 5\n"),
+        "{text}"
+    );
+    handle.shutdown();
+    assert_eq!(running.join().unwrap().unwrap(), Outcome::Clean);
+    assert!(handle.stats().is_none(), "the supervisor is gone");
+}

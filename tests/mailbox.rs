@@ -23,9 +23,7 @@ struct Relay {
 }
 
 impl Protocol for Relay {
-    fn name(&self) -> &'static str {
-        "relay"
-    }
+    const NAME: &'static str = "relay";
 
     fn on_input(&mut self, _now: Instant, input: &[u8], out: &mut Vec<u8>) -> Step {
         let mut consumed = 0;

@@ -129,12 +129,21 @@ macro_rules! counters {
                 )]
                 pub $field: u64,
             )*
+            /// Counters a library user registered on a loop (see
+            /// `LoopContext::counter`), after the built-in ones.
+            pub user: Vec<UserCount>,
         }
 
         impl Stats {
             /// Add another loop's counters (for the process's totals).
             pub fn add(&mut self, other: &Stats) {
                 $( self.$field += other.$field; )*
+                for theirs in &other.user {
+                    match self.user.iter_mut().find(|u| u.name == theirs.name) {
+                        Some(ours) => ours.value += theirs.value,
+                        None => self.user.push(theirs.clone()),
+                    }
+                }
             }
         }
 
@@ -239,6 +248,26 @@ impl Stats {
     }
 }
 
+/// One counter a library user registered, with its value.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserCount {
+    /// Its Prometheus name (a counter: `…_total` by convention).
+    pub name: &'static str,
+    /// What it counts (`# HELP`).
+    pub help: &'static str,
+    /// How many, so far.
+    pub value: u64,
+}
+
+/// Whether `name` is a valid Prometheus metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+pub fn valid_metric_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
 /// The `SIGUSR1` line and the end of each drain line: every row of
 /// [`COUNTERS`] with words for the log, `open 0, accepted 1, closed ok 1
 /// aborted 0 …, bytes in 6 out 6`.
@@ -256,6 +285,9 @@ impl fmt::Display for Stats {
             };
             write!(f, "{sep}{words} {}", (counter.get)(self))?;
             first = false;
+        }
+        for user in &self.user {
+            write!(f, ", {} {}", user.name, user.value)?;
         }
         Ok(())
     }

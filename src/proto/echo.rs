@@ -13,9 +13,7 @@ use super::{stream_room, Decision, Protocol, Step};
 pub struct Echo;
 
 impl Protocol for Echo {
-    fn name(&self) -> &'static str {
-        "echo"
-    }
+    const NAME: &'static str = "echo";
 
     fn replies_with_input(&self) -> bool {
         true

@@ -90,8 +90,8 @@ pub struct Step {
 
 /// A per-connection protocol state machine.
 pub trait Protocol {
-    /// A short name for logs (`echo`, `http`, …).
-    fn name(&self) -> &'static str;
+    /// A short name for logs and `/metrics` (`echo`, `http`, …).
+    const NAME: &'static str;
 
     /// Who the peer is: the socket's address, or the client a PROXY header
     /// named. Called once, before any input.

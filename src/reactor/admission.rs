@@ -31,7 +31,7 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::reactor::server::ShutdownHandle;
+use crate::reactor::control::ShutdownHandle;
 
 /// The process-wide connection count and its limit.
 #[derive(Debug)]
@@ -206,7 +206,7 @@ pub fn effective_max_conns(requested: usize, held: u64) -> usize {
             max = allowed;
         }
     }
-    max.min(crate::reactor::server::LISTENERS - crate::reactor::server::MAX_LISTENERS)
+    max.min(crate::reactor::tokens::LISTENERS - crate::reactor::tokens::MAX_LISTENERS)
 }
 
 #[cfg(test)]

@@ -18,7 +18,10 @@
 pub mod admission;
 pub mod config;
 pub mod conn;
+pub mod control;
 pub mod listener;
+pub mod loop_context;
 pub mod server;
 pub mod signals;
 pub mod timer;
+pub mod tokens;

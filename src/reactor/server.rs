@@ -36,18 +36,15 @@ use crate::proto::{ConnInfo, Protocol, Report, Reports};
 use crate::reactor::admission::{self, ConnLimit, Held, Slot};
 use crate::reactor::config::Config;
 use crate::reactor::conn::{CloseReason, Conn, Ctx, ForceCause, Progress, Readiness, Scratch};
+use crate::reactor::control::{
+    self, Control, Request, ShutdownHandle, REQUEST_ACCEPT, REQUEST_DRAIN_CONNS, REQUEST_FORCE,
+    REQUEST_RELOAD, REQUEST_SHUTDOWN, REQUEST_STATS,
+};
 use crate::reactor::listener::{self, Accepted, Listener};
-use crate::reactor::signals::{SignalEvent, SignalSource};
+use crate::reactor::loop_context::MakeProtocol;
+use crate::reactor::signals::SignalSource;
 use crate::reactor::timer::{Timers, Wake};
-
-/// Token of the signal self-pipe.
-pub const SIGNALS: Token = Token(usize::MAX - 1);
-/// Token of the cross-thread waker.
-pub const WAKER: Token = Token(usize::MAX - 2);
-/// Token of listening socket `i` is `Token(LISTENERS - i)`.
-pub const LISTENERS: usize = usize::MAX - 16;
-/// Most listening sockets one server serves.
-pub const MAX_LISTENERS: usize = 1024;
+use crate::reactor::tokens::{listener_index, LISTENERS, MAX_LISTENERS, SIGNALS, WAKER};
 
 /// The context a connection is lent for one call (see [`Ctx`]): built
 /// from the server's fields in place, so that it borrows them apart from
@@ -128,23 +125,9 @@ fn take_reports<P: Protocol, S: Accept>(
     });
 }
 
-fn listener_index(token: Token) -> Option<usize> {
-    (token.0 <= LISTENERS && token.0 > LISTENERS - MAX_LISTENERS).then(|| LISTENERS - token.0)
-}
-
 /// Most rounds of messages begetting messages routed in one turn; the
 /// rest waits for the next turn, so a ping-pong cannot starve the loop.
 const MAX_ROUTE_ROUNDS: usize = 64;
-
-// Requests from other threads: bits in one atomic, taken all at once.
-const REQUEST_SHUTDOWN: u8 = 1;
-const REQUEST_FORCE: u8 = 2;
-const REQUEST_STATS: u8 = 4;
-/// A slot freed somewhere in the process (see [`crate::reactor::admission`]).
-const REQUEST_ACCEPT: u8 = 8;
-/// Every loop has stopped accepting and posted what it sent before: drain
-/// the connections now (see [`Server::begin_drain`]).
-const REQUEST_DRAIN_CONNS: u8 = 16;
 
 /// How [`Server::run`] ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -171,53 +154,6 @@ impl Outcome {
     }
 }
 
-/// Asks a running server to shut down, from any thread.
-#[derive(Clone, Debug)]
-pub struct ShutdownHandle {
-    waker: Arc<Waker>,
-    request: Arc<AtomicU8>,
-}
-
-impl ShutdownHandle {
-    /// Like a quit signal: the first starts the graceful drain, a later
-    /// one during the drain forces it.
-    pub fn shutdown(&self) {
-        self.ask(REQUEST_SHUTDOWN);
-    }
-
-    /// Force-close every connection now.
-    pub fn force(&self) {
-        self.ask(REQUEST_FORCE);
-    }
-
-    /// Ask for the loop's counters; they arrive through the hook set with
-    /// [`Server::on_stats`].
-    pub fn request_stats(&self) {
-        self.ask(REQUEST_STATS);
-    }
-
-    /// A connection slot was freed (by any loop): try to accept again.
-    pub(crate) fn accept_again(&self) {
-        self.ask(REQUEST_ACCEPT);
-    }
-
-    /// Every loop of the process has stopped accepting (and routed what it
-    /// had sent): a loop waiting for that drains its connections now.
-    pub(crate) fn drain_connections(&self) {
-        self.ask(REQUEST_DRAIN_CONNS);
-    }
-
-    /// Both handles reach the same loop.
-    pub(crate) fn same_loop(&self, other: &ShutdownHandle) -> bool {
-        Arc::ptr_eq(&self.request, &other.request)
-    }
-
-    fn ask(&self, bit: u8) {
-        self.request.fetch_or(bit, Ordering::SeqCst);
-        let _ = self.waker.wake();
-    }
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     Serving,
@@ -236,7 +172,7 @@ type NoteHook = Box<dyn FnMut() + Send>;
 /// whatever the config asks (TLS, say); the supervisor runs loops whose
 /// config needs no stage on a bare `mio::net::TcpStream`, so a plain
 /// deployment pays nothing per message for TLS being compiled in.
-pub struct Server<P: Protocol, S: Accept = Stream> {
+pub struct Server<P: Protocol, S: Accept = Stream, M: MakeProtocol<P> = Factory<P>> {
     poll: Poll,
     /// Listening sockets; emptied when the drain starts.
     listeners: Vec<Listener>,
@@ -259,7 +195,7 @@ pub struct Server<P: Protocol, S: Accept = Stream> {
     slots: Held,
     scratch: Scratch,
     config: Config,
-    make_protocol: Box<dyn FnMut() -> P + Send>,
+    make_protocol: M,
     on_close: Option<Hook>,
     on_stats: Option<StatsHook>,
     on_stopped_accepting: Option<NoteHook>,
@@ -329,6 +265,12 @@ impl<P: Protocol> Server<P> {
     }
 }
 
+/// What a lone [`Server`] makes its protocols with: any closure that can
+/// move to the thread the server runs on. (Loops a supervisor runs make
+/// theirs on their own thread, so theirs need not be `Send`: see
+/// [`LoopContext`](crate::reactor::loop_context::LoopContext).)
+pub type Factory<P> = Box<dyn FnMut() -> P + Send>;
+
 impl<P: Protocol, S: Accept> Server<P, S> {
     /// [`with_listeners`](Server::with_listeners), with connections on the
     /// byte stream `S` (see [`Server`]).
@@ -336,6 +278,18 @@ impl<P: Protocol, S: Accept> Server<P, S> {
         config: Config,
         sockets: Vec<std::net::TcpListener>,
         make_protocol: impl FnMut() -> P + Send + 'static,
+    ) -> Result<Self, Error> {
+        Server::with_factory(config, sockets, Box::new(make_protocol) as Factory<P>)
+    }
+}
+
+impl<P: Protocol, S: Accept, M: MakeProtocol<P>> Server<P, S, M> {
+    /// [`on_sockets`](Server::on_sockets) with a factory of any type: a
+    /// loop's own, built on its thread, which need not be `Send`.
+    pub(crate) fn with_factory(
+        config: Config,
+        sockets: Vec<std::net::TcpListener>,
+        make_protocol: M,
     ) -> Result<Self, Error> {
         let setup = |what| move |source| Error::Setup { what, source };
         let poll = Poll::new().map_err(setup("the poller"))?;
@@ -372,8 +326,7 @@ impl<P: Protocol, S: Accept> Server<P, S> {
         let waker = Arc::new(waker);
         let hub = Hub::new(1);
         let inbox = hub.open_door(0, Arc::clone(&waker));
-        let mut make_protocol = make_protocol;
-        let protocol = make_protocol().name();
+        let protocol = P::NAME;
         Ok(Self {
             poll,
             listeners,
@@ -389,7 +342,7 @@ impl<P: Protocol, S: Accept> Server<P, S> {
             slots: Held::new(Arc::new(ConnLimit::new(config.max_conns))),
             scratch: Scratch::new(),
             config,
-            make_protocol: Box::new(make_protocol),
+            make_protocol,
             on_close: None,
             on_stats: None,
             on_stopped_accepting: None,
@@ -478,6 +431,11 @@ impl<P: Protocol, S: Accept> Server<P, S> {
         self
     }
 
+    /// What the protocol calls itself (`echo`, `http`, …).
+    pub fn protocol_name(&self) -> &'static str {
+        self.protocol
+    }
+
     /// How this loop's log lines name it: `loop 1` with several loops.
     fn tag(&self) -> LoopTag {
         LoopTag::of(self.loop_id, self.hub.loops())
@@ -495,15 +453,12 @@ impl<P: Protocol, S: Accept> Server<P, S> {
 
     /// A handle to stop the server from another thread.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        ShutdownHandle {
-            waker: Arc::clone(&self.waker),
-            request: Arc::clone(&self.request),
-        }
+        ShutdownHandle::new(Arc::clone(&self.waker), Arc::clone(&self.request))
     }
 
     /// A one-line summary of what this server does, for the start-up log.
-    pub fn describe(&mut self) -> String {
-        self.config.describe((self.make_protocol)().name())
+    pub fn describe(&self) -> String {
+        self.config.describe(self.protocol)
     }
 
     /// Serve until shut down and drained. Logs `All done.` on the way out.
@@ -517,6 +472,12 @@ impl<P: Protocol, S: Accept> Server<P, S> {
         }
         if let Some(sink) = &self.trace_events {
             self.trace = Some(LoopTrace::start(sink, self.worker.unwrap_or(0)));
+        }
+        let start = Instant::now();
+        if let Some(extras) = self.make_protocol.extras_ref() {
+            for (i, timer) in extras.timers.iter().enumerate() {
+                self.timers.schedule(start + timer.every, Wake::Every(i));
+            }
         }
         let mut events = Events::with_capacity(1024);
         self.take_inbox(Instant::now()); // sent before we were up
@@ -1033,7 +994,7 @@ impl<P: Protocol, S: Accept> Server<P, S> {
         };
         self.slots.keep(slot);
         self.next_generation += 1;
-        let proto = (self.make_protocol)();
+        let proto = self.make_protocol.make();
         let name = ConnName::new(tag, key);
         let conn = entry.insert(Conn::new(
             stream,
@@ -1163,6 +1124,13 @@ impl<P: Protocol, S: Accept> Server<P, S> {
                         self.force(ForceCause::DrainDeadline, now);
                     }
                 }
+                Wake::Every(i) => {
+                    let extras = self.make_protocol.extras();
+                    if let Some(timer) = extras.and_then(|e| e.timers.get_mut(i)) {
+                        (timer.tick)(now);
+                        self.timers.schedule(now + timer.every, Wake::Every(i));
+                    }
+                }
                 Wake::AcceptResume => {
                     log::trace!(
                         "{}accept back-off timer fired: accepting again",
@@ -1182,27 +1150,27 @@ impl<P: Protocol, S: Accept> Server<P, S> {
             return;
         };
         // Collect first: handling a signal needs `&mut self`.
-        let received: Vec<SignalEvent> = signals.pending().collect();
-        for signal in received {
-            match signal {
-                SignalEvent::Quit(name) => self.quit(name, now),
-                SignalEvent::Stats => self.log_stats(),
-                SignalEvent::Upgrade => {
-                    log::warn!(
-                        "SIGUSR2: upgrades are run by the tcp-reactor binary's supervisor; ignored"
-                    )
-                }
-                SignalEvent::Reload => {
-                    // nginx's HUP: the certificate is re-read, the log reopened.
-                    self.config.reload("SIGHUP");
-                    match self.access_log.as_ref() {
-                        Some(log) => {
-                            log::info!("SIGHUP: reopening the access log");
-                            log.reopen();
-                        }
-                        None => log::debug!("SIGHUP: no access log to reopen"),
-                    }
-                }
+        let received: Vec<Request> = signals.pending().collect();
+        for request in received {
+            self.control(request, now);
+        }
+    }
+
+    /// Do what a signal (or a handle) asks (see [`Control`]).
+    fn control(&mut self, request: Request, now: Instant) {
+        let Request { control, from } = request;
+        match control {
+            Control::Quit => self.quit(from, now),
+            Control::Force => self.force(ForceCause::SecondSignal, now),
+            Control::Stats => self.log_stats(),
+            Control::Reload => {
+                let reopen = self.access_log.as_ref().map(|log| move || log.reopen());
+                control::reload(&self.config, reopen, from);
+            }
+            Control::Upgrade => {
+                log::warn!(
+                    "{from}: upgrades are run by a supervisor (the tcp-reactor binary's); ignored"
+                )
             }
         }
     }
@@ -1224,6 +1192,15 @@ impl<P: Protocol, S: Accept> Server<P, S> {
             log::debug!("every loop stopped accepting: draining connections");
             self.drain_connections(now);
         }
+        if request & REQUEST_RELOAD != 0 {
+            self.control(
+                Request {
+                    control: Control::Reload,
+                    from: "reload requested",
+                },
+                now,
+            );
+        }
         if request & REQUEST_FORCE != 0 {
             self.force(ForceCause::SecondSignal, now);
         } else if request & REQUEST_SHUTDOWN != 0 {
@@ -1236,6 +1213,11 @@ impl<P: Protocol, S: Accept> Server<P, S> {
         let mut stats = self.stats.clone();
         stats.at_limit = u64::from(self.at_limit);
         stats.access_log_dropped = self.access_log.as_ref().map_or(0, LoopLog::dropped);
+        stats.user = self
+            .make_protocol
+            .extras_ref()
+            .map(|e| e.counts())
+            .unwrap_or_default();
         for (_, conn) in self.conns.iter() {
             let (bytes_in, bytes_out) = conn.bytes();
             stats.bytes_in += bytes_in;

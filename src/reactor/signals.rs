@@ -3,7 +3,7 @@
 //! `signal_hook_mio` installs async-signal-safe handlers that write to a
 //! self-pipe; the pipe's read end is registered with our `Poll`, so a signal
 //! is just another readiness event. This module maps raw signal numbers to
-//! what they mean to the server and owns nothing else.
+//! the [`Control`] they ask for and owns nothing else.
 //!
 //! * `SIGINT`, `SIGTERM`, `SIGQUIT`: quit. The first starts the graceful
 //!   drain, a second one during the drain forces it.
@@ -30,19 +30,7 @@ use mio::{Interest, Registry, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 
-/// What a received signal asks the server to do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SignalEvent {
-    /// Shut down. Carries the signal's name for the log.
-    Quit(&'static str),
-    /// Log the live counters.
-    Stats,
-    /// Replace the binary without dropping a connection.
-    Upgrade,
-    /// Re-read what can change without a restart: the TLS certificate and
-    /// key, and the access log's file (reopened after logrotate).
-    Reload,
-}
+use crate::reactor::control::{Control, Request};
 
 /// The signals we handle.
 const HANDLED: [i32; 6] = [SIGINT, SIGTERM, SIGQUIT, SIGUSR1, SIGUSR2, SIGHUP];
@@ -68,10 +56,11 @@ impl SignalSource {
         registry.register(&mut self.signals, token, Interest::READABLE)
     }
 
-    /// Every signal delivered since the last call, oldest first.
+    /// Every signal delivered since the last call, oldest first, as the
+    /// request it makes.
     ///
     /// Reads the self-pipe until it is empty (edge-triggered rule).
-    pub fn pending(&mut self) -> impl Iterator<Item = SignalEvent> + '_ {
+    pub fn pending(&mut self) -> impl Iterator<Item = Request> + '_ {
         self.signals.pending().filter_map(meaning)
     }
 }
@@ -99,16 +88,18 @@ pub fn unblock() -> io::Result<()> {
     }
 }
 
-fn meaning(signal: i32) -> Option<SignalEvent> {
-    match signal {
-        SIGINT => Some(SignalEvent::Quit("SIGINT")),
-        SIGTERM => Some(SignalEvent::Quit("SIGTERM")),
-        SIGQUIT => Some(SignalEvent::Quit("SIGQUIT")),
-        SIGUSR1 => Some(SignalEvent::Stats),
-        SIGUSR2 => Some(SignalEvent::Upgrade),
-        SIGHUP => Some(SignalEvent::Reload),
-        _ => None,
-    }
+/// The request a signal makes (see [`Control`]).
+fn meaning(signal: i32) -> Option<Request> {
+    let (control, from) = match signal {
+        SIGINT => (Control::Quit, "SIGINT"),
+        SIGTERM => (Control::Quit, "SIGTERM"),
+        SIGQUIT => (Control::Quit, "SIGQUIT"),
+        SIGUSR1 => (Control::Stats, "SIGUSR1"),
+        SIGUSR2 => (Control::Upgrade, "SIGUSR2"),
+        SIGHUP => (Control::Reload, "SIGHUP"),
+        _ => return None,
+    };
+    Some(Request { control, from })
 }
 
 #[cfg(test)]
@@ -116,13 +107,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quit_signals_carry_their_names() {
-        assert_eq!(meaning(SIGTERM), Some(SignalEvent::Quit("SIGTERM")));
-        assert_eq!(meaning(SIGINT), Some(SignalEvent::Quit("SIGINT")));
-        assert_eq!(meaning(SIGQUIT), Some(SignalEvent::Quit("SIGQUIT")));
-        assert_eq!(meaning(SIGUSR1), Some(SignalEvent::Stats));
-        assert_eq!(meaning(SIGUSR2), Some(SignalEvent::Upgrade));
-        assert_eq!(meaning(SIGHUP), Some(SignalEvent::Reload));
+    fn each_signal_is_a_control_and_carries_its_name() {
+        let asks = |s| meaning(s).map(|r| (r.control, r.from));
+        assert_eq!(asks(SIGTERM), Some((Control::Quit, "SIGTERM")));
+        assert_eq!(asks(SIGINT), Some((Control::Quit, "SIGINT")));
+        assert_eq!(asks(SIGQUIT), Some((Control::Quit, "SIGQUIT")));
+        assert_eq!(asks(SIGUSR1), Some((Control::Stats, "SIGUSR1")));
+        assert_eq!(asks(SIGUSR2), Some((Control::Upgrade, "SIGUSR2")));
+        assert_eq!(asks(SIGHUP), Some((Control::Reload, "SIGHUP")));
         assert_eq!(meaning(signal_hook::consts::SIGWINCH), None);
     }
 }

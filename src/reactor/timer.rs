@@ -44,6 +44,8 @@ pub enum Wake {
     DrainDeadline,
     /// The end of an accept back-off pause (after `EMFILE` and friends).
     AcceptResume,
+    /// Timer `i` a per-loop factory registered (`LoopContext::every`).
+    Every(usize),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -129,6 +129,11 @@ impl Writer<'_> {
             }
             let _ = writeln!(self.0, "{} {}", counter.sample_name(), (counter.get)(stats));
         }
+        // A library user's own, registered on the loops (summed over them).
+        for user in &stats.user {
+            self.head(user.name, user.help, "counter");
+            let _ = writeln!(self.0, "{} {}", user.name, user.value);
+        }
     }
 
     fn head(&mut self, name: &str, help: &str, kind: &str) {

@@ -810,9 +810,7 @@ fn valid_host(value: &[u8]) -> bool {
 }
 
 impl Protocol for Http {
-    fn name(&self) -> &'static str {
-        "http"
-    }
+    const NAME: &'static str = "http";
 
     fn on_input(&mut self, now: Instant, input: &[u8], out: &mut Vec<u8>) -> Step {
         let mut pos = 0;

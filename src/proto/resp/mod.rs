@@ -391,9 +391,7 @@ fn wrong_arity(command: &[u8], out: &mut Vec<u8>) -> Then {
 }
 
 impl Protocol for Resp {
-    fn name(&self) -> &'static str {
-        "resp"
-    }
+    const NAME: &'static str = "resp";
 
     const REPORTS: Reports = Reports::Counts;
 
