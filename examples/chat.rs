@@ -11,8 +11,9 @@
 //! * A member that does not read is not allowed to slow the room down or to
 //!   pile up memory: once it owes more than `slow_consumer_limit` bytes it
 //!   is disconnected with reason `slow consumer` (as NATS and Redis do).
-//! * `on_closed` says goodbye; SIGTERM drains: what each member was already
-//!   sent goes out before its FIN.
+//! * `on_end` says goodbye as soon as the conversation is over (the
+//!   connection may still linger for the peer's FIN); SIGTERM drains: what
+//!   each member was already sent goes out before its FIN.
 //!
 //! Run: `cargo run --example chat -- --listen 127.0.0.1:7000`, then several
 //! `nc 127.0.0.1 7000`.
@@ -20,9 +21,10 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use tcp_reactor::base::close::CloseReason;
 use tcp_reactor::mailbox::{Mailbox, Message};
-use tcp_reactor::proto::{Decision, Protocol, Step};
-use tcp_reactor::{Config, ConnInfo, Server};
+use tcp_reactor::proto::{Decision, Output, Protocol, Step};
+use tcp_reactor::{Config, Server};
 
 const ROOM: &[u8] = b"room";
 /// Longest line; a longer one ends the conversation.
@@ -45,13 +47,13 @@ impl Protocol for Chat {
         Some(&mut self.mailbox)
     }
 
-    fn on_open(&mut self) {
+    fn on_open(&mut self, _out: &mut Output) {
         self.mailbox.join(ROOM);
         let notice = format!("* {} joined\n", self.name);
         self.mailbox.publish(ROOM, notice.as_bytes());
     }
 
-    fn on_input(&mut self, _now: Instant, input: &[u8], _out: &mut Vec<u8>) -> Step {
+    fn on_input(&mut self, _now: Instant, input: &[u8], _out: &mut Output) -> Step {
         let mut consumed = 0;
         while let Some(nl) = input[consumed..].iter().position(|&b| b == b'\n') {
             let line = &input[consumed..consumed + nl];
@@ -70,16 +72,18 @@ impl Protocol for Chat {
         Step { consumed, decision }
     }
 
-    fn on_message(&mut self, _now: Instant, msg: &Message<'_>, out: &mut Vec<u8>) -> Decision {
+    fn on_message(&mut self, _now: Instant, msg: &Message<'_>, out: &mut Output) -> Decision {
         if Some(msg.from) != self.mailbox.me() {
             out.extend_from_slice(msg.payload); // not our own words back
         }
         Decision::Continue
     }
 
-    fn on_closed(&mut self, info: &ConnInfo) {
+    /// As soon as the conversation is over (not after the lingering close,
+    /// which may take seconds): leave, and say so.
+    fn on_end(&mut self, reason: &CloseReason) {
         self.mailbox.leave(ROOM);
-        let notice = format!("* {} left ({})\n", self.name, info.reason);
+        let notice = format!("* {} left ({reason})\n", self.name);
         self.mailbox.publish(ROOM, notice.as_bytes());
     }
 }

@@ -18,7 +18,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::Instant;
 
-use tcp_reactor::proto::{Decision, Protocol, Step};
+use tcp_reactor::proto::{Decision, Output, Protocol, Step};
 use tcp_reactor::{Config, Server};
 
 thread_local! {
@@ -31,7 +31,7 @@ struct Kv;
 impl Protocol for Kv {
     const NAME: &'static str = "kv";
 
-    fn on_input(&mut self, _now: Instant, input: &[u8], out: &mut Vec<u8>) -> Step {
+    fn on_input(&mut self, _now: Instant, input: &[u8], out: &mut Output) -> Step {
         let mut consumed = 0;
         while let Some(nl) = input[consumed..].iter().position(|&b| b == b'\n') {
             let line = String::from_utf8_lossy(&input[consumed..consumed + nl]).into_owned();

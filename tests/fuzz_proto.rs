@@ -35,7 +35,8 @@ use std::time::{Duration, Instant};
 
 use tcp_reactor::base::limits::Limits;
 use tcp_reactor::proto::{
-    budget_spent, http, http::chunked, resp, Decision, Http, HttpConfig, Protocol, Resp, OUT_BUDGET,
+    budget_spent, http, http::chunked, resp, Decision, Http, HttpConfig, Output, Protocol, Resp,
+    OUT_BUDGET,
 };
 use util::clients::Rng;
 
@@ -380,7 +381,7 @@ fn chunked_decoder_gives_the_same_echo_and_verdict_however_the_body_is_split() {
 struct Driver<P> {
     proto: P,
     pending: Vec<u8>,
-    out: Vec<u8>,
+    out: Output,
     ended: Option<Decision>,
 }
 
@@ -389,7 +390,7 @@ impl<P: Subject> Driver<P> {
         Self {
             proto,
             pending: Vec::new(),
-            out: Vec::new(),
+            out: Output::new(),
             ended: None,
         }
     }

@@ -12,7 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use tcp_reactor::mailbox::{ConnId, Mailbox};
-use tcp_reactor::proto::{Decision, Protocol, Step};
+use tcp_reactor::proto::{Decision, Output, Protocol, Step};
 use tcp_reactor::{Config, Server};
 
 /// Lines in: `id` → `<loop> <key> <generation>`; `to <loop> <key> <gen>
@@ -25,7 +25,7 @@ struct Relay {
 impl Protocol for Relay {
     const NAME: &'static str = "relay";
 
-    fn on_input(&mut self, _now: Instant, input: &[u8], out: &mut Vec<u8>) -> Step {
+    fn on_input(&mut self, _now: Instant, input: &[u8], out: &mut Output) -> Step {
         let mut consumed = 0;
         while let Some(nl) = input[consumed..].iter().position(|&b| b == b'\n') {
             let line = String::from_utf8_lossy(&input[consumed..consumed + nl]).into_owned();

@@ -25,6 +25,15 @@
 //!   and one that has held 108 KiB (an HTTP connection's output at the
 //!   high watermark plus one call) at most 112 KiB — not the 176 KiB that
 //!   plain doubling from 44 KiB gives.
+//! * Behind the bytes, a queue of output may hold **shared chunks**
+//!   (`Arc<[u8]>`: a stored value a protocol sends without copying, see
+//!   `proto::Output::share`), and bytes queued after them. The front is
+//!   always one contiguous slice ([`Buffer::as_slice`]); a chunk counts in
+//!   [`Buffer::len`] (it is owed) but not in [`Buffer::capacity`] (the
+//!   connection did not allocate it, and holds only a reference).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// Capacity never grows past the queued length rounded up to this.
 /// Beyond it, growth is in steps of at least this much, so appending
@@ -44,6 +53,40 @@ pub struct Buffer {
 struct Inner {
     data: Vec<u8>,
     start: usize,
+    /// What was queued behind a shared chunk, in order (empty for input,
+    /// and for output that never shared): after `data[start..]`.
+    tail: VecDeque<Piece>,
+    /// Bytes in `tail`, not yet consumed.
+    tail_len: usize,
+}
+
+/// A piece of the queue behind its first bytes.
+#[derive(Debug)]
+enum Piece {
+    /// A chunk shared by reference, from `offset` on.
+    Shared(Arc<[u8]>, usize),
+    /// Bytes queued after a shared chunk, from `offset` on.
+    Copied(Vec<u8>, usize),
+}
+
+impl Piece {
+    fn rest(&self) -> &[u8] {
+        match self {
+            Piece::Shared(chunk, at) => &chunk[*at..],
+            Piece::Copied(bytes, at) => &bytes[*at..],
+        }
+    }
+}
+
+impl Inner {
+    fn new(capacity: usize) -> Box<Self> {
+        Box::new(Inner {
+            data: Vec::with_capacity(capacity),
+            start: 0,
+            tail: VecDeque::new(),
+            tail_len: 0,
+        })
+    }
 }
 
 impl Buffer {
@@ -52,9 +95,11 @@ impl Buffer {
         Self { inner: None }
     }
 
-    /// Number of queued bytes.
+    /// Number of queued bytes (shared chunks' included).
     pub fn len(&self) -> usize {
-        self.inner.as_ref().map_or(0, |b| b.data.len() - b.start)
+        self.inner
+            .as_ref()
+            .map_or(0, |b| b.data.len() - b.start + b.tail_len)
     }
 
     /// Whether nothing is queued.
@@ -62,16 +107,41 @@ impl Buffer {
         self.inner.is_none()
     }
 
-    /// The queued bytes, oldest first.
+    /// The oldest queued bytes: all of them, unless a chunk is shared;
+    /// then the bytes before it, or the front chunk's rest. Writing and
+    /// consuming this slice until the buffer is empty writes everything.
     pub fn as_slice(&self) -> &[u8] {
-        self.inner.as_ref().map_or(&[], |b| &b.data[b.start..])
+        match self.inner.as_ref() {
+            None => &[],
+            Some(b) if b.start < b.data.len() => &b.data[b.start..],
+            Some(b) => b.tail.front().map_or(&[], Piece::rest),
+        }
     }
 
-    /// Heap bytes held (for memory accounting and tests).
+    /// Queue `chunk[from..]` behind what is there, by reference.
+    pub fn share(&mut self, chunk: Arc<[u8]>, from: usize) {
+        if from >= chunk.len() {
+            return;
+        }
+        let inner = self.inner.get_or_insert_with(|| Inner::new(0));
+        inner.tail_len += chunk.len() - from;
+        inner.tail.push_back(Piece::Shared(chunk, from));
+    }
+
+    /// Heap bytes held (for memory accounting and tests): shared chunks
+    /// are referenced, not held, and not counted.
     pub fn capacity(&self) -> usize {
-        self.inner
-            .as_ref()
-            .map_or(0, |b| b.data.capacity() + std::mem::size_of::<Inner>())
+        self.inner.as_ref().map_or(0, |b| {
+            let copied: usize = b
+                .tail
+                .iter()
+                .map(|p| match p {
+                    Piece::Copied(v, _) => v.capacity(),
+                    Piece::Shared(..) => 0,
+                })
+                .sum();
+            b.data.capacity() + copied + std::mem::size_of::<Inner>()
+        })
     }
 
     /// Queue `bytes` behind what is already there.
@@ -79,12 +149,16 @@ impl Buffer {
         if bytes.is_empty() {
             return;
         }
-        let inner = self.inner.get_or_insert_with(|| {
-            Box::new(Inner {
-                data: Vec::with_capacity(bytes.len()),
-                start: 0,
-            })
-        });
+        let inner = self.inner.get_or_insert_with(|| Inner::new(bytes.len()));
+        if !inner.tail.is_empty() {
+            // Behind a shared chunk: these go after it, in a piece of their own.
+            inner.tail_len += bytes.len();
+            match inner.tail.back_mut() {
+                Some(Piece::Copied(last, _)) => last.extend_from_slice(bytes),
+                _ => inner.tail.push_back(Piece::Copied(bytes.to_vec(), 0)),
+            }
+            return;
+        }
         if inner.start > 0 {
             // Slide the live bytes to the front so the Vec grows only when
             // the queue itself does.
@@ -104,16 +178,30 @@ impl Buffer {
         inner.data.extend_from_slice(bytes);
     }
 
-    /// Drop `n` bytes from the front (they were written, or consumed).
-    ///
-    /// `n` larger than [`Buffer::len`] is clamped.
+    /// Drop `n` bytes from the front (they were written, or consumed): at
+    /// most [`Buffer::as_slice`]'s length, the front piece.
     pub fn consume(&mut self, n: usize) {
         let Some(inner) = self.inner.as_mut() else {
             return;
         };
-        inner.start = (inner.start + n).min(inner.data.len());
-        debug_assert!(inner.start <= inner.data.len());
-        if inner.start == inner.data.len() {
+        if inner.start < inner.data.len() {
+            inner.start = (inner.start + n).min(inner.data.len());
+            if inner.start == inner.data.len() && !inner.tail.is_empty() {
+                inner.data = Vec::new(); // the bytes before the chunk are out
+                inner.start = 0;
+            }
+        } else if let Some(front) = inner.tail.front_mut() {
+            let left = front.rest().len();
+            let n = n.min(left);
+            inner.tail_len -= n;
+            match front {
+                Piece::Shared(_, at) | Piece::Copied(_, at) => *at += n,
+            }
+            if n == left {
+                inner.tail.pop_front(); // the reference is dropped here
+            }
+        }
+        if inner.start >= inner.data.len() && inner.tail.is_empty() {
             self.inner = None; // drained: give the memory back
         }
     }
@@ -180,5 +268,27 @@ mod tests {
         b.extend(b"xy");
         b.consume(10);
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn shared_chunks_go_out_in_order_by_reference_and_are_not_held() {
+        let chunk: Arc<[u8]> = Arc::from(&b"SHARED"[..]);
+        let mut b = Buffer::new();
+        b.extend(b"ab");
+        b.share(Arc::clone(&chunk), 2);
+        b.extend(b"cd");
+        b.extend(b"e");
+        assert_eq!(b.len(), 2 + 4 + 3);
+        assert_eq!(Arc::strong_count(&chunk), 2, "queued by reference");
+        let mut out = Vec::new();
+        while !b.is_empty() {
+            let front = b.as_slice();
+            let n = front.len().min(3);
+            out.extend_from_slice(&front[..n]);
+            b.consume(n);
+        }
+        assert_eq!(out, b"abAREDcde");
+        assert_eq!(Arc::strong_count(&chunk), 1, "given back once written");
+        assert_eq!(b.capacity(), 0);
     }
 }

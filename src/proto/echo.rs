@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use super::{stream_room, Decision, Protocol, Step};
+use super::{stream_room, Decision, Output, Protocol, Step};
 
 /// The echo protocol. Stateless, so it costs no memory per connection.
 #[derive(Clone, Copy, Debug, Default)]
@@ -19,7 +19,7 @@ impl Protocol for Echo {
         true
     }
 
-    fn on_input(&mut self, _now: Instant, input: &[u8], out: &mut Vec<u8>) -> Step {
+    fn on_input(&mut self, _now: Instant, input: &[u8], out: &mut Output) -> Step {
         // Input larger than a read (queued behind a PROXY header, say) is
         // echoed a budget at a time.
         let take = input.len().min(stream_room(0));
@@ -39,7 +39,7 @@ mod tests {
     fn echoes_every_byte_in_order_and_consumes_all() {
         let now = Instant::now();
         let mut echo = Echo;
-        let mut out = Vec::new();
+        let mut out = Output::new();
         let step = echo.on_input(now, b"hello ", &mut out);
         assert_eq!(step.consumed, 6);
         assert_eq!(step.decision, Decision::Continue);
@@ -50,7 +50,7 @@ mod tests {
     #[test]
     fn echoes_at_most_a_budget_per_call() {
         let input = vec![b'e'; 3 * crate::proto::OUT_BUDGET];
-        let mut out = Vec::new();
+        let mut out = Output::new();
         let step = Echo.on_input(Instant::now(), &input, &mut out);
         assert!(crate::proto::budget_spent(out.len()));
         assert_eq!(step.consumed, out.len());
@@ -59,7 +59,7 @@ mod tests {
     #[test]
     fn agrees_to_close_when_draining() {
         assert_eq!(
-            Echo.on_drain(Instant::now(), &mut Vec::new()),
+            Echo.on_drain(Instant::now(), &mut Output::new()),
             Decision::Close
         );
     }

@@ -16,19 +16,23 @@
 
 use std::time::Instant;
 
+use crate::base::close::CloseReason;
 use crate::base::counters::Stats;
 use crate::mailbox::{Mailbox, Message};
 
 mod conn_info;
+pub mod driver;
 mod echo;
 #[cfg(feature = "http")]
 pub mod http;
+mod output;
 pub mod resp;
 
 pub use conn_info::ConnInfo;
 pub use echo::Echo;
 #[cfg(feature = "http")]
 pub use http::{DateAnchor, Http, HttpConfig};
+pub use output::{Output, Piece};
 pub use resp::Resp;
 
 /// The most output one [`Protocol::on_input`] call may write. Some requests
@@ -98,7 +102,7 @@ pub trait Protocol {
     fn on_peer(&mut self, _peer: std::net::SocketAddr) {}
 
     /// Handle input. Replies are appended to `out`.
-    fn on_input(&mut self, now: Instant, input: &[u8], out: &mut Vec<u8>) -> Step;
+    fn on_input(&mut self, now: Instant, input: &[u8], out: &mut Output) -> Step;
 
     /// Whether this protocol's reply to any input is that same input, whole
     /// and unchanged, with `Continue` (echo). The connection then writes
@@ -113,13 +117,13 @@ pub trait Protocol {
 
     /// The peer half-closed its side: no more input will come. Whatever is
     /// appended to `out` is still sent before the connection closes.
-    fn on_eof(&mut self, _now: Instant, _out: &mut Vec<u8>) {}
+    fn on_eof(&mut self, _now: Instant, _out: &mut Output) {}
 
     /// Graceful shutdown began, after the connection read what was already
     /// readable. Return [`Decision::Close`] when the conversation can end now,
     /// or [`Decision::Continue`] when a request in flight still needs input;
     /// the protocol then returns `Close` from a later [`Protocol::on_input`].
-    fn on_drain(&mut self, _now: Instant, _out: &mut Vec<u8>) -> Decision {
+    fn on_drain(&mut self, _now: Instant, _out: &mut Output) -> Decision {
         Decision::Close
     }
 
@@ -146,7 +150,7 @@ pub trait Protocol {
     }
 
     /// Called at (or after) the instant [`Protocol::next_deadline`] named.
-    fn on_timeout(&mut self, _now: Instant, _out: &mut Vec<u8>) -> Decision {
+    fn on_timeout(&mut self, _now: Instant, _out: &mut Output) -> Decision {
         Decision::Continue
     }
 
@@ -160,20 +164,30 @@ pub trait Protocol {
     }
 
     /// The connection is open and its mailbox (if any) attached: the place
-    /// to join groups or announce it. Called once, right after
-    /// [`Protocol::on_peer`] (when a PROXY header is expected, before it).
-    /// What it sends is routed at the end of the loop's turn.
-    fn on_open(&mut self) {}
+    /// to greet the peer (a server that speaks first: an SMTP or FTP
+    /// banner; what is written to `out` goes out at once), to join groups
+    /// or announce it. Called once, right after [`Protocol::on_peer`] (when
+    /// a PROXY header is expected, before it). What it sends is routed
+    /// after the call, like any call's.
+    fn on_open(&mut self, _out: &mut Output) {}
 
     /// A message from another connection (or this one) arrived. Frame it
     /// into `out`, which is written to the peer like any reply; the default
     /// writes the payload as it is. Called only while the connection is
     /// `Open` or `Draining`; it may send messages in turn, and may end the
     /// conversation.
-    fn on_message(&mut self, _now: Instant, msg: &Message<'_>, out: &mut Vec<u8>) -> Decision {
+    fn on_message(&mut self, _now: Instant, msg: &Message<'_>, out: &mut Output) -> Decision {
         out.extend_from_slice(msg.payload);
         Decision::Continue
     }
+
+    /// The conversation is over: no more input will be read, for `reason`
+    /// (the peer closed, the protocol said `Close`, a drain, an error, a
+    /// timeout). Called once, as soon as it is known: the connection may
+    /// still be writing what it owes and waiting for the peer's FIN (up
+    /// to 30 s of lingering close), so this, not [`Protocol::on_closed`],
+    /// is where a chat says "left". What it sends is routed after it.
+    fn on_end(&mut self, _reason: &CloseReason) {}
 
     /// The connection has closed (its socket is gone): the last call, made
     /// just before the server's cleanup hook with the same facts. The
@@ -283,76 +297,6 @@ impl Report<'_> {
                     *n += u64::from(c);
                 }
             }
-        }
-    }
-}
-
-/// A test harness for any protocol: feeds it bytes the way a connection
-/// does (unconsumed input is kept and offered again with the next bytes),
-/// collects its output, and checks the pending-input bound after each call.
-#[cfg(test)]
-pub(crate) mod driver {
-    use std::time::Instant;
-
-    use super::{budget_spent, Decision, Protocol, OUT_BUDGET};
-
-    pub(crate) struct Driver<P> {
-        pub proto: P,
-        pub pending: Vec<u8>,
-        pub out: Vec<u8>,
-        pub ended: Option<Decision>,
-        max_pending: usize,
-        reoffer: bool,
-    }
-
-    impl<P: Protocol> Driver<P> {
-        pub fn new(proto: P, max_pending: usize) -> Self {
-            Self {
-                proto,
-                pending: Vec::new(),
-                out: Vec::new(),
-                ended: None,
-                max_pending,
-                reoffer: false,
-            }
-        }
-
-        /// Hand `bytes` (behind what is pending) to the protocol at `now`,
-        /// and offer what it left again while it stopped at its budget.
-        pub fn feed(&mut self, now: Instant, bytes: &[u8]) -> Decision {
-            assert!(self.ended.is_none(), "fed after {:?}", self.ended);
-            self.pending.extend_from_slice(bytes);
-            loop {
-                let decision = self.call(now);
-                if decision != Decision::Continue || !self.reoffer {
-                    assert!(
-                        self.pending.len() <= self.max_pending,
-                        "{} pending",
-                        self.pending.len()
-                    );
-                    return decision;
-                }
-            }
-        }
-
-        /// One `on_input` call, as the connection makes it.
-        fn call(&mut self, now: Instant) -> Decision {
-            let before = self.out.len();
-            let step = self.proto.on_input(now, &self.pending, &mut self.out);
-            let wrote = self.out.len() - before;
-            assert!(wrote <= OUT_BUDGET, "{wrote} B out in one call");
-            assert!(step.consumed <= self.pending.len());
-            self.pending.drain(..step.consumed);
-            self.reoffer = !self.pending.is_empty() && budget_spent(wrote);
-            if step.decision != Decision::Continue {
-                self.ended = Some(step.decision);
-            }
-            step.decision
-        }
-
-        /// Everything the protocol wrote so far, as text.
-        pub fn text(&self) -> String {
-            String::from_utf8_lossy(&self.out).into_owned()
         }
     }
 }

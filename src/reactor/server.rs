@@ -1010,7 +1010,7 @@ impl<P: Protocol, S: Accept, M: MakeProtocol<P>> Server<P, S, M> {
             key,
             generation: self.next_generation,
         };
-        conn.attach(me, &self.hub);
+        conn.attach(me, &self.hub, &mut cx!(self, now), &mut self.scratch);
         self.collect_sent(key);
         self.stats.accepted += 1;
         self.stats.open += 1;
@@ -1047,6 +1047,7 @@ impl<P: Protocol, S: Accept, M: MakeProtocol<P>> Server<P, S, M> {
             let state = conn.state().name();
             trace.conn_end(conn.generation(), state, now, Some(&reason));
         }
+        conn.end(reason); // if it ended here, not in an orderly way
         conn.protocol_mut().on_closed(&info);
         if P::REPORTS.any() {
             // A response the close cut short is reported by `on_closed`.

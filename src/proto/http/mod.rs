@@ -60,7 +60,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use self::chunked::Decoder;
 pub use self::status::Status;
 use super::{
-    budget_spent, stream_room, ConnInfo, Decision, Protocol, Report, Reports, Step, MAX_REPORTS,
+    budget_spent, stream_room, ConnInfo, Decision, Output, Protocol, Report, Reports, Step,
+    MAX_REPORTS,
 };
 use crate::base::text::{civil_from_days, push_u64};
 
@@ -812,7 +813,7 @@ fn valid_host(value: &[u8]) -> bool {
 impl Protocol for Http {
     const NAME: &'static str = "http";
 
-    fn on_input(&mut self, now: Instant, input: &[u8], out: &mut Vec<u8>) -> Step {
+    fn on_input(&mut self, now: Instant, input: &[u8], out: &mut Output) -> Step {
         let mut pos = 0;
         let out_start = out.len();
         loop {
@@ -1052,7 +1053,7 @@ impl Protocol for Http {
         }
     }
 
-    fn on_drain(&mut self, _now: Instant, _out: &mut Vec<u8>) -> Decision {
+    fn on_drain(&mut self, _now: Instant, _out: &mut Output) -> Decision {
         match self.phase {
             Phase::Idle | Phase::Done => {
                 self.phase = Phase::Done;
@@ -1072,7 +1073,7 @@ impl Protocol for Http {
         }
     }
 
-    fn on_timeout(&mut self, now: Instant, out: &mut Vec<u8>) -> Decision {
+    fn on_timeout(&mut self, now: Instant, out: &mut Output) -> Decision {
         match self.next_deadline() {
             Some(deadline) if now >= deadline => {
                 let fatal = Fatal::new(Status::RequestTimeout, "request head too slow");
@@ -1258,7 +1259,7 @@ mod tests {
         let now = Instant::now();
         let one = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
         let many: Vec<u8> = one.iter().copied().cycle().take(one.len() * 4000).collect();
-        let mut out = Vec::new();
+        let mut out = Output::new();
         let step = http.on_input(now, &many, &mut out);
         assert!(step.consumed < many.len(), "took every request at once");
         assert!(
@@ -1271,7 +1272,7 @@ mod tests {
         let mut answered = out.len();
         let mut pos = step.consumed;
         while pos < many.len() {
-            let mut out = Vec::new();
+            let mut out = Output::new();
             let step = http.on_input(now, &many[pos..], &mut out);
             assert!(step.consumed > 0);
             pos += step.consumed;
@@ -1279,7 +1280,7 @@ mod tests {
         }
         let per_reply = {
             let mut h = Http::new(Arc::new(config()));
-            let mut o = Vec::new();
+            let mut o = Output::new();
             h.on_input(now, one, &mut o);
             o.len()
         };
@@ -1835,7 +1836,7 @@ mod tests {
     #[test]
     fn numbers_format_without_allocating() {
         for n in [0, 7, 10, 13, 1_048_576, u64::MAX] {
-            let mut out = Vec::new();
+            let mut out = Output::new();
             push_u64(&mut out, n);
             assert_eq!(out, n.to_string().as_bytes());
         }
@@ -1929,7 +1930,7 @@ mod tests {
     fn a_request_is_reported_when_its_body_is_done_with_every_byte() {
         let t0 = Instant::now();
         let mut http = Http::new(Arc::new(config()));
-        let mut out = Vec::new();
+        let mut out = Output::new();
         let head = format!(
             "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
             2 * BODY_HOLD
@@ -1966,7 +1967,7 @@ mod tests {
     fn a_response_cut_short_by_the_close_is_reported() {
         let now = Instant::now();
         let mut http = Http::new(Arc::new(config()));
-        let mut out = Vec::new();
+        let mut out = Output::new();
         let head = format!(
             "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
             4 * BODY_HOLD
@@ -1995,7 +1996,7 @@ mod tests {
     fn a_timed_out_head_is_reported_with_its_partial_line() {
         let t0 = Instant::now();
         let mut http = Http::new(Arc::new(config()));
-        let mut out = Vec::new();
+        let mut out = Output::new();
         http.on_input(t0, b"GET /slow HTTP/1.1\r\nHo", &mut out);
         let deadline = http.next_deadline().unwrap();
         http.on_timeout(deadline, &mut out);
@@ -2011,7 +2012,7 @@ mod tests {
         let now = Instant::now();
         let mut http = Http::new(Arc::new(config()));
         let many = GET.repeat(1000);
-        let mut out = Vec::new();
+        let mut out = Output::new();
         let mut pos = 0;
         while pos < many.len() {
             pos += http

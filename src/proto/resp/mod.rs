@@ -51,7 +51,9 @@ use std::time::Instant;
 pub use self::command::Command;
 use self::pubsub::{push_bulk, PubSub, Ran, Whole};
 use self::session::{Session, Version};
-use super::{budget_spent, stream_room, Decision, Protocol, Report, Reports, Step, REPLY_MAX};
+use super::{
+    budget_spent, stream_room, Decision, Output, Protocol, Report, Reports, Step, REPLY_MAX,
+};
 use crate::base::text::push_u64;
 use crate::mailbox::{Mailbox, Message};
 
@@ -403,7 +405,7 @@ impl Protocol for Resp {
         }
     }
 
-    fn on_input(&mut self, _now: Instant, input: &[u8], out: &mut Vec<u8>) -> Step {
+    fn on_input(&mut self, _now: Instant, input: &[u8], out: &mut Output) -> Step {
         let mut pos = 0;
         let out_start = out.len();
         loop {
@@ -615,12 +617,12 @@ impl Protocol for Resp {
         Some(self.pubsub.mailbox())
     }
 
-    fn on_message(&mut self, _now: Instant, msg: &Message<'_>, out: &mut Vec<u8>) -> Decision {
+    fn on_message(&mut self, _now: Instant, msg: &Message<'_>, out: &mut Output) -> Decision {
         pubsub::frame(msg, self.version(), out);
         Decision::Continue
     }
 
-    fn on_drain(&mut self, _now: Instant, _out: &mut Vec<u8>) -> Decision {
+    fn on_drain(&mut self, _now: Instant, _out: &mut Output) -> Decision {
         match self.state {
             State::Ready { partial: false } | State::Done => {
                 self.state = State::Done;
@@ -821,7 +823,7 @@ mod tests {
         // `x\n`: 2 bytes in, a 28-byte error out.
         let many = b"x\n".repeat(32 * 1024);
         let mut resp = Resp::new(MAX);
-        let mut out = Vec::new();
+        let mut out = Output::new();
         let step = resp.on_input(Instant::now(), &many, &mut out);
         assert!(step.consumed < many.len(), "took every command at once");
         assert!(budget_spent(out.len()), "{}", out.len());
@@ -829,7 +831,7 @@ mod tests {
         assert_eq!(step.consumed % 2, 0, "stops between commands");
         // A streamed ECHO argument is cut at the budget too.
         let big = vec![b'a'; 200 * 1024];
-        let mut out = Vec::new();
+        let mut out = Output::new();
         let mut resp = Resp::new(MAX);
         let head = format!("*2\r\n$4\r\necho\r\n${}\r\n", big.len());
         let input = [head.as_bytes(), &big].concat();

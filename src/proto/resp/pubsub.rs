@@ -477,7 +477,7 @@ mod tests {
         );
         assert_eq!(publisher.text(), ":2\r\n");
         let sent = publisher.proto.mailbox().unwrap().sent();
-        let mut framed = Vec::new();
+        let mut framed = crate::proto::Output::new();
         let mut on = Receivers::default();
         for (to, msg) in sent.iter() {
             assert_eq!(to, To::Members { loop_id: 0 });
@@ -490,7 +490,7 @@ mod tests {
             }
         }
         assert_eq!(
-            String::from_utf8(framed).unwrap(),
+            String::from_utf8(framed.to_vec()).unwrap(),
             "*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$2\r\nhi\r\n\
              *4\r\n$8\r\npmessage\r\n$2\r\nn*\r\n$4\r\nnews\r\n$2\r\nhi\r\n"
         );

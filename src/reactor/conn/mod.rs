@@ -79,14 +79,14 @@ use crate::io::proxy::ProxyMode;
 use crate::io::transport::Transport;
 use crate::mailbox::{ConnId, Hub, Message, Outbox};
 use crate::obs::trace_events::LoopTrace;
-use crate::proto::{budget_spent, Decision, Protocol, OUT_BUDGET};
+use crate::proto::{budget_spent, Decision, Output, Piece, Protocol, OUT_BUDGET};
 pub use state::{PeerFin, State};
 
 /// Buffers the loop lends to whichever connection it is driving.
 #[derive(Debug)]
 pub struct Scratch {
     read: Vec<u8>,
-    out: Vec<u8>,
+    out: Output,
 }
 
 impl Scratch {
@@ -97,7 +97,7 @@ impl Scratch {
     pub fn new() -> Self {
         Self {
             read: vec![0; Self::READ_SIZE],
-            out: Vec::with_capacity(Self::READ_SIZE),
+            out: Output::with_capacity(Self::READ_SIZE),
         }
     }
 }
@@ -283,11 +283,27 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
 
     /// Give the protocol its identity and the hub, if it messages, then
     /// tell it it is open.
-    pub fn attach(&mut self, me: ConnId, hub: &Arc<Hub>) {
+    pub fn attach(&mut self, me: ConnId, hub: &Arc<Hub>, cx: &mut Ctx<'_>, scratch: &mut Scratch) {
         if let Some(mailbox) = self.proto.mailbox() {
             mailbox.attach(me, Arc::clone(hub));
         }
-        self.proto.on_open();
+        scratch.out.clear();
+        self.proto.on_open(&mut scratch.out);
+        if !scratch.out.is_empty() {
+            // A greeting: the socket is not known writable yet, so it is
+            // queued and goes out on the first writable edge.
+            self.queue(&scratch.out);
+            self.update_backpressure(cx);
+        }
+    }
+
+    /// The conversation ended (see [`Protocol::on_end`]): tell the
+    /// protocol, once — when the state leaves `Open`/`Draining`, or (the
+    /// loop calls this) when a connection closes straight from there.
+    pub fn end(&mut self, reason: CloseReason) {
+        if matches!(self.state, State::Open | State::Draining { .. }) {
+            self.proto.on_end(&reason);
+        }
     }
 
     /// Whether the protocol sent messages not yet taken by the loop.
@@ -352,7 +368,8 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
         // messages in one turn costs one write, not a hundred (redis
         // batches its pub/sub output the same way).
         if !scratch.out.is_empty() {
-            self.out.extend(&scratch.out);
+            self.queue(&scratch.out);
+            scratch.out.clear(); // hold no reference past the call
             self.update_backpressure(cx);
         }
         if self.out.len() > limits.slow_consumer_limit {
@@ -678,6 +695,9 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
 
     /// The one place the state changes.
     fn set_state(&mut self, cx: &mut Ctx<'_>, next: State) {
+        if let State::Flushing { reason, .. } | State::Lingering { reason, .. } = next {
+            self.end(reason);
+        }
         log::trace!("{} {} => {}", self.name, self.state, next);
         if let Some(trace) = cx.trace.as_deref_mut() {
             let (from, to) = (self.state.name(), next.name());
@@ -1009,9 +1029,52 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
     }
 
     /// Send what the protocol put in the output scratch: straight to the
-    /// socket when nothing is queued, keeping only what the kernel refused.
+    /// socket when nothing is queued, keeping only what the kernel refused
+    /// (a shared chunk by reference).
     fn send_scratch(&mut self, cx: &mut Ctx<'_>, scratch: &mut Scratch) -> Io<()> {
-        self.send(cx, &scratch.out)
+        if !scratch.out.has_shared() {
+            return self.send(cx, &scratch.out);
+        }
+        let sent = self.send_pieces(cx, &scratch.out);
+        scratch.out.clear(); // hold no reference past the call
+        sent
+    }
+
+    /// [`Conn::send_scratch`] for an output with shared chunks: each piece
+    /// in order, written while the socket takes it, queued after that.
+    #[cold]
+    #[inline(never)]
+    fn send_pieces(&mut self, cx: &mut Ctx<'_>, out: &Output) -> Io<()> {
+        for piece in out.pieces() {
+            match piece {
+                Piece::Bytes(bytes) => self.send(cx, bytes)?,
+                Piece::Shared(chunk) => {
+                    let written = if self.out.is_empty() && self.writable {
+                        self.write(cx, chunk)?
+                    } else {
+                        0
+                    };
+                    self.out.share(Arc::clone(chunk), written);
+                    self.update_backpressure(cx);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Queue all of `out` (a message framed for a receiver), shared chunks
+    /// by reference.
+    fn queue(&mut self, out: &Output) {
+        if !out.has_shared() {
+            self.out.extend(out);
+            return;
+        }
+        for piece in out.pieces() {
+            match piece {
+                Piece::Bytes(bytes) => self.out.extend(bytes),
+                Piece::Shared(chunk) => self.out.share(Arc::clone(chunk), 0),
+            }
+        }
     }
 
     /// Send `bytes`: straight to the socket when nothing is queued, keeping
@@ -1048,10 +1111,19 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
             }
             Err(e) => return Err(self.io_reason(&e)),
         }
-        let out = std::mem::take(&mut self.out);
-        let written = self.write(cx, out.as_slice());
-        self.out = out;
-        self.out.consume(written?);
+        // The front piece, then the next (behind a shared chunk the queue
+        // is several slices), until the socket is full or all is out.
+        loop {
+            let out = std::mem::take(&mut self.out);
+            let front = out.as_slice().len();
+            let written = self.write(cx, out.as_slice());
+            self.out = out;
+            let written = written?;
+            self.out.consume(written);
+            if written < front || self.out.is_empty() {
+                break;
+            }
+        }
         self.update_backpressure(cx);
         Ok(())
     }
