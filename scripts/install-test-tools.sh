@@ -19,6 +19,8 @@ packages=(
   prometheus        # tests/metrics.rs: `promtool check metrics`, a real Prometheus scraping --metrics
   goaccess          # tests/access_log.rs: `goaccess --log-format=COMBINED` parses every line, 0 failed
   jq                # tests/access_log.rs: every `--access-log-format json` line is one object jq reads
+  libmemcached-tools # tests/examples.rs: `memccapable -a`, memcached's conformance checker, against examples/memcached.rs
+  python3-pymemcache # tests/examples.rs: pymemcache round-trips 1 MiB values through examples/memcached.rs
 )
 
 missing=()

@@ -23,6 +23,22 @@ pub fn require(tool: &str) -> bool {
     false
 }
 
+/// Like [`require`], for something that is not a command on `PATH` (a
+/// Python module): `present` says whether it is there.
+pub fn require_that(what: &str, present: bool) -> bool {
+    if present {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "{what} not installed (CI is set, so this fails instead of skipping); \
+             run scripts/install-test-tools.sh"
+        );
+    }
+    eprintln!("SKIP: {what} not installed; run scripts/install-test-tools.sh");
+    false
+}
+
 /// An executable file named `tool` in one of `PATH`'s directories.
 fn on_path(tool: &str) -> bool {
     let Some(path) = std::env::var_os("PATH") else {
