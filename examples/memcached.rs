@@ -125,8 +125,7 @@ impl Store {
     /// Drop what has expired (loop 0's timer does this every second;
     /// reads check too, so this only gives the memory back sooner).
     fn sweep(&mut self, now: Instant) {
-        self.items
-            .retain(|_, i| !i.expires.is_some_and(|e| e <= now));
+        self.items.retain(|_, i| i.expires.is_none_or(|e| e > now));
     }
 }
 

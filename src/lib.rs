@@ -3,20 +3,12 @@
 //! graceful shutdown that waits for every handler's cleanup — rebuilt on a
 //! single-threaded `mio::Poll` event loop.
 //!
-//! The folders are the layers:
+//! # What a library user writes
 //!
-//! * [`reactor`]: one loop — [`server`](reactor::server) (poll, dispatch by
-//!   token), [`conn`](reactor::conn) (one connection's state machine and
-//!   byte path), [`listener`](reactor::listener), [`signals`](reactor::signals),
-//!   [`timer`](reactor::timer), [`stats`](reactor::stats), and the
-//!   [`mailbox`](reactor::mailbox): messages between connections (Go's channels).
-//! * [`process`]: the main goroutine's job — the
-//!   [`supervisor`](process::supervisor) of N loops, zero-downtime
-//!   [`upgrade`](process::upgrade), systemd [`activation`](process::activation)
-//!   and [`notify`](process::notify), the fd limit, the command line.
-//! * [`proto`]: sans-IO protocols (bytes and `now` in, bytes and decisions out).
-//! * `metrics` (feature `metrics`): Prometheus text over HTTP for `--metrics`.
-//! * [`config`], [`error`], [`human`], [`text`]: what every layer shares.
+//! A [`Protocol`]: bytes and `now` in, bytes and a [`Decision`] out — no
+//! socket, no poller (see [`proto`], and [`proto::driver::Driver`] to test
+//! one without a network). Then either one loop, a [`Server`], or several
+//! loops on one listening socket, a [`Supervisor`]:
 //!
 //! ```no_run
 //! use tcp_reactor::{proto::Echo, Config, Server};
@@ -29,6 +21,44 @@
 //! std::process::exit(outcome.exit_code().into());
 //! # Ok::<(), tcp_reactor::Error>(())
 //! ```
+//!
+//! Connections reach each other through their [`Mailbox`] (Go's
+//! channels): on one loop directly, across loops through a bounded queue.
+//! Everything else a deployment needs — TLS, PROXY headers, access logs,
+//! metrics, zero-downtime upgrades — is a [`Config`] field or a
+//! [`Supervisor`] option, behind a cargo feature where it costs a crate.
+//!
+//! # The layers
+//!
+//! The folders are the layers; a module imports only from the layers
+//! below it (`tests/layers.rs` checks):
+//!
+//! ```text
+//!   process    supervisor of N loops, signals' policy, upgrades, systemd
+//!      │
+//!   reactor    one mio::Poll loop: server, conn state machine, listener, timers
+//!      │
+//!   io · proto · obs   byte-path stages (PROXY, TLS) · sans-IO protocols · logs, metrics
+//!      │
+//!   mailbox    messages between connections (Go's channels)
+//!      │
+//!   base       close reasons, limits, counters, buffers, errors
+//! ```
+//!
+//! * [`base`]: what every layer shares — [`CloseReason`], [`Limits`], the
+//!   one list of counters ([`Stats`]), the [`Error`].
+//! * [`mailbox`]: [`Mailbox`], [`ConnId`], [`Message`], and the process-wide
+//!   [`Hub`](mailbox::Hub) of topics.
+//! * [`io`]: the [`Transport`](io::transport::Transport) a connection reads
+//!   and writes, and the stages wrapping the socket ([`io::proxy`], `io::tls`).
+//! * [`proto`]: the [`Protocol`] trait and the bundled echo, RESP and HTTP.
+//! * [`obs`]: access log, Chrome trace events, Prometheus metrics.
+//! * [`reactor`]: the loop ([`Server`]), its [`Config`], the [`Control`]
+//!   requests, the [`LoopContext`] a factory gets.
+//! * [`process`]: the [`Supervisor`], socket inheritance and upgrades.
+//!
+//! Modules marked hidden in these docs (`reactor::conn`, `process::cli`…)
+//! are the binary's and the benches' plumbing, not an API.
 #![deny(missing_docs)]
 
 pub mod base;
@@ -39,10 +69,14 @@ pub mod process;
 pub mod proto;
 pub mod reactor;
 
+pub use base::close::CloseReason;
+pub use base::counters::Stats;
 pub use base::error::Error;
+pub use base::limits::Limits;
 pub use mailbox::{ConnId, Mailbox, Message};
-pub use proto::ConnInfo;
-pub use proto::Protocol;
+pub use process::supervisor::{Supervisor, SupervisorHandle};
+pub use proto::{ConnInfo, Decision, Output, Protocol, Step};
 pub use reactor::config::Config;
-pub use reactor::control::ShutdownHandle;
+pub use reactor::control::{Control, ShutdownHandle};
+pub use reactor::loop_context::{Counter, LoopContext};
 pub use reactor::server::{Outcome, Server};

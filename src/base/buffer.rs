@@ -180,7 +180,7 @@ impl Buffer {
 
     /// Drop `n` bytes from the front (they were written, or consumed): at
     /// most [`Buffer::as_slice`]'s length, the front piece.
-    pub fn consume(&mut self, n: usize) {
+    pub(crate) fn consume(&mut self, n: usize) {
         let Some(inner) = self.inner.as_mut() else {
             return;
         };

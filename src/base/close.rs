@@ -6,6 +6,7 @@ use std::io;
 
 /// Why a forced close happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ForceCause {
     /// The drain deadline (`--drain-timeout`) passed.
     DrainDeadline,
@@ -15,6 +16,7 @@ pub enum ForceCause {
 
 /// Why a connection ended; handed to the cleanup hook and logged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CloseReason {
     /// The peer half-closed; everything owed was written first.
     PeerClosed,
@@ -49,7 +51,7 @@ impl CloseReason {
     /// Classify an I/O error that ended a connection. (A stage's refusal
     /// is not an I/O error: the stage says it, typed, through
     /// [`Transport::failure`](crate::io::transport::Transport::failure).)
-    pub fn from_io(err: &io::Error) -> Self {
+    pub(crate) fn from_io(err: &io::Error) -> Self {
         use io::ErrorKind::*;
         match err.kind() {
             ConnectionReset | BrokenPipe | ConnectionAborted => CloseReason::Reset,

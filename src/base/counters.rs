@@ -17,7 +17,7 @@
 //! struct field, the sum over loops, the `SIGUSR1`/drain line and the
 //! `/metrics` samples all follow from that row, and `tests/metrics.rs`
 //! checks that every row reaches a real scrape. A family with a label
-//! (several rows) also needs its title in [`FAMILY_TITLES`].
+//! (several rows) also needs its title in `FAMILY_TITLES`.
 
 use std::fmt;
 
@@ -61,7 +61,7 @@ pub struct Counter {
     /// Shown only when serving this protocol (`None`: always).
     pub protocol: Option<&'static str>,
     /// What it counts: the `# HELP` text (a labeled family's is its title
-    /// from [`FAMILY_TITLES`], then each label with this).
+    /// from `FAMILY_TITLES`, then each label with this).
     pub help: &'static str,
     /// Read it from a [`Stats`].
     pub get: fn(&Stats) -> u64,
@@ -204,7 +204,8 @@ counters! {
 /// The `# HELP` title of each family with a label; each label and its
 /// row's text follow it: `Connections closed, by reason: ok (an orderly
 /// end…), aborted (…)`.
-pub const FAMILY_TITLES: &[(&str, &str)] = &[
+#[cfg(any(feature = "metrics", test))]
+pub(crate) const FAMILY_TITLES: &[(&str, &str)] = &[
     (
         "tcp_reactor_connections_closed_total",
         "Connections closed, by reason",
@@ -225,11 +226,12 @@ pub const FAMILY_TITLES: &[(&str, &str)] = &[
 
 /// The RESP commands counted by name, in the order of
 /// `proto::Report::Resp`'s counts; anything else counts as `other`.
-pub const RESP_COMMANDS: [&str; 4] = ["ping", "echo", "quit", "other"];
+#[cfg(test)]
+pub(crate) const RESP_COMMANDS: [&str; 4] = ["ping", "echo", "quit", "other"];
 
 impl Stats {
     /// Count one closed connection.
-    pub fn record_close(&mut self, reason: CloseReason, bytes_in: u64, bytes_out: u64) {
+    pub(crate) fn record_close(&mut self, reason: CloseReason, bytes_in: u64, bytes_out: u64) {
         self.open = self.open.saturating_sub(1);
         self.bytes_in += bytes_in;
         self.bytes_out += bytes_out;
@@ -260,7 +262,7 @@ pub struct UserCount {
 }
 
 /// Whether `name` is a valid Prometheus metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
-pub fn valid_metric_name(name: &str) -> bool {
+pub(crate) fn valid_metric_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars
         .next()

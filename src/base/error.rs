@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 
 /// Why the server could not start, or why its event loop had to stop.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Error {
     /// The listening socket could not be created, bound or put into listen mode.
     Bind {

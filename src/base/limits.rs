@@ -28,7 +28,7 @@ pub struct Limits {
     pub proxy_timeout: Option<Duration>,
     /// Most output a connection may owe after a message from another
     /// connection was framed into it; past it, it is closed as a
-    /// [`CloseReason::SlowConsumer`] (see [`crate::mailbox`]). Replies to
+    /// [`CloseReason::SlowConsumer`](crate::base::close::CloseReason::SlowConsumer) (see [`crate::mailbox`]). Replies to
     /// its own input are bounded by the watermarks instead (reading stops).
     pub slow_consumer_limit: usize,
 }

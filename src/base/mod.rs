@@ -9,14 +9,17 @@
 //! | [`counters`] | the one list of counters, from which `/metrics`, the `SIGUSR1` line and the drain line are generated |
 //! | [`error`] | the library's [`Error`](error::Error): what can fail when starting or running a loop |
 //! | [`human`] | how logs name things: durations, counts, connections |
-//! | [`text`] | decimal numbers and civil dates written into byte buffers, allocation-free |
+//! | `text` | decimal numbers and civil dates written into byte buffers, allocation-free |
 //! | [`rlimit`] | the file-descriptor limit behind `--max-conns` and `--threads` |
 
+#[doc(hidden)]
 pub mod buffer;
 pub mod close;
 pub mod counters;
 pub mod error;
+#[doc(hidden)]
 pub mod human;
 pub mod limits;
+#[doc(hidden)]
 pub mod rlimit;
-pub mod text;
+pub(crate) mod text;

@@ -12,11 +12,11 @@
 /// Descriptors kept back for the supervisor's poller and waker, the
 /// listeners, the signal pipe, the metrics endpoint, logs, an upgrade's
 /// pipe and the library user's own files.
-pub const RESERVE: u64 = 32;
+pub(crate) const RESERVE: u64 = 32;
 
 /// Descriptors one event loop holds, whatever its traffic: its epoll
 /// instance, its waker's eventfd, and its copy of each of `listeners`.
-pub fn fds_per_loop(listeners: usize) -> u64 {
+pub(crate) fn fds_per_loop(listeners: usize) -> u64 {
     2 + listeners as u64
 }
 
@@ -32,7 +32,7 @@ pub struct TooManyLoops {
 }
 
 /// Check that `loops` event loops on `listeners` sockets fit in the soft
-/// limit with the [`RESERVE`] and room for one connection. `Ok` when the
+/// limit with the `RESERVE` and room for one connection. `Ok` when the
 /// limit cannot be read.
 pub fn fit_loops(loops: usize, listeners: usize) -> Result<(), TooManyLoops> {
     let Some((limit, _)) = nofile() else {
@@ -86,7 +86,7 @@ pub fn raise_nofile() -> Option<u64> {
 
 /// The most connections the current soft limit allows, after the reserve
 /// and `held` descriptors the event loops hold themselves.
-pub fn max_conns_allowed(held: u64) -> Option<usize> {
+pub(crate) fn max_conns_allowed(held: u64) -> Option<usize> {
     let (soft, _) = nofile()?;
     Some(soft.saturating_sub(RESERVE + held).max(1) as usize)
 }

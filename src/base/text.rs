@@ -4,7 +4,7 @@
 
 /// Append `n` in decimal.
 #[inline]
-pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+pub(crate) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {
@@ -20,7 +20,7 @@ pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
 
 /// Year, month (1–12) and day (1–31) of `days` since 1970-01-01, in the
 /// proleptic Gregorian calendar (Howard Hinnant's `civil_from_days`).
-pub fn civil_from_days(days: u64) -> (u64, u64, u64) {
+pub(crate) fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let z = days + 719_468;
     let era = z / 146_097;
     let doe = z - era * 146_097;

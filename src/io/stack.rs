@@ -18,7 +18,7 @@
 //! Each stage is tested alone over an in-memory transport
 //! (`tests/tls.rs`, `tests/fuzz_tls.rs`); the PROXY preamble, which is no
 //! `Transport` but a sans-IO stage the connection feeds, in
-//! [`preamble`](super::preamble), `proto::proxy` and `tests/proxy.rs`.
+//! [`preamble`](crate::io::proxy::preamble), `proto::proxy` and `tests/proxy.rs`.
 //!
 //! [`Stream`] is what the loop hands every connection: the plain socket —
 //! the echo fast path, one `match` arm — or, with `--tls-cert`, the TLS

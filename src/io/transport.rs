@@ -8,7 +8,7 @@ use crate::base::close::StageFailure;
 use crate::base::counters::Stats;
 
 /// A byte stream a connection can run on: a TCP socket, a stage over one
-/// (TLS, see [`pipeline`]), or a test double. The hooks with defaults are
+/// (TLS, see [`stack`](crate::io::stack)), or a test double. The hooks with defaults are
 /// what a stage knows and a socket does not; a socket keeps the defaults.
 pub trait Transport: Read + Write {
     /// Send our FIN: shut down the write half only.
@@ -25,7 +25,7 @@ pub trait Transport: Read + Write {
     }
 
     /// Bytes the stage has taken but the socket has not (sealed TLS
-    /// records). Counted in [`Conn::owed`], so in `wants_write` and the
+    /// records). Counted in what the connection owes, so in `wants_write` and the
     /// watermarks: no edge announces them, the next writable edge must.
     fn owed(&self) -> usize {
         0
@@ -43,7 +43,7 @@ pub trait Transport: Read + Write {
         false
     }
 
-    /// The PROXY [`preamble`] stage is done; `rest` is what followed the
+    /// The PROXY [`preamble`](crate::io::proxy::preamble) stage is done; `rest` is what followed the
     /// header, already out of the socket. Returns whether this stage took
     /// those bytes as its own (TLS records) rather than payload for the
     /// protocol. Until then a stage passes bytes through untouched.

@@ -1,5 +1,5 @@
 //! Glob patterns as Redis matches them (`stringmatchlen` in `util.c`), for
-//! pattern groups ([`super::Mailbox::join_pattern`], RESP `PSUBSCRIBE`).
+//! pattern groups (`super::Mailbox::join_pattern`, RESP `PSUBSCRIBE`).
 //!
 //! * `*` any run of bytes (also empty), `?` any one byte;
 //! * `[abc]`, `[a-z]`, `[^a]` a class (ranges may be written backwards,

@@ -8,7 +8,7 @@
 //! * [`send`](Mailbox::send) bytes to one connection by id, or
 //!   [`send_many`](Mailbox::send_many) to several;
 //! * [`join`](Mailbox::join) / [`leave`](Mailbox::leave) a named group
-//!   (a topic), or a glob [pattern](Mailbox::join_pattern) of groups, and
+//!   (a topic), or a glob pattern of groups, and
 //!   [`publish`](Mailbox::publish) to a group: every member, on every loop,
 //!   gets the message; `publish` returns how many receivers there were.
 //!
@@ -72,7 +72,7 @@
 //!   it, and one that joined after the publication does not either (the
 //!   connection checks [`Mailbox::accepts`] too).
 //! * **Bounded per loop, with backpressure.** Each loop's queue holds at
-//!   most [`LOOP_QUEUE_BYTES`] (16 MiB) and [`LOOP_QUEUE`] batches. A loop
+//!   most `LOOP_QUEUE_BYTES` (16 MiB) and `LOOP_QUEUE` batches. A loop
 //!   whose batch does not fit keeps it, stops reading the connections that
 //!   send more, and posts it when the receiving loop has taken half of
 //!   what waited (it wakes the sender): publishers slow to the pace of the
@@ -107,7 +107,7 @@ use names::Names;
 
 /// How many batches each loop's queue holds. A batch is everything one
 /// loop routed to another in one turn.
-pub const LOOP_QUEUE: usize = 4096;
+pub(crate) const LOOP_QUEUE: usize = 4096;
 
 /// Most bytes queued for one loop by the others (payloads, names and
 /// routes). Past it a sending loop keeps its batch and stops reading the
@@ -115,15 +115,16 @@ pub const LOOP_QUEUE: usize = 4096;
 /// of what waits (backpressure: publishers slow to the pace of the
 /// slowest loop, and nothing is dropped); without this bound the batches
 /// waiting for a loop that falls behind would be the process's memory.
-pub const LOOP_QUEUE_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const LOOP_QUEUE_BYTES: usize = 16 * 1024 * 1024;
 
-/// Why [`Hub::post`] refused a batch (which it hands back).
+/// Why `Hub::post` refused a batch (which it hands back).
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Refused {
-    /// The queue holds [`LOOP_QUEUE_BYTES`]: keep the batch, post it again
+    /// The queue holds `LOOP_QUEUE_BYTES`: keep the batch, post it again
     /// once the loop has caught up (it wakes the sender).
     Heavy(Box<Outbox>),
-    /// The queue holds [`LOOP_QUEUE`] batches, or the loop is gone: the
+    /// The queue holds `LOOP_QUEUE` batches, or the loop is gone: the
     /// batch is dropped.
     Full(Box<Outbox>),
 }
@@ -143,7 +144,7 @@ pub struct ConnId {
 
 impl ConnId {
     /// No connection: the sender of what a detached mailbox records.
-    pub const NOBODY: ConnId = ConnId {
+    pub(crate) const NOBODY: ConnId = ConnId {
         loop_id: usize::MAX,
         key: usize::MAX,
         generation: 0,
@@ -248,7 +249,7 @@ impl Outbox {
     }
 
     /// What it weighs in a queue between loops: its bytes and its routes.
-    pub fn weight(&self) -> usize {
+    pub(crate) fn weight(&self) -> usize {
         self.bytes.len() + self.routes.len() * std::mem::size_of::<Route>()
     }
 
@@ -541,7 +542,8 @@ impl Hub {
     }
 
     /// What the batches queued for loop `id` weigh now.
-    pub fn queued_bytes(&self, id: usize) -> usize {
+    #[cfg(test)]
+    pub(crate) fn queued_bytes(&self, id: usize) -> usize {
         self.doors
             .get(id)
             .map_or(0, |d| d.queued.load(Ordering::Acquire))
@@ -559,13 +561,13 @@ impl Hub {
 
     /// How many connections are members of `topic` itself (patterns not
     /// counted).
-    pub fn members(&self, topic: &[u8]) -> usize {
+    pub(crate) fn members(&self, topic: &[u8]) -> usize {
         self.with_groups(|g| g.exact.get(topic).map_or(0, Vec::len))
     }
 
     /// The topics with at least one member, optionally only those whose
     /// name matches the glob `pattern` (`PUBSUB CHANNELS`).
-    pub fn topics(&self, pattern: Option<&[u8]>) -> Vec<Vec<u8>> {
+    pub(crate) fn topics(&self, pattern: Option<&[u8]>) -> Vec<Vec<u8>> {
         self.with_groups(|g| {
             g.exact
                 .keys()
@@ -614,7 +616,7 @@ impl Hub {
     }
 
     /// How many distinct patterns are listened on (`PUBSUB NUMPAT`).
-    pub fn pattern_count(&self) -> usize {
+    pub(crate) fn pattern_count(&self) -> usize {
         self.with_groups(|g| g.patterns.len())
     }
 }
@@ -863,7 +865,7 @@ impl Mailbox {
     }
 
     /// Whether this connection is a member of group `topic`.
-    pub fn is_member(&self, topic: &[u8]) -> bool {
+    pub(crate) fn is_member(&self, topic: &[u8]) -> bool {
         self.used.as_ref().is_some_and(|u| u.topics.contains(topic))
     }
 
@@ -898,28 +900,28 @@ impl Mailbox {
     }
 
     /// How many groups joined.
-    pub fn topic_count(&self) -> usize {
+    pub(crate) fn topic_count(&self) -> usize {
         self.used.as_ref().map_or(0, |u| u.topics.len())
     }
 
     /// How many patterns listened on.
-    pub fn pattern_count(&self) -> usize {
+    pub(crate) fn pattern_count(&self) -> usize {
         self.used.as_ref().map_or(0, |u| u.patterns.len())
     }
 
     /// The oldest group joined.
-    pub fn first_topic(&self) -> Option<Vec<u8>> {
+    pub(crate) fn first_topic(&self) -> Option<Vec<u8>> {
         self.used.as_ref()?.topics.first().map(<[u8]>::to_vec)
     }
 
     /// The oldest pattern listened on.
-    pub fn first_pattern(&self) -> Option<Vec<u8>> {
+    pub(crate) fn first_pattern(&self) -> Option<Vec<u8>> {
         self.used.as_ref()?.patterns.first().map(<[u8]>::to_vec)
     }
 
     /// The process's directory, once attached: who is in which group on
     /// every loop (for `PUBSUB CHANNELS`, `NUMSUB`, `NUMPAT`).
-    pub fn hub(&self) -> Option<&Hub> {
+    pub(crate) fn hub(&self) -> Option<&Hub> {
         self.hub.as_deref()
     }
 

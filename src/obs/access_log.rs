@@ -16,7 +16,7 @@
 //!   400`), as nginx does. Times are UTC (`+0000`). It has no line for a
 //!   connection without requests (echo, resp).
 //! * `json` is one object per line, for every protocol, with the fields of
-//!   [`HTTP_FIELDS`] or [`CONN_FIELDS`] ([`Field`] says what each is).
+//!   `HTTP_FIELDS` or `CONN_FIELDS` ([`Field`] says what each is).
 //!
 //! A request's `duration` runs from the turn that read its first byte to
 //! the moment the loop collected it, just after it wrote the response's
@@ -32,9 +32,9 @@
 //! Each loop formats its lines into its own [`LoopLog`] buffer (no lock, no
 //! allocation per line) and hands the buffer to one writer thread once per
 //! loop turn, or as soon as it holds [`CHUNK`] bytes, through a bounded
-//! channel ([`QUEUED_CHUNKS`] buffers). The writer thread does the blocking
+//! channel (`QUEUED_CHUNKS` buffers). The writer thread does the blocking
 //! `write(2)`s. When the disk falls behind and the channel is full, a loop
-//! keeps buffering up to [`MAX_BUFFERED`] bytes; beyond that, lines are
+//! keeps buffering up to `MAX_BUFFERED` bytes; beyond that, lines are
 //! dropped and counted (`tcp_reactor_access_log_dropped_total`), never
 //! waited for. `SIGHUP` makes the writer reopen the path (after logrotate
 //! moved the file); `-` is standard output.
@@ -55,9 +55,9 @@ use crate::base::text::{civil_from_days, push_u64};
 /// A loop hands its buffer over once it holds this much.
 pub const CHUNK: usize = 64 * 1024;
 /// Buffers waiting for the writer thread, at most.
-pub const QUEUED_CHUNKS: usize = 64;
+pub(crate) const QUEUED_CHUNKS: usize = 64;
 /// Most bytes one loop keeps while the writer is behind; then lines drop.
-pub const MAX_BUFFERED: usize = 256 * 1024;
+pub(crate) const MAX_BUFFERED: usize = 256 * 1024;
 
 /// Emptied buffers the writer hands back, so a flush does not allocate.
 type Pool = Arc<Mutex<Vec<Vec<u8>>>>;
@@ -106,7 +106,7 @@ pub enum Field {
 }
 
 /// What an HTTP request's `json` line holds, in order.
-pub const HTTP_FIELDS: [Field; 10] = [
+pub(crate) const HTTP_FIELDS: [Field; 10] = [
     Field::Time,
     Field::Client,
     Field::Protocol,
@@ -120,7 +120,7 @@ pub const HTTP_FIELDS: [Field; 10] = [
 ];
 
 /// What a finished echo or resp connection's `json` line holds, in order.
-pub const CONN_FIELDS: [Field; 7] = [
+pub(crate) const CONN_FIELDS: [Field; 7] = [
     Field::Time,
     Field::Client,
     Field::Protocol,
@@ -311,14 +311,14 @@ impl AccessLog {
     }
 
     /// Reopen the file before the next write (`SIGHUP`, after logrotate).
-    pub fn reopen(&self) {
+    pub(crate) fn reopen(&self) {
         self.reopen.store(true, Ordering::SeqCst);
         // Wake the writer even if nothing is logged for a while.
         let _ = self.tx.try_send(Vec::new());
     }
 
     /// A loop's own buffer in front of this log.
-    pub fn for_loop(&self) -> LoopLog {
+    pub(crate) fn for_loop(&self) -> LoopLog {
         LoopLog {
             reopen: Arc::clone(&self.reopen),
             tx: self.tx.clone(),
@@ -379,7 +379,7 @@ pub struct LoopLog {
 
 impl LoopLog {
     /// Reopen the file before the next write (`SIGHUP` to a standalone server).
-    pub fn reopen(&self) {
+    pub(crate) fn reopen(&self) {
         self.reopen.store(true, Ordering::SeqCst);
         let _ = self.tx.try_send(Vec::new());
     }
@@ -501,7 +501,7 @@ impl LoopLog {
     }
 
     /// Hand what is buffered to the writer (once per loop turn). When its
-    /// queue is full the lines stay here, up to [`MAX_BUFFERED`].
+    /// queue is full the lines stay here, up to `MAX_BUFFERED`.
     pub fn flush(&mut self) {
         if self.buf.is_empty() {
             return;

@@ -13,7 +13,7 @@
 //! lends to a connection for the call that changes its state (nothing is
 //! written while it serves); the loop appends it to the file when it ends,
 //! and the file is a valid JSON array once the process exits. Bounded: a
-//! loop stops recording after [`MAX_BYTES_PER_LOOP`] bytes of events and
+//! loop stops recording after `MAX_BYTES_PER_LOOP` bytes of events and
 //! marks where with a `trace truncated` instant event. When the option is
 //! off, the cost is one `Option` test per loop turn and per state change.
 
@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Most bytes of events one loop records (16 MiB: about 150,000 events).
-pub const MAX_BYTES_PER_LOOP: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_BYTES_PER_LOOP: usize = 16 * 1024 * 1024;
 
 /// The trace file, shared by every loop of the process.
 #[derive(Clone)]
@@ -160,7 +160,7 @@ impl LoopTrace {
     }
 
     /// Connection `generation` (in slot `key`, from `peer`) entered `state`.
-    pub fn conn_begin(
+    pub(crate) fn conn_begin(
         &mut self,
         generation: u64,
         key: usize,
@@ -177,7 +177,7 @@ impl LoopTrace {
     }
 
     /// Connection `generation` left `state` (`why`: the close reason, if it closed).
-    pub fn conn_end(
+    pub(crate) fn conn_end(
         &mut self,
         generation: u64,
         state: &str,
@@ -193,7 +193,7 @@ impl LoopTrace {
     }
 
     /// Connection `generation` went from state `from` to `to` now.
-    pub fn conn_state(
+    pub(crate) fn conn_state(
         &mut self,
         generation: u64,
         key: usize,

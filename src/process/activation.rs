@@ -7,7 +7,7 @@
 //! `LISTEN_PID` names the process they are meant for — a child that
 //! inherits the environment by accident must not take them.
 //!
-//! An upgrade hand-over (see [`crate::process::upgrade`]) cannot know the
+//! An upgrade hand-over (see `crate::process::upgrade`) cannot know the
 //! new pid before the fork, so it leaves `LISTEN_PID` unset and names the
 //! previous process in `TCP_REACTOR_UPGRADE_PPID` instead. That process is
 //! our parent when we start, but need not be by the time we look: it may
@@ -45,13 +45,13 @@ use socket2::{Domain, SockRef, Type};
 use crate::base::error::Error;
 
 /// First inherited descriptor (after stdin, stdout, stderr).
-pub const LISTEN_FDS_START: RawFd = 3;
+pub(crate) const LISTEN_FDS_START: RawFd = 3;
 /// Names the previous process of an upgrade hand-over, in place of `LISTEN_PID`.
-pub const UPGRADE_PPID_VAR: &str = "TCP_REACTOR_UPGRADE_PPID";
+pub(crate) const UPGRADE_PPID_VAR: &str = "TCP_REACTOR_UPGRADE_PPID";
 /// Names the readiness pipe's write end in an upgraded process.
-pub const READY_FD_VAR: &str = "TCP_REACTOR_READY_FD";
+pub(crate) const READY_FD_VAR: &str = "TCP_REACTOR_READY_FD";
 /// Names the previous process's `--metrics` listener in an upgraded process.
-pub const METRICS_FD_VAR: &str = "TCP_REACTOR_METRICS_FD";
+pub(crate) const METRICS_FD_VAR: &str = "TCP_REACTOR_METRICS_FD";
 
 /// Every variable [`take`] consumes (and removes).
 const CONSUMED: [&str; 6] = [
@@ -84,7 +84,7 @@ pub struct Handover {
     /// Its `--metrics` listener, if it served metrics.
     pub metrics: Option<TcpListener>,
     /// The write end of its readiness pipe: one byte once we listen (see
-    /// [`report_ready`](crate::process::upgrade::report_ready)).
+    /// `report_ready`).
     pub ready: Option<OwnedFd>,
 }
 

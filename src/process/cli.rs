@@ -20,7 +20,7 @@ use crate::reactor::config::Config;
 /// Exit code for a bad flag or value.
 pub const EXIT_USAGE: u8 = 2;
 /// Exit code when the process cannot start (a TLS file it cannot use, say).
-pub const EXIT_START: u8 = 1;
+pub(crate) const EXIT_START: u8 = 1;
 
 /// Serve a TCP protocol on one single-threaded mio event loop, with graceful drain.
 ///
@@ -201,7 +201,7 @@ pub struct Exit {
 
 impl Args {
     /// Turn parsed flags into a server configuration, checking how they fit together.
-    pub fn to_config(&self) -> Result<Config, String> {
+    pub(crate) fn to_config(&self) -> Result<Config, String> {
         if self.write_low_watermark > self.write_high_watermark {
             return Err(format!(
                 "--write-low-watermark ({}) must not exceed --write-high-watermark ({})",

@@ -58,11 +58,12 @@ pub fn init() {
 }
 
 /// Whether log lines should say which process wrote them.
-pub fn pid_shown() -> bool {
+#[cfg(feature = "cli")]
+pub(crate) fn pid_shown() -> bool {
     SHOW_PID.load(Ordering::Relaxed)
 }
 
 /// From now on, every line says which process wrote it (`pid N`).
-pub fn show_pid() {
+pub(crate) fn show_pid() {
     SHOW_PID.store(true, Ordering::Relaxed);
 }

@@ -3,11 +3,9 @@
 //! | file | role |
 //! |---|---|
 //! | [`supervisor`] | runs N loops on one listening socket; owns the signals, logs the process-wide lines, exits with the worst outcome |
-//! | [`upgrade`] | `SIGUSR2`: start the new binary with our sockets, wait for it to be ready |
+//! | `upgrade` | `SIGUSR2`: start the new binary with our sockets, wait for it to be ready |
 //! | [`activation`] | sockets inherited from systemd (`LISTEN_FDS`) or from the previous process |
-//! | [`notify`] | `sd_notify`: `READY=1`, `STOPPING=1`, the watchdog |
-//! | [`rlimit`] | the file-descriptor limit behind `--max-conns` |
-//! | [`limit`] | `--max-conns` for the whole process: one count all loops share, touched only at accept and close |
+//! | `notify` | `sd_notify`: `READY=1`, `STOPPING=1`, the watchdog |
 //! | [`cli`] | the command line (the `cli` feature) |
 //! | [`logging`] | the binary's log format (`init`: the `cli` feature), and when lines carry the pid |
 //!
@@ -15,8 +13,10 @@
 
 pub mod activation;
 #[cfg(feature = "cli")]
+#[doc(hidden)]
 pub mod cli;
+#[doc(hidden)]
 pub mod logging;
-pub mod notify;
+pub(crate) mod notify;
 pub mod supervisor;
-pub mod upgrade;
+pub(crate) mod upgrade;

@@ -60,7 +60,7 @@ impl Notifier {
 
 /// The watchdog interval systemd expects heartbeats within, if any
 /// (`WATCHDOG_USEC`, for us if `WATCHDOG_PID` is unset or our pid).
-pub fn watchdog_interval() -> Option<Duration> {
+pub(crate) fn watchdog_interval() -> Option<Duration> {
     if let Ok(pid) = std::env::var("WATCHDOG_PID") {
         if pid.trim() != std::process::id().to_string() {
             return None;

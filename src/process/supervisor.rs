@@ -8,16 +8,16 @@
 //! nothing, and the same socket can be handed to an upgraded process.
 //!
 //! The supervisor runs on the calling thread with a small `Poll` of its own,
-//! and one method of [`Running`] per source:
+//! and one method of `Running` per source:
 //!
 //! | token | source | method |
 //! |---|---|---|
-//! | `SIGNALS` | SIGINT/SIGTERM/SIGQUIT/SIGUSR1/SIGUSR2/SIGHUP, when asked for ([`Supervisor::signals`]) | [`Running::control`], as for a handle |
-//! | `EVENTS` | the loops (started, counters, stopped accepting, finished) and the [`SupervisorHandle`]s | [`Running::on_loop_events`], [`Running::on_asks`] |
-//! | `UPGRADE` | readiness pipe of the new process | [`Running::on_upgrade_pipe`]: ready: stop accepting and drain; EOF: upgrade failed, keep serving |
-//! | `METRICS`.. | `--metrics` listener and its scrapes | [`Running::on_metrics`]: ask every loop for its counters, answer with their sum |
+//! | `SIGNALS` | SIGINT/SIGTERM/SIGQUIT/SIGUSR1/SIGUSR2/SIGHUP, when asked for ([`Supervisor::signals`]) | `Running::control`, as for a handle |
+//! | `EVENTS` | the loops (started, counters, stopped accepting, finished) and the [`SupervisorHandle`]s | `Running::on_loop_events`, `Running::on_asks` |
+//! | `UPGRADE` | readiness pipe of the new process | `Running::on_upgrade_pipe`: ready: stop accepting and drain; EOF: upgrade failed, keep serving |
+//! | `METRICS`.. | `--metrics` listener and its scrapes | `Running::on_metrics`: ask every loop for its counters, answer with their sum |
 //!
-//! and its timers ([`Running::on_timers`]): the sd_notify watchdog,
+//! and its timers (`Running::on_timers`): the sd_notify watchdog,
 //! `EXTEND_TIMEOUT_USEC` during a drain, the upgrade deadline, slow
 //! scrapes. It logs the process-wide lines once (`listening on`, `recv
 //! quit signal`, `All done.`), and returns the worst outcome of its loops.
@@ -274,7 +274,7 @@ impl Supervisor {
 
     /// Let [`Control::Upgrade`] (`SIGUSR2`) re-execute the program with the
     /// same arguments and hand the sockets over (see
-    /// [`upgrade`](crate::process::upgrade)). Off unless asked for.
+    /// `upgrade`). Off unless asked for.
     pub fn upgrades(mut self, on: bool) -> Self {
         self.upgrades = on;
         self

@@ -113,7 +113,7 @@ impl Upgrade {
     }
 
     /// Read what the pipe has to say.
-    pub fn poll_ready(&mut self) -> Readiness {
+    pub(crate) fn poll_ready(&mut self) -> Readiness {
         let mut byte = [0u8; 1];
         loop {
             match self.ready.read(&mut byte) {
@@ -137,7 +137,7 @@ fn place(i: usize) -> RawFd {
 /// sockets by [`activation::take`](crate::process::activation::take), and
 /// close it). If the old process is gone the write fails (`EPIPE`; `SIGPIPE`
 /// is ignored) and nothing else happens: we serve either way.
-pub fn report_ready(pipe: OwnedFd) {
+pub(crate) fn report_ready(pipe: OwnedFd) {
     let mut pipe = std::fs::File::from(pipe);
     if let Err(e) = std::io::Write::write_all(&mut pipe, b"1") {
         log::info!("upgrade: the previous process did not hear we are ready ({e}): it is gone");

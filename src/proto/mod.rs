@@ -48,7 +48,7 @@ pub const OUT_BUDGET: usize = 64 * 1024;
 /// again: fixed replies (a response head, an error, RESP's inline `ECHO`
 /// answer of up to 16 KiB). Streamed bytes (an echoed body) are not
 /// counted here: they are cut at [`stream_room`].
-pub const REPLY_MAX: usize = 20 * 1024;
+pub(crate) const REPLY_MAX: usize = 20 * 1024;
 
 /// Output at which a call stops taking new frames.
 const FRAME_STOP: usize = OUT_BUDGET - REPLY_MAX;
@@ -66,7 +66,7 @@ pub const fn budget_spent(written: usize) -> bool {
 /// `written` bytes may still write. Streaming never takes the output past
 /// the point where [`budget_spent`] holds, so the fixed replies that may
 /// follow it in the same frame still fit in [`OUT_BUDGET`].
-pub const fn stream_room(written: usize) -> usize {
+pub(crate) const fn stream_room(written: usize) -> usize {
     FRAME_STOP.saturating_sub(written)
 }
 
@@ -200,7 +200,7 @@ pub trait Protocol {
     /// Hand what was finished since the last call to `sink`, oldest first,
     /// and forget it. The loop calls this after driving the connection, for
     /// the access log and the metrics; a protocol keeps what it reports in
-    /// reused buffers (bounded by [`MAX_REPORTS`]), so this costs no
+    /// reused buffers (bounded by `MAX_REPORTS`), so this costs no
     /// allocation per request. Echo has nothing to report.
     fn report(&mut self, _sink: &mut dyn FnMut(Report<'_>)) {}
 
@@ -234,10 +234,12 @@ impl Reports {
 /// Most reports a protocol keeps between two [`Protocol::report`] calls;
 /// beyond it they are counted in the next report's `dropped` rather than
 /// kept (the loop collects after every drive, so this bounds memory only).
-pub const MAX_REPORTS: usize = 1024;
+#[cfg(feature = "http")]
+pub(crate) const MAX_REPORTS: usize = 1024;
 
 /// Something a protocol finished, as [`Protocol::report`] hands it over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Report<'a> {
     /// An HTTP request is over: its body read and its response written
     /// (or cut short by the close). Reported then, not when the response
@@ -263,7 +265,7 @@ pub enum Report<'a> {
         started: Instant,
     },
     /// RESP commands answered since the last report, by
-    /// [`RESP_COMMANDS`](crate::base::counters::RESP_COMMANDS) index.
+    /// `RESP_COMMANDS` index (`ping`, `echo`, `quit`, `other`).
     Resp {
         /// How many of each.
         commands: [u16; 4],

@@ -84,7 +84,7 @@ impl Output {
     }
 
     /// Whether any chunk is shared (else the bytes are all there is).
-    pub fn has_shared(&self) -> bool {
+    pub(crate) fn has_shared(&self) -> bool {
         !self.shared.is_empty()
     }
 

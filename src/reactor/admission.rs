@@ -19,7 +19,7 @@
 //! loops (both sequentially consistent), so at least one of the two sees
 //! the other.
 //!
-//! A slot is a value, not a number to remember: [`ConnLimit::try_take`]
+//! A slot is a value, not a number to remember: `ConnLimit::try_take`
 //! hands out a [`Slot`] that gives itself back when dropped, so a
 //! connection that never makes it into the loop (the accept found nothing,
 //! its stream could not be built, its peer was refused) cannot keep one.
@@ -69,7 +69,7 @@ impl ConnLimit {
     }
 
     /// Take a slot if one is free.
-    pub fn try_reserve(&self) -> bool {
+    pub(crate) fn try_reserve(&self) -> bool {
         self.open
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 (n < self.max).then_some(n + 1)
@@ -79,14 +79,14 @@ impl ConnLimit {
 
     /// Take a slot if one is free: it is given back when the [`Slot`] is
     /// dropped.
-    pub fn try_take(self: &Arc<Self>) -> Option<Slot> {
+    pub(crate) fn try_take(self: &Arc<Self>) -> Option<Slot> {
         self.try_reserve().then(|| Slot {
             limit: Arc::clone(self),
         })
     }
 
     /// Give a slot back and wake every parked loop. Only for a slot taken
-    /// with [`try_reserve`](Self::try_reserve); a [`Slot`] gives itself back.
+    /// with `try_reserve`; a [`Slot`] gives itself back.
     pub fn release(&self) {
         let before = self.open.fetch_sub(1, Ordering::SeqCst);
         debug_assert!(before > 0, "released more slots than were reserved");
@@ -198,7 +198,7 @@ impl Drop for Held {
 /// (logged at warn when it is) and to the most tokens a loop can give out.
 /// Computed once per process, before any loop starts, and printed in the
 /// start-up line.
-pub fn effective_max_conns(requested: usize, held: u64) -> usize {
+pub(crate) fn effective_max_conns(requested: usize, held: u64) -> usize {
     let mut max = requested.max(1);
     if let Some(allowed) = crate::base::rlimit::max_conns_allowed(held) {
         if max > allowed {

@@ -36,9 +36,6 @@ pub struct Config {
 }
 
 impl Config {
-    /// Default listen address: loopback, so a first `cargo run` exposes nothing.
-    pub const DEFAULT_LISTEN: &'static str = "127.0.0.1:8000";
-
     /// Re-read what can change while serving (the TLS certificate and key);
     /// a failure keeps what is in use, and says why.
     pub fn reload(&self, cause: &str) {
@@ -58,7 +55,7 @@ impl Config {
 }
 
 /// A timeout for the log: `10s`, or `off` for no limit.
-pub fn describe_timeout(timeout: Option<Duration>) -> String {
+pub(crate) fn describe_timeout(timeout: Option<Duration>) -> String {
     match timeout {
         Some(d) => crate::base::human::Dur(d).to_string(),
         None => "off".into(),

@@ -124,7 +124,7 @@ impl ShutdownHandle {
 
     /// Ask for the loop's counters; they arrive through the hook set with
     /// `Server::on_stats`.
-    pub fn request_stats(&self) {
+    pub(crate) fn request_stats(&self) {
         self.ask(REQUEST_STATS);
     }
 

@@ -24,9 +24,9 @@ use crate::base::counters::Stats;
 use crate::base::error::Error;
 
 /// Shortest accept back-off.
-pub const BACKOFF_MIN: Duration = Duration::from_millis(5);
+pub(crate) const BACKOFF_MIN: Duration = Duration::from_millis(5);
 /// Longest accept back-off.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(1);
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Create a non-blocking, close-on-exec listening socket.
 pub fn bind(addr: SocketAddr, backlog: i32) -> Result<std::net::TcpListener, Error> {
@@ -118,17 +118,12 @@ impl Listener {
     }
 
     /// The socket, for registration.
-    pub fn socket_mut(&mut self) -> &mut TcpListener {
+    pub(crate) fn socket_mut(&mut self) -> &mut TcpListener {
         &mut self.socket
     }
 
-    /// Whether accepting is paused by a back-off at `now`.
-    pub fn is_paused(&self, now: Instant) -> bool {
-        self.paused_until.is_some_and(|until| now < until)
-    }
-
     /// A back-off timer fired: accept again if this listener's pause is over.
-    pub fn resume_if_due(&mut self, now: Instant) {
+    pub(crate) fn resume_if_due(&mut self, now: Instant) {
         if self.paused_until.is_some_and(|until| now >= until) {
             self.paused_until = None;
         }

@@ -47,6 +47,7 @@ pub struct LoopContext {
 
 /// What makes a loop's protocols: a closure, and for a loop a supervisor
 /// runs, what its factory registered on the [`LoopContext`].
+#[doc(hidden)]
 pub trait MakeProtocol<P> {
     /// A protocol state for a new connection.
     fn make(&mut self) -> P;
@@ -92,6 +93,7 @@ impl<P, G: FnMut() -> P> MakeProtocol<P> for OnLoop<G> {
 
 /// What a factory registered: the loop takes it over when it starts.
 #[derive(Default)]
+#[doc(hidden)]
 pub struct Extras {
     pub(crate) counters: Vec<(&'static str, &'static str, Counter)>,
     pub(crate) timers: Vec<LoopTimer>,

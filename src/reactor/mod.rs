@@ -2,26 +2,29 @@
 //!
 //! | file | role | may not |
 //! |---|---|---|
-//! | [`server`] | polls, dispatches events by token, fires timers, decides when to stop | know any protocol |
-//! | [`conn`] | one connection's state machine, buffers and byte path | touch the poller or other connections |
-//! | [`listener`] | the accept goroutine: accept until `WouldBlock`, back off on `EMFILE` | decide on connection limits |
-//! | [`signals`] | SIGINT/SIGTERM/SIGQUIT/SIGUSR1/SIGUSR2 as a pollable token | act on them |
-//! | [`timer`] | a heap of `(deadline, key, generation)` wake-ups | know what a deadline means |
-//! | [`stats`] | plain per-loop counters (no atomics: one thread touches them) | lock |
-//! | [`mailbox`] | messages between connections: a protocol records sends, the server routes them (same loop directly, other loops through a bounded queue and their waker) | write to a socket |
-//! | [`trace_events`] | records the loop's timeline (polls, dispatch, connection states) as Chrome trace events | write while serving |
-//! | [`access_log`] | formats access-log lines per loop, hands them to one writer thread | write to disk on the loop |
+//! | [`server`] | polls, dispatches events by token, fires timers, routes mailbox batches, decides when to stop | know any protocol |
+//! | `conn` | one connection's state machine, buffers and byte path | touch the poller or other connections |
+//! | `listener` | the accept goroutine: accept until `WouldBlock`, back off on `EMFILE` | decide on connection limits |
+//! | [`admission`] | `--max-conns`: one count all loops share, touched only at accept and close | know a socket |
+//! | [`signals`] | SIGINT/SIGTERM/SIGQUIT/SIGUSR1/SIGUSR2/SIGHUP as a pollable source | act on them |
+//! | [`control`] | the requests a signal or a handle makes ([`Control`](control::Control)): shutdown, force, stats, reload, upgrade | decide policy |
+//! | [`config`] | one loop's [`Config`](config::Config): address, limits, stages | parse flags |
+//! | [`loop_context`] | what a per-loop factory gets: the loop's id, its own counters and timers | outlive the loop |
+//! | `timer` | a heap of `(deadline, key, generation)` wake-ups | know what a deadline means |
+//! | `tokens` | which `mio::Token` means what | |
 //!
 //! Nothing here knows about processes, threads or the command line: that
 //! is [`crate::process`].
 
 pub mod admission;
 pub mod config;
+#[doc(hidden)]
 pub mod conn;
 pub mod control;
+#[doc(hidden)]
 pub mod listener;
 pub mod loop_context;
 pub mod server;
 pub mod signals;
-pub mod timer;
-pub mod tokens;
+pub(crate) mod timer;
+pub(crate) mod tokens;

@@ -3,8 +3,8 @@
 //! | token | source | Go counterpart |
 //! |---|---|---|
 //! | `Token(LISTENERS - i)` | listening socket `i` | the accept goroutine |
-//! | [`SIGNALS`] | `signal_hook_mio` self-pipe | `signal.Notify` channel in main |
-//! | [`WAKER`] | [`ShutdownHandle`] from other threads | `cancel()` on the context |
+//! | `SIGNALS` | `signal_hook_mio` self-pipe | `signal.Notify` channel in main |
+//! | `WAKER` | [`ShutdownHandle`] from other threads | `cancel()` on the context |
 //! | `Token(key)` | connection in slab slot `key` | one handler goroutine |
 //!
 //! Each turn: poll (sleeping until the next timer at most), dispatch events
@@ -131,6 +131,7 @@ const MAX_ROUTE_ROUNDS: usize = 64;
 
 /// How [`Server::run`] ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Outcome {
     /// Every connection finished its drain.
     Clean,
@@ -168,7 +169,7 @@ type NoteHook = Box<dyn FnMut() + Send>;
 /// A bound server, ready to [`run`](Server::run).
 ///
 /// `S` is the byte stream each connection runs on (see
-/// [`Accept`](crate::io::stack::Accept)): [`Stream`] does
+/// [`Accept`]): [`Stream`] does
 /// whatever the config asks (TLS, say); the supervisor runs loops whose
 /// config needs no stage on a bare `mio::net::TcpStream`, so a plain
 /// deployment pays nothing per message for TLS being compiled in.
@@ -256,7 +257,7 @@ impl<P: Protocol> Server<P> {
     /// Serve on listening sockets made elsewhere (inherited from systemd or
     /// a previous process, or shared between loops); `config.listen` is
     /// ignored. Each must already be listening.
-    pub fn with_listeners(
+    pub(crate) fn with_listeners(
         config: Config,
         sockets: Vec<std::net::TcpListener>,
         make_protocol: impl FnMut() -> P + Send + 'static,
@@ -269,10 +270,10 @@ impl<P: Protocol> Server<P> {
 /// move to the thread the server runs on. (Loops a supervisor runs make
 /// theirs on their own thread, so theirs need not be `Send`: see
 /// [`LoopContext`](crate::reactor::loop_context::LoopContext).)
-pub type Factory<P> = Box<dyn FnMut() -> P + Send>;
+pub(crate) type Factory<P> = Box<dyn FnMut() -> P + Send>;
 
 impl<P: Protocol, S: Accept> Server<P, S> {
-    /// [`with_listeners`](Server::with_listeners), with connections on the
+    /// `with_listeners`, with connections on the
     /// byte stream `S` (see [`Server`]).
     pub fn on_sockets(
         config: Config,
@@ -373,7 +374,7 @@ impl<P: Protocol, S: Accept, M: MakeProtocol<P>> Server<P, S, M> {
     /// Message through `hub` as its loop `loop_id` (the supervisor gives
     /// every loop of a process the same hub). Without this a server is
     /// loop 0 of a hub of its own.
-    pub fn hub(mut self, hub: Arc<Hub>, loop_id: usize) -> Self {
+    pub(crate) fn hub(mut self, hub: Arc<Hub>, loop_id: usize) -> Self {
         self.inbox = hub.open_door(loop_id, Arc::clone(&self.waker));
         self.remote = (0..hub.loops()).map(|_| Outbox::default()).collect();
         self.hub = hub;
@@ -384,7 +385,7 @@ impl<P: Protocol, S: Accept, M: MakeProtocol<P>> Server<P, S, M> {
     /// Run as loop `id` of a supervised process: the supervisor owns the
     /// signals and logs the process-wide lines (`listening on`, `recv quit
     /// signal`, `All done.`); this loop logs its own at debug.
-    pub fn worker(mut self, id: usize) -> Self {
+    pub(crate) fn worker(mut self, id: usize) -> Self {
         self.worker = Some(id);
         self
     }
@@ -399,14 +400,14 @@ impl<P: Protocol, S: Accept, M: MakeProtocol<P>> Server<P, S, M> {
     }
 
     /// Set the hook called once the drain has closed this loop's listeners.
-    pub fn on_stopped_accepting(mut self, hook: impl FnMut() + Send + 'static) -> Self {
+    pub(crate) fn on_stopped_accepting(mut self, hook: impl FnMut() + Send + 'static) -> Self {
         self.on_stopped_accepting = Some(Box::new(hook));
         self
     }
 
     /// Set the hook that receives this loop's counters when asked through
     /// [`ShutdownHandle::request_stats`].
-    pub fn on_stats(mut self, hook: impl FnMut(&Stats) + Send + 'static) -> Self {
+    pub(crate) fn on_stats(mut self, hook: impl FnMut(&Stats) + Send + 'static) -> Self {
         self.on_stats = Some(Box::new(hook));
         self
     }
@@ -432,7 +433,7 @@ impl<P: Protocol, S: Accept, M: MakeProtocol<P>> Server<P, S, M> {
     }
 
     /// What the protocol calls itself (`echo`, `http`, …).
-    pub fn protocol_name(&self) -> &'static str {
+    pub(crate) fn protocol_name(&self) -> &'static str {
         self.protocol
     }
 
@@ -1210,7 +1211,7 @@ impl<P: Protocol, S: Accept, M: MakeProtocol<P>> Server<P, S, M> {
     }
 
     /// The counters, with the bytes of connections still open added in.
-    pub fn live_stats(&self) -> Stats {
+    pub(crate) fn live_stats(&self) -> Stats {
         let mut stats = self.stats.clone();
         stats.at_limit = u64::from(self.at_limit);
         stats.access_log_dropped = self.access_log.as_ref().map_or(0, LoopLog::dropped);

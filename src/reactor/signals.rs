@@ -8,7 +8,7 @@
 //! * `SIGINT`, `SIGTERM`, `SIGQUIT`: quit. The first starts the graceful
 //!   drain, a second one during the drain forces it.
 //! * `SIGUSR1`: log one line of live counters.
-//! * `SIGUSR2`: start a zero-downtime binary upgrade (see [`crate::process::upgrade`]).
+//! * `SIGUSR2`: start a zero-downtime binary upgrade (see `crate::process::upgrade`).
 //! * `SIGHUP`: re-read the TLS certificate and key (see [`Config::reload`](crate::Config::reload)),
 //!   and reopen the access log (after logrotate moved it): nginx's `HUP`.
 //!

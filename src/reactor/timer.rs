@@ -32,7 +32,7 @@ use std::time::Instant;
 
 /// What a deadline wakes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Wake {
+pub(crate) enum Wake {
     /// The connection in slab slot `key`, if it still has generation `generation`.
     Conn {
         /// Slab key (the connection's `Token`).
@@ -75,7 +75,7 @@ const NONE: u32 = u32::MAX;
 /// A min-heap of deadlines, at most one per connection slot. See the
 /// module docs.
 #[derive(Debug, Default)]
-pub struct Timers {
+pub(crate) struct Timers {
     /// A binary min-heap by `(at, seq)`.
     heap: Vec<Entry>,
     /// Slab key → index of that connection's entry in `heap` (`NONE`: none).
@@ -92,7 +92,7 @@ impl Timers {
     /// Arm a deadline. For [`Wake::Conn`], this replaces the entry the
     /// slot already has, if any (whatever its generation): a connection
     /// has one deadline at a time.
-    pub fn schedule(&mut self, at: Instant, wake: Wake) {
+    pub(crate) fn schedule(&mut self, at: Instant, wake: Wake) {
         self.seq += 1;
         let entry = Entry {
             at,
@@ -150,18 +150,15 @@ impl Timers {
         }
     }
 
-    /// Number of armed entries.
-    pub fn len(&self) -> usize {
+    /// Number of armed entries (for tests).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.heap.len()
     }
 
-    /// Whether no entry is armed.
-    pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
-    }
-
-    /// Heap bytes held (for tests and memory accounting).
-    pub fn capacity_bytes(&self) -> usize {
+    /// Heap bytes held (for tests).
+    #[cfg(test)]
+    pub(crate) fn capacity_bytes(&self) -> usize {
         self.heap.capacity() * std::mem::size_of::<Entry>()
             + self.slots.capacity() * std::mem::size_of::<u32>()
     }

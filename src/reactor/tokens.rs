@@ -12,11 +12,11 @@ use mio::Token;
 /// Token of the signal self-pipe.
 pub const SIGNALS: Token = Token(usize::MAX - 1);
 /// Token of the cross-thread waker.
-pub const WAKER: Token = Token(usize::MAX - 2);
+pub(crate) const WAKER: Token = Token(usize::MAX - 2);
 /// Token of listening socket `i` is `Token(LISTENERS - i)`.
-pub const LISTENERS: usize = usize::MAX - 16;
+pub(crate) const LISTENERS: usize = usize::MAX - 16;
 /// Most listening sockets one server serves.
-pub const MAX_LISTENERS: usize = 1024;
+pub(crate) const MAX_LISTENERS: usize = 1024;
 
 /// Which listening socket a token names, if it names one.
 pub(crate) fn listener_index(token: Token) -> Option<usize> {

@@ -13,7 +13,7 @@
 //! after a space in a v1 line, malformed rather than incomplete.)
 //!
 //! Bounds: a v1 header is at most 107 bytes (the spec's limit) and a v2
-//! header at most [`V2_MAX`] bytes; a longer one is refused as soon as its
+//! header at most `V2_MAX` bytes; a longer one is refused as soon as its
 //! length is known, so nothing past the cap is ever buffered.
 //!
 //! Also here: [`Cidr`], the `--proxy-from` allow-list. A PROXY header lets
@@ -43,9 +43,10 @@ pub enum ProxyMode {
 }
 
 /// The longest v1 header, CRLF included (the spec's 107 bytes).
-pub const V1_MAX: usize = 107;
+#[cfg(feature = "proxy")]
+pub(crate) const V1_MAX: usize = 107;
 /// The longest v2 header we accept (16-byte fixed part + addresses + TLVs).
-pub const V2_MAX: usize = 1024;
+pub(crate) const V2_MAX: usize = 1024;
 
 #[cfg(feature = "proxy")]
 const V1_PREFIX: &[u8] = b"PROXY ";

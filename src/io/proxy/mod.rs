@@ -9,5 +9,5 @@
 pub mod header;
 pub mod preamble;
 
-pub use header::{parse, Cidr, Parsed, ProxyMode, V1_MAX, V2_MAX};
+pub use header::{parse, Cidr, Parsed, ProxyMode};
 pub use preamble::Preamble;

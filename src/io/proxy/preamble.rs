@@ -19,7 +19,7 @@
 //!
 //! # Bounds
 //! A header is refused as soon as it is known to be over its cap
-//! ([`proxy::V1_MAX`], [`proxy::V2_MAX`]), so while it waits, `held` holds
+//! (`proxy::V1_MAX`, `proxy::V2_MAX`), so while it waits, `held` holds
 //! fewer than `V2_MAX` bytes. The read that completes a header may bring
 //! payload behind it (at most one read): that is [`Step::Done`]'s `rest`.
 

@@ -41,7 +41,7 @@ const HOST_NAME: u8 = 0;
 
 /// The server name in `first`, the first bytes a client sent (one TLS
 /// record or a prefix of it).
-pub fn server_name(first: &[u8]) -> Sni {
+pub(crate) fn server_name(first: &[u8]) -> Sni {
     parse(first).unwrap_or(Sni::Unknown)
 }
 

@@ -23,6 +23,7 @@ use rustls::ServerConfig;
 /// Why a certificate/key pair could not be used. `Display` is one line that
 /// names the file and the reason.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum TlsError {
     /// The file could not be read or parsed as PEM.
     Read {
@@ -71,7 +72,8 @@ impl fmt::Display for TlsError {
 
 impl std::error::Error for TlsError {}
 
-/// Default for `--tls-handshake-timeout`.
+/// A sane handshake limit for [`TlsConfig::load`] (the default of
+/// `--tls-handshake-timeout`).
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// TLS settings shared by every loop of a process.
@@ -122,7 +124,7 @@ impl TlsConfig {
     }
 
     /// The certificate file, for logs.
-    pub fn cert_path(&self) -> &Path {
+    pub(crate) fn cert_path(&self) -> &Path {
         &self.cert
     }
 }

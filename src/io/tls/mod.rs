@@ -5,7 +5,7 @@
 //! * `client_hello`: the server name (SNI) a client's first bytes carry,
 //!   to count the names rustls ignores (an IP address, as `wrk` sends).
 //! * [`session`]: the stage in a connection's byte path (socket → PROXY
-//!   preamble → **TLS** → protocol), a [`Transport`](crate::reactor::conn::Transport)
+//!   preamble → **TLS** → protocol), a [`Transport`](crate::io::transport::Transport)
 //!   over the socket with rustls inside.
 //!
 //! Crypto is rustls' `ring` provider: it builds with the Rust toolchain and
@@ -16,5 +16,5 @@ pub(crate) mod client_hello;
 pub mod config;
 pub mod session;
 
-pub use config::{TlsConfig, TlsError, DEFAULT_HANDSHAKE_TIMEOUT};
+pub use config::{TlsConfig, TlsError};
 pub use session::TlsStream;

@@ -38,7 +38,7 @@
 //! rustls; the plaintext they decrypt to is written back into the same
 //! buffer, behind the records still to be handed over. It never overtakes
 //! them: each record's plaintext is shorter than the record, and the one
-//! record rustls may already hold part of gets [`PLAINTEXT_ROOM`] ahead of
+//! record rustls may already hold part of gets `PLAINTEXT_ROOM` ahead of
 //! where the socket's bytes land. The price is one copy in user space (the
 //! records, from the buffer into rustls: a `memcpy` of 16 KiB, against four
 //! syscalls saved). A buffer with too little room left is read the old
@@ -55,7 +55,7 @@
 //!
 //! # Bad input
 //! A peer that does not speak TLS is closed with a reason (a
-//! [`StageError`]): a first record that is not a handshake, a malformed or
+//! [`TlsFailure`]): a first record that is not a handshake, a malformed or
 //! oversized record, a fatal alert, a handshake not done in time. Plain
 //! HTTP sent to the TLS port gets what nginx answers, a plain-text `400`
 //! saying to use `https://`, and is then closed.
@@ -83,7 +83,7 @@ const MAX_FRAGMENT: usize = 16 * 1024;
 /// Room kept in the caller's buffer, ahead of the socket's bytes, for the
 /// plaintext of the one record rustls may hold part of already (a record's
 /// plaintext is at most 2^14 bytes, in TLS 1.2 and 1.3).
-pub const PLAINTEXT_ROOM: usize = MAX_FRAGMENT;
+pub(crate) const PLAINTEXT_ROOM: usize = MAX_FRAGMENT;
 
 /// The least the stage reads into the caller's buffer past
 /// [`PLAINTEXT_ROOM`]; with less room left, rustls reads the socket
@@ -91,7 +91,7 @@ pub const PLAINTEXT_ROOM: usize = MAX_FRAGMENT;
 const STAGED_READ_MIN: usize = 4 * 1024;
 
 /// What nginx answers plain HTTP sent to its TLS port, near enough.
-pub const PLAIN_HTTP_ANSWER: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
+pub(crate) const PLAIN_HTTP_ANSWER: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
 Content-Type: text/plain\r\n\
 Content-Length: 58\r\n\
 Connection: close\r\n\

@@ -4,18 +4,18 @@
 //! `Connection: close`.
 //!
 //! A scrape moves through three phases: `Reading` the request head (at
-//! most [`MAX_REQUEST`] bytes), `Waiting` for the loops' counters (the
+//! most `MAX_REQUEST` bytes), `Waiting` for the loops' counters (the
 //! owner sees [`Endpoint::on_event`] return `true`, asks the loops, and
-//! calls [`Endpoint::respond`] with the text), then `Writing` until the
+//! calls `Endpoint::respond` with the text), then `Writing` until the
 //! kernel took everything, FIN, close. Any other path gets `404`, any
-//! other method `405`. At most [`MAX_SCRAPES`] are served at once (more
-//! wait in the listen queue); each must finish within [`SCRAPE_TIMEOUT`].
+//! other method `405`. At most `MAX_SCRAPES` are served at once (more
+//! wait in the listen queue); each must finish within `SCRAPE_TIMEOUT`.
 //! The same readiness rules as a connection of the loop: registered once,
 //! edge-triggered, read and write until `WouldBlock`.
 //!
 //! In an upgrade the listening socket is handed to the new process with
 //! the others; once the new process has taken over, the old one
-//! [stops accepting](Endpoint::stop_accepting) on it and only finishes the
+//! stops accepting on it and only finishes the
 //! scrapes it has, so every scrape after the hand-over reads the new
 //! process's counters.
 
@@ -32,11 +32,11 @@ use slab::Slab;
 use crate::obs::metrics::exposition::CONTENT_TYPE;
 
 /// Most scrapes served at once.
-pub const MAX_SCRAPES: usize = 8;
+pub(crate) const MAX_SCRAPES: usize = 8;
 /// Longest request head read.
-pub const MAX_REQUEST: usize = 8 * 1024;
+pub(crate) const MAX_REQUEST: usize = 8 * 1024;
 /// Longest a scrape connection may live.
-pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -96,13 +96,13 @@ impl Endpoint {
     }
 
     /// The listening socket, to hand to an upgraded process.
-    pub fn listener_fd(&self) -> Option<BorrowedFd<'_>> {
+    pub(crate) fn listener_fd(&self) -> Option<BorrowedFd<'_>> {
         self.listener.as_ref().map(AsFd::as_fd)
     }
 
     /// Accept no more scrapes (a new process took the socket over); the
     /// ones accepted are still answered.
-    pub fn stop_accepting(&mut self, registry: &Registry) {
+    pub(crate) fn stop_accepting(&mut self, registry: &Registry) {
         if let Some(mut listener) = self.listener.take() {
             let _ = registry.deregister(&mut listener);
         }
@@ -113,7 +113,7 @@ impl Endpoint {
         !self.scrapes.is_empty()
     }
 
-    /// Whether a scrape waits for [`Endpoint::respond`].
+    /// Whether a scrape waits for `Endpoint::respond`.
     pub fn waiting(&self) -> bool {
         self.scrapes.iter().any(|(_, s)| s.phase == Phase::Waiting)
     }
@@ -163,7 +163,7 @@ impl Endpoint {
     }
 
     /// Answer every waiting scrape with `body` (Prometheus text).
-    pub fn respond(&mut self, registry: &Registry, body: &str, now: Instant) {
+    pub(crate) fn respond(&mut self, registry: &Registry, body: &str, now: Instant) {
         let keys: Vec<usize> = self
             .scrapes
             .iter()

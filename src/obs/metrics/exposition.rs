@@ -12,7 +12,7 @@ use crate::base::counters::{Stats, COUNTERS, FAMILY_TITLES};
 use crate::obs::metrics::process::ProcessInfo;
 
 /// The media type of what [`render`] writes.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Everything one scrape reports.
 #[derive(Clone, Debug, Default)]

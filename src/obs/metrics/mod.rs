@@ -11,7 +11,7 @@
 //! integers only its thread touches, so the hot path takes no lock and no
 //! atomic read-modify-write. A scrape asks every loop for a copy through
 //! the stats request the supervisor already uses for `SIGUSR1`
-//! ([`ShutdownHandle::request_stats`](crate::ShutdownHandle::request_stats)):
+//! (`ShutdownHandle::request_stats`):
 //! one bit set in an atomic and a wake-up per loop *per scrape*. Each loop
 //! answers on its next turn; when all have answered the supervisor sums
 //! them and the endpoint replies. A loop that has finished (during a
@@ -30,7 +30,7 @@ pub use exposition::{render, Snapshot};
 /// Connections waiting in the listen queues of `listeners` (Linux reports a
 /// listening socket's accept-queue length in `tcp_info.tcpi_unacked`).
 /// `None` when there is no listener left or the kernel does not say.
-pub fn listen_queue(listeners: &[std::net::TcpListener]) -> Option<u64> {
+pub(crate) fn listen_queue(listeners: &[std::net::TcpListener]) -> Option<u64> {
     use std::os::fd::AsRawFd;
     let mut total = None;
     for listener in listeners {

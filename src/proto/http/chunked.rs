@@ -22,7 +22,7 @@
 pub const LINE_MAX: usize = 4 * 1024;
 
 /// Most trailer bytes in all.
-pub const TRAILERS_MAX: usize = 8 * 1024;
+pub(crate) const TRAILERS_MAX: usize = 8 * 1024;
 
 /// Where the decoder is in the body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! HTTP/1.1: a minimal, correct responder, sans-IO.
 //!
 //! Owns request framing (heads parsed with `httparse`, bodies counted by
-//! `Content-Length` or decoded from chunks by [`super::chunked`]),
+//! `Content-Length` or decoded from chunks by [`chunked`]),
 //! keep-alive rules, the few routes, and the limits that
 //! keep a connection bounded. It must not buffer on its own: a partial head,
 //! or body bytes held back before a response is committed, stay in the
@@ -11,7 +11,7 @@
 //! * `GET` / `HEAD` of any path: `200 OK`, `text/plain`, `Hello, World!`
 //!   (`HEAD`: same head, no body).
 //! * `POST /echo`: `200 OK` with the request body echoed back (a chunked
-//!   body is echoed chunked, chunk for chunk: see [`super::chunked`]).
+//!   body is echoed chunked, chunk for chunk: see [`chunked`]).
 //! * `POST` elsewhere: `404`; any other method: `405` with
 //!   `Allow: GET, HEAD, POST`. Their bodies are read and discarded, and the
 //!   connection stays usable.
@@ -31,13 +31,13 @@
 //! # Streaming, and why the response head waits a little
 //! A body is never collected: once the response head is out, body bytes are
 //! echoed (or skipped) as they arrive and consumed at once. The head waits
-//! until the whole body is here **or** [`BODY_HOLD`] bytes of it are: small
+//! until the whole body is here **or** `BODY_HOLD` bytes of it are: small
 //! requests then get their whole response in one write, and a graceful
 //! drain that starts while such a request is in flight can still put
 //! `Connection: close` on its response. A larger body commits the head
 //! early; if a drain starts after that, the response completes without the
 //! header and the connection closes after it. A chunked body is held the
-//! same way, and its first [`BODY_HOLD`] bytes are decoded ahead (without
+//! same way, and its first `BODY_HOLD` bytes are decoded ahead (without
 //! consuming them), so framing errors and an excess over `--max-body`
 //! found there still get 400/413; found later, the response is cut short
 //! (no last chunk) and the connection closed.
@@ -67,13 +67,13 @@ use crate::base::text::{civil_from_days, push_u64};
 
 /// Longest request head (request line, headers, blank line) we read: 8 KiB,
 /// like nginx's `large_client_header_buffers` line limit and Node's default.
-pub const MAX_HEAD: usize = 8 * 1024;
+pub(crate) const MAX_HEAD: usize = 8 * 1024;
 
 /// Most header fields in one request head.
-pub const MAX_HEADERS: usize = 64;
+pub(crate) const MAX_HEADERS: usize = 64;
 
 /// Body bytes held back (unconsumed) before the response head is written.
-pub const BODY_HOLD: usize = 16 * 1024;
+pub(crate) const BODY_HOLD: usize = 16 * 1024;
 
 /// The most unconsumed input this protocol ever leaves with the connection.
 pub const MAX_PENDING: usize = if MAX_HEAD > BODY_HOLD {
@@ -104,9 +104,9 @@ pub struct HttpConfig {
 
 impl HttpConfig {
     /// `--max-body`'s default: 1 MiB, nginx's `client_max_body_size`.
-    pub const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
+    pub(crate) const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
     /// `--header-timeout`'s default (nginx's `client_header_timeout` is 60 s).
-    pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+    pub(crate) const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 }
 
 impl Default for HttpConfig {

@@ -76,7 +76,7 @@ impl Command {
     }
 
     /// Whether it is read whole before it is run (at most
-    /// [`MAX_COMMAND`](super::pubsub::MAX_COMMAND) bytes). `PING`, `ECHO`
+    /// `MAX_COMMAND` bytes). `PING`, `ECHO`
     /// and `QUIT` are answered as they stream in instead, so their
     /// argument may be as long as `--max-body`.
     pub const fn whole(self) -> bool {
@@ -86,7 +86,7 @@ impl Command {
     /// Whether RESP2's subscribed mode allows it (redis: "only
     /// (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET"). RESP3
     /// allows every command there: its pushes are told from replies.
-    pub const fn allowed_when_subscribed(self) -> bool {
+    pub(crate) const fn allowed_when_subscribed(self) -> bool {
         matches!(
             self,
             Command::Ping
@@ -100,7 +100,7 @@ impl Command {
     }
 
     /// Which `tcp_reactor_resp_commands_total` row it counts in: its index
-    /// in [`RESP_COMMANDS`](crate::base::counters::RESP_COMMANDS) (ping,
+    /// in `RESP_COMMANDS` (ping,
     /// echo, quit; everything else is `other`).
     pub const fn counter(self) -> usize {
         match self {

@@ -16,7 +16,7 @@
 //! * `HELLO [2|3]`, `CLIENT REPLY|SETNAME|GETNAME|ID`, `RESET`: see
 //!   [`session`].
 //! * The commands are a type, [`Command`]; all but `PING`, `ECHO` and
-//!   `QUIT` are taken whole, not streamed (at most [`pubsub::MAX_COMMAND`]
+//!   `QUIT` are taken whole, not streamed (at most `pubsub::MAX_COMMAND`
 //!   bytes).
 //! * anything else → `-ERR unknown command '<name>'`; the connection stays
 //!   usable (`redis-benchmark` starts with `CONFIG GET save`, and copes).
@@ -59,13 +59,13 @@ use crate::mailbox::{Mailbox, Message};
 
 /// Longest inline command line (Redis allows 64 KiB; we keep a quarter of
 /// the connection's pending-input bound).
-pub const INLINE_MAX: usize = 16 * 1024;
+pub(crate) const INLINE_MAX: usize = 16 * 1024;
 
 /// Longest `*N\r\n` / `$N\r\n` line: a sign, 19 digits, CRLF, and slack.
 const LINE_MAX: usize = 32;
 
 /// Bytes of a command name kept for matching and for the error message.
-pub const NAME_PREVIEW: usize = 128;
+pub(crate) const NAME_PREVIEW: usize = 128;
 
 // The largest fixed reply, an inline `ECHO`'s bulk string (plus an error
 // that may follow in the same call), fits the protocols' reply bound.

@@ -26,14 +26,14 @@
 //!   NUMSUB [ch…]` (subscribers of each, integers), `PUBSUB NUMPAT`
 //!   (distinct patterns): over every loop, from the shared directory.
 //! * Subscribed in RESP2 (any channel or pattern): only the commands
-//!   [`Command::allowed_when_subscribed`] names, `PING` answering
+//!   `Command::allowed_when_subscribed` names, `PING` answering
 //!   `*2 pong <arg or "">`; anything else is `-ERR Can't execute '<cmd>': …`.
 //!   RESP3 allows every command, its pushes being told apart from replies.
 //! * `RESET` → leaves every channel and pattern (the rest is the
 //!   session's: see [`super::session`]).
 //!
 //! Pub/sub commands are taken whole (not streamed): one may be at most
-//! [`MAX_COMMAND`] bytes, so it fits the protocol's pending-input bound.
+//! `MAX_COMMAND` bytes, so it fits the protocol's pending-input bound.
 
 use super::command::Command;
 use super::session::Version;
@@ -42,7 +42,7 @@ use crate::mailbox::{Mailbox, Message};
 /// Longest command taken whole (all its framing included). A longer one
 /// is a protocol error: the protocol keeps at most
 /// [`MAX_PENDING`](super::MAX_PENDING) bytes of unconsumed input.
-pub const MAX_COMMAND: usize = super::MAX_PENDING - 64;
+pub(crate) const MAX_COMMAND: usize = super::MAX_PENDING - 64;
 
 /// One connection's subscriptions, kept in its mailbox.
 #[derive(Debug, Default)]
@@ -72,7 +72,7 @@ impl PubSub {
     }
 
     /// Channels plus patterns: Redis' subscription count.
-    pub fn subscriptions(&self) -> usize {
+    pub(crate) fn subscriptions(&self) -> usize {
         self.mailbox.topic_count() + self.mailbox.pattern_count()
     }
 
@@ -83,7 +83,7 @@ impl PubSub {
 
     /// In RESP2's subscribed mode, refuse a command that is not allowed
     /// there (`name`, and what it parsed as). `true` if refused.
-    pub fn refuse(&self, name: &[u8], command: Option<Command>, out: &mut Vec<u8>) -> bool {
+    pub(crate) fn refuse(&self, name: &[u8], command: Option<Command>, out: &mut Vec<u8>) -> bool {
         if !self.subscribed() || command.is_some_and(Command::allowed_when_subscribed) {
             return false;
         }
@@ -237,7 +237,7 @@ impl PubSub {
     }
 
     /// Leave every channel and pattern, silently.
-    pub fn leave_all(&mut self) {
+    pub(crate) fn leave_all(&mut self) {
         while let Some(channel) = self.mailbox.first_topic() {
             self.mailbox.leave(&channel);
         }

@@ -58,7 +58,7 @@ struct Name(Vec<u8>);
 impl Session {
     /// A command begins: whether its reply is sent. A skipped reply is
     /// the only one skipped.
-    pub fn shows_reply(&mut self) -> bool {
+    pub(crate) fn shows_reply(&mut self) -> bool {
         match self.replies {
             Replies::On => true,
             Replies::Off => false,

@@ -12,7 +12,7 @@
 //!   (Plain)    Option<Preamble>   (Stream::Tls)
 //! ```
 //! Each stage is its own file, tested alone. Below the protocol is a
-//! [`Transport`] ([`pipeline::Stream`]: the socket, or TLS over it); the
+//! [`Transport`] ([`Stream`](crate::io::stack::Stream): the socket, or TLS over it); the
 //! PROXY [`preamble`] is sans-IO and, while a header is expected, takes
 //! the bytes read before anything else does (TLS has not started and
 //! passes them through). `through_preamble` is the one place the stages
@@ -34,7 +34,7 @@
 //! * a write that returns `WouldBlock`.
 //! * `Interrupted` is retried; spurious events just find `WouldBlock`.
 //!
-//! Interest is *derived*, not registered: [`Conn::wants_read`] says whether
+//! Interest is *derived*, not registered: `Conn::wants_read` says whether
 //! the state and backpressure allow reading. When reading is paused while the
 //! socket is readable, no new edge will come, so un-pausing continues at once
 //! from the remembered flag. When a connection stops because it used up its
@@ -49,7 +49,7 @@
 //! exceeds *high + `OUT_BUDGET`*, for every protocol. A read behind a
 //! partial frame only tops the input queue up to one read's size, so
 //! `input` never exceeds [`Scratch::READ_SIZE`]; and the queues' capacity
-//! stays within [`buffer::GRANULE`] of those lengths. With the defaults a
+//! stays within [`GRANULE`](crate::base::buffer::GRANULE) of those lengths. With the defaults a
 //! peer that sends without reading costs at most 64 + 64 + 64 = 192 KiB.
 //!
 //! # Ownership of the hot path
@@ -307,7 +307,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
     }
 
     /// Whether the protocol sent messages not yet taken by the loop.
-    pub fn has_sent(&mut self) -> bool {
+    pub(crate) fn has_sent(&mut self) -> bool {
         self.proto
             .mailbox()
             .is_some_and(|mailbox| !mailbox.sent().is_empty())
@@ -315,7 +315,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
 
     /// Move what the protocol sent into `spare` (swapping buffers, so both
     /// keep their memory). `false`, touching nothing, when it sent nothing.
-    pub fn take_sent(&mut self, spare: &mut Outbox) -> bool {
+    pub(crate) fn take_sent(&mut self, spare: &mut Outbox) -> bool {
         match self.proto.mailbox() {
             Some(mailbox) if !mailbox.sent().is_empty() => {
                 mailbox.take_sent(spare);
@@ -326,7 +326,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
     }
 
     /// The protocol, for its last word once the connection has closed.
-    pub fn protocol_mut(&mut self) -> &mut P {
+    pub(crate) fn protocol_mut(&mut self) -> &mut P {
         &mut self.proto
     }
 
@@ -334,7 +334,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
     /// output, which is written at once if the socket takes it. A
     /// connection past `Open`/`Draining` drops it; one that then owes more
     /// than [`Limits::slow_consumer_limit`] is closed as a slow consumer.
-    pub fn deliver(
+    pub(crate) fn deliver(
         &mut self,
         cx: &mut Ctx<'_>,
         msg: &Message<'_>,
@@ -441,7 +441,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
     }
 
     /// Whether the state and backpressure allow reading input to process.
-    pub fn wants_read(&self) -> bool {
+    pub(crate) fn wants_read(&self) -> bool {
         matches!(self.state, State::Open | State::Draining { .. })
             && !self.read_paused
             && !self.held
@@ -565,7 +565,7 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
     }
 
     /// Which deadline [`Conn::deadline`] is, in words, for the trace.
-    pub fn deadline_name(&self, limits: &Limits) -> &'static str {
+    pub(crate) fn deadline_name(&self, limits: &Limits) -> &'static str {
         self.deadlines(limits)
             .into_iter()
             .filter_map(|(at, name)| at.map(|at| (at, name)))
