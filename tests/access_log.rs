@@ -330,7 +330,7 @@ fn behind_a_proxy_the_line_names_the_client_from_the_proxy_header() {
 #[test]
 fn combined_for_a_protocol_without_requests_is_a_usage_error() {
     for protocol in ["echo", "resp"] {
-        let out = Command::new(util::BINARY)
+        let out = Command::new(util::binary())
             .args(["--protocol", protocol, "--access-log", "-"])
             .args(["--access-log-format", "combined", "--listen", "127.0.0.1:0"])
             .stdin(Stdio::null())
@@ -371,7 +371,7 @@ fn sighup_reopens_the_file_after_logrotate_moved_it() {
 
 #[test]
 fn dash_writes_the_access_log_to_standard_output() {
-    let mut child = Command::new(util::BINARY)
+    let mut child = Command::new(util::binary())
         .args(["--listen", "127.0.0.1:0", "--access-log", "-"])
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())

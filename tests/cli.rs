@@ -9,10 +9,10 @@ use std::net::TcpListener;
 use std::process::Command;
 use std::time::Duration;
 
-use util::{ServerProcess, BINARY};
+use util::{binary, ServerProcess};
 
 fn run(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(BINARY)
+    let out = Command::new(binary())
         .args(args)
         .output()
         .expect("run tcp-reactor");
@@ -49,7 +49,7 @@ fn a_bad_value_is_a_one_line_error_naming_the_flag_and_exit_2() {
 #[test]
 fn upgrade_timeout_0_is_refused_with_a_one_line_reason_and_exit_2() {
     // Bounded: a binary that took 0 would serve until killed.
-    let mut child = Command::new(BINARY)
+    let mut child = Command::new(binary())
         .args(["--listen", "127.0.0.1:0", "--upgrade-timeout", "0"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -77,7 +77,7 @@ fn upgrade_timeout_0_is_refused_with_a_one_line_reason_and_exit_2() {
 #[test]
 fn more_threads_than_the_descriptor_limit_allows_is_refused_up_front_with_exit_2() {
     use std::os::unix::process::CommandExt;
-    let mut cmd = Command::new(BINARY);
+    let mut cmd = Command::new(binary());
     cmd.args(["--listen", "127.0.0.1:0", "--threads", "10000"]);
     // SAFETY: setrlimit is async-signal-safe and only reads `lim`.
     unsafe {
@@ -169,7 +169,7 @@ fn port_0_logs_the_real_port_and_ipv6_works() {
 fn the_startup_line_shows_the_connection_limit_in_force() {
     use std::os::unix::process::CommandExt;
     for (threads, max_conns) in [("1", 965), ("2", 962)] {
-        let mut cmd = Command::new(BINARY);
+        let mut cmd = Command::new(binary());
         cmd.args(["--max-conns", "99999999", "--threads", threads]);
         // SAFETY: setrlimit is async-signal-safe and only reads `lim`.
         unsafe {

@@ -234,7 +234,7 @@ fn reads_as_a_duration(text: &str) -> bool {
 /// ours runs, and nothing can catch it there.)
 fn quit_at_exec(signal: i32) -> ServerProcess {
     use std::os::unix::process::CommandExt;
-    let mut cmd = std::process::Command::new(util::BINARY);
+    let mut cmd = std::process::Command::new(util::binary());
     cmd.args(["--listen", "127.0.0.1:0"]);
     // SAFETY: the closure runs between fork and exec and only calls
     // async-signal-safe functions on a local sigset_t.
@@ -314,7 +314,7 @@ fn full_pipe() -> (std::fs::File, std::os::fd::OwnedFd) {
 /// while it is stuck there, then let it go on.
 fn quit_during_startup(signal: i32) -> (std::process::ExitStatus, String) {
     let (mut read, write) = full_pipe();
-    let mut cmd = std::process::Command::new(util::BINARY);
+    let mut cmd = std::process::Command::new(util::binary());
     cmd.args(["--listen", "127.0.0.1:0"])
         .env("RUST_LOG", "debug")
         .stdin(std::process::Stdio::null())

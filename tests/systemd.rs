@@ -11,7 +11,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use util::{echo_once, tools, ServerProcess, BINARY};
+use util::{binary, echo_once, tools, ServerProcess};
 
 /// `sh -c 'LISTEN_PID=$$ exec tcp-reactor …'` with `fd` placed at 3: the
 /// shell's pid is the server's pid after `exec`, so LISTEN_PID is right.
@@ -21,7 +21,7 @@ fn activated_command(fd: i32, listen_pid: Option<&str>, args: &[&str]) -> Comman
         Some(pid) => format!("LISTEN_PID={pid} exec \"$0\" \"$@\""),
     };
     let mut cmd = Command::new("/bin/sh");
-    cmd.args(["-c", &script, BINARY])
+    cmd.args(["-c", &script, binary()])
         .args(args)
         .env("LISTEN_FDS", "1");
     // SAFETY: dup2 and fcntl are async-signal-safe; `fd` stays open in the parent.
@@ -118,7 +118,12 @@ fn systemd_socket_activate_starts_it_for_real() {
         .unwrap()
         .port();
     let mut cmd = Command::new("systemd-socket-activate");
-    cmd.args(["-l", &format!("127.0.0.1:{port}"), "--fdname=echo", BINARY]);
+    cmd.args([
+        "-l",
+        &format!("127.0.0.1:{port}"),
+        "--fdname=echo",
+        binary(),
+    ]);
     let mut server = ServerProcess::spawn(cmd);
     // It listens itself, and execs the service on the first connection.
     assert!(

@@ -475,7 +475,7 @@ fn sighup_reloads_the_certificate_on_every_loop_and_keeps_it_when_bad() {
 fn tls_flags_misused_exit_2_and_unusable_files_exit_1_naming_the_file() {
     let certs = Certs::new();
     let run = |args: &[&str]| {
-        let out = Command::new(util::BINARY)
+        let out = Command::new(util::binary())
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .output()
@@ -568,7 +568,7 @@ fn tls_serves_on_a_socket_from_systemd_activation() {
     let addr = socket.local_addr().unwrap();
     let fd = socket.as_raw_fd();
     let mut cmd = Command::new("/bin/sh");
-    cmd.args(["-c", "LISTEN_PID=$$ exec \"$0\" \"$@\"", util::BINARY])
+    cmd.args(["-c", "LISTEN_PID=$$ exec \"$0\" \"$@\"", util::binary()])
         .args(certs.args())
         .env("LISTEN_FDS", "1");
     // SAFETY: dup2 and fcntl are async-signal-safe; `fd` stays open in the parent.

@@ -185,7 +185,7 @@ fn binary_copy(tag: &str) -> std::path::PathBuf {
         std::env::temp_dir().join(format!("tcp-reactor-upgrade-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("tcp-reactor");
-    std::fs::copy(util::BINARY, &path).unwrap();
+    std::fs::copy(util::binary(), &path).unwrap();
     path
 }
 
@@ -406,7 +406,7 @@ fn the_new_process_serves_on_the_handed_over_sockets_when_the_old_one_is_killed_
     for trial in 0..TRIALS {
         let path = binary_copy(&format!("killed-{trial}"));
         let real = path.with_file_name("tcp-reactor-real");
-        std::fs::copy(util::BINARY, &real).unwrap();
+        std::fs::copy(util::binary(), &real).unwrap();
         let mut cmd = Command::new(&path);
         cmd.args(["--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0"]);
         let server = ServerProcess::launch(cmd);
@@ -489,7 +489,7 @@ fn an_upgraded_process_pets_the_systemd_watchdog() {
     };
     // systemd sets WATCHDOG_PID to the main pid: `exec` keeps the shell's.
     let mut cmd = Command::new("/bin/sh");
-    cmd.args(["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\"", util::BINARY])
+    cmd.args(["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\"", util::binary()])
         .args(["--listen", "127.0.0.1:0"])
         .env("NOTIFY_SOCKET", &path)
         .env("WATCHDOG_USEC", "200000");

@@ -64,12 +64,29 @@ type Pool = Arc<Mutex<Vec<Vec<u8>>>>;
 
 /// How lines are written: `--access-log-format`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Format {
     /// nginx's `combined`, for HTTP: what goaccess and other log tools read.
     Combined,
     /// One JSON object per line, for every protocol (jq reads it).
     Json,
+}
+
+impl Format {
+    /// Every format and its name (`--access-log-format NAME`).
+    pub const NAMES: [(Format, &'static str); 2] =
+        [(Format::Combined, "combined"), (Format::Json, "json")];
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::NAMES
+            .iter()
+            .find(|(_, name)| *name == s)
+            .map(|&(format, _)| format)
+            .ok_or_else(|| format!("unknown access-log format '{s}'"))
+    }
 }
 
 /// One fact a line can carry. Declared once, here: the JSON keys, the

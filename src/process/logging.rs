@@ -1,5 +1,5 @@
-//! The binary's log format: env_logger's usual line, plus the process id
-//! while two processes write to the same journal.
+//! When log lines should carry the process id: while two processes write
+//! to the same journal. (The binary's format, which asks, is in `cli/`.)
 //!
 //! During a `SIGUSR2` upgrade the old and the new process both log (the old
 //! one drains while the new one serves), and their lines interleave in one
@@ -11,55 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 static SHOW_PID: AtomicBool = AtomicBool::new(false);
 
-/// Set up logging from `RUST_LOG` (default `info`) with this module's format.
-#[cfg(feature = "cli")]
-pub fn init() {
-    use std::io::Write;
-
-    // mio's own trace lines print raw tokens (`Token(18446744073709551599)`)
-    // and say nothing our trace does not: keep mio at info unless RUST_LOG
-    // names it (`RUST_LOG=trace,mio=trace`).
-    // rustls warns once per handshake about a client's server name it
-    // ignores (an IP address: `wrk https://127.0.0.1/` sends one every
-    // time), a flood under load. The module's warnings on a server are all
-    // about what a client sent as SNI; the TLS stage counts the names that
-    // are ignored and logs them at debug (`tls::client_hello`), and a
-    // duplicate name fails the handshake (logged at debug too), so rustls'
-    // own line stays off unless RUST_LOG names its module.
-    let mut builder = env_logger::Builder::new();
-    builder
-        .filter_level(log::LevelFilter::Info)
-        .filter_module("mio", log::LevelFilter::Info)
-        .filter_module("rustls::msgs::handshake", log::LevelFilter::Error);
-    if let Ok(spec) = std::env::var("RUST_LOG") {
-        builder.parse_filters(&spec);
-    }
-    if let Ok(style) = std::env::var("RUST_LOG_STYLE") {
-        builder.parse_write_style(&style);
-    }
-    builder
-        .format(|buf, record| {
-            let level = buf.default_level_style(record.level());
-            let pid = if pid_shown() {
-                format!("pid {} ", std::process::id())
-            } else {
-                String::new()
-            };
-            writeln!(
-                buf,
-                "[{} {level}{:<5}{level:#} {pid}{}] {}",
-                buf.timestamp(),
-                record.level(),
-                record.target(),
-                record.args()
-            )
-        })
-        .init();
-}
-
-/// Whether log lines should say which process wrote them.
-#[cfg(feature = "cli")]
-pub(crate) fn pid_shown() -> bool {
+/// Whether log lines should say which process wrote them (a log format
+/// asks, for each line).
+pub fn pid_shown() -> bool {
     SHOW_PID.load(Ordering::Relaxed)
 }
 

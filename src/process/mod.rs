@@ -6,15 +6,11 @@
 //! | `upgrade` | `SIGUSR2`: start the new binary with our sockets, wait for it to be ready |
 //! | [`activation`] | sockets inherited from systemd (`LISTEN_FDS`) or from the previous process |
 //! | `notify` | `sd_notify`: `READY=1`, `STOPPING=1`, the watchdog |
-//! | [`cli`] | the command line (the `cli` feature) |
-//! | [`logging`] | the binary's log format (`init`: the `cli` feature), and when lines carry the pid |
+//! | [`logging`] | when log lines carry the pid (during an upgrade); the binary's format asks |
 //!
 //! The loop itself, and everything a connection does, is [`crate::reactor`].
 
 pub mod activation;
-#[cfg(feature = "cli")]
-#[doc(hidden)]
-pub mod cli;
 #[doc(hidden)]
 pub mod logging;
 pub(crate) mod notify;

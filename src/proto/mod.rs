@@ -92,6 +92,16 @@ pub struct Step {
     pub decision: Decision,
 }
 
+/// The [`Protocol::NAME`] of every protocol this crate ships (those its
+/// features compiled in): what the binary's `--protocol` offers, and what
+/// the crate's tests run against every connection bound.
+pub const BUNDLED: &[&str] = &[
+    Echo::NAME,
+    #[cfg(feature = "http")]
+    Http::NAME,
+    Resp::NAME,
+];
+
 /// A per-connection protocol state machine: bytes and `now` in, bytes
 /// and a [`Decision`] out. It never sees a socket, so it is tested without
 /// one ([`driver::Driver`]) and runs unchanged over TCP, TLS or a PROXY

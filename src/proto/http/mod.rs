@@ -103,10 +103,10 @@ pub struct HttpConfig {
 }
 
 impl HttpConfig {
-    /// `--max-body`'s default: 1 MiB, nginx's `client_max_body_size`.
-    pub(crate) const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
-    /// `--header-timeout`'s default (nginx's `client_header_timeout` is 60 s).
-    pub(crate) const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+    /// The default largest body (`--max-body`): 1 MiB, nginx's `client_max_body_size`.
+    pub const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
+    /// The default header timeout (`--header-timeout`; nginx's `client_header_timeout` is 60 s).
+    pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 }
 
 impl Default for HttpConfig {

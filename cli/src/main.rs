@@ -1,15 +1,21 @@
 //! The `tcp-reactor` binary: take over the quit signals, parse flags, take
 //! inherited sockets or bind, start logging, run the supervisor, turn the
 //! outcome into an exit code. Everything else is in the library.
+//!
+//! Its own package (`tcp-reactor-cli`), so the library's users never build
+//! clap or env_logger; `cargo run` at the workspace root runs it.
+
+mod args;
+mod logging;
 
 use std::io::Write;
 use std::process::ExitCode;
 
+use args::{ProtocolName, EXIT_USAGE};
 use tcp_reactor::base::rlimit;
 use tcp_reactor::obs::access_log::AccessLog;
 use tcp_reactor::obs::trace_events::TraceEvents;
 use tcp_reactor::process::activation;
-use tcp_reactor::process::cli::{self, ProtocolName, EXIT_USAGE};
 use tcp_reactor::process::supervisor::{self, Supervisor};
 use tcp_reactor::proto::{DateAnchor, Echo, Http, HttpConfig, Resp};
 use tcp_reactor::reactor::listener;
@@ -29,7 +35,7 @@ fn main() -> ExitCode {
         eprintln!("tcp-reactor: error: cannot unblock the quit signals: {e}");
         return ExitCode::from(1);
     }
-    let invocation = match cli::parse(std::env::args_os()) {
+    let invocation = match args::parse(std::env::args_os()) {
         Ok(invocation) => invocation,
         Err(exit) => {
             if exit.stdout {
@@ -41,7 +47,7 @@ fn main() -> ExitCode {
             return ExitCode::from(exit.code);
         }
     };
-    tcp_reactor::process::logging::init();
+    logging::init();
     // Still single-threaded, as it must be: taking the inherited sockets
     // reads and clears the environment (see `activation`). No thread
     // exists before this line, and nothing touches the environment after.

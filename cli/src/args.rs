@@ -1,7 +1,8 @@
 //! The command line: flags in, a [`Config`] (or an exit) out.
 //!
-//! Kept in the library so it can be unit-tested and so `main.rs` stays a
-//! few lines. Usage errors are one line on stderr and exit code 2.
+//! Its own module so it is unit-tested without starting anything, and
+//! `main.rs` stays a few lines. Usage errors are one line on stderr and
+//! exit code 2.
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -11,16 +12,16 @@ use std::time::Duration;
 use clap::error::ErrorKind;
 use clap::{Parser, ValueEnum};
 
-use crate::io::proxy::{Cidr, ProxyMode};
-use crate::io::tls::TlsConfig;
-use crate::obs::access_log::Format;
-use crate::proto::HttpConfig;
-use crate::reactor::config::Config;
+use tcp_reactor::io::proxy::{Cidr, ProxyMode};
+use tcp_reactor::io::tls::TlsConfig;
+use tcp_reactor::obs::access_log::Format;
+use tcp_reactor::proto::HttpConfig;
+use tcp_reactor::Config;
 
 /// Exit code for a bad flag or value.
 pub const EXIT_USAGE: u8 = 2;
 /// Exit code when the process cannot start (a TLS file it cannot use, say).
-pub(crate) const EXIT_START: u8 = 1;
+pub const EXIT_START: u8 = 1;
 
 /// Serve a TCP protocol on one single-threaded mio event loop, with graceful drain.
 ///
@@ -127,7 +128,7 @@ pub struct Args {
     /// goaccess and other log tools read; HTTP requests only) or `json`
     /// (one object per line, for every protocol) [default: combined with
     /// --protocol http, json otherwise].
-    #[arg(long, value_enum, value_name = "FORMAT", requires = "access_log")]
+    #[arg(long, value_name = "FORMAT", requires = "access_log", value_parser = format_names())]
     pub access_log_format: Option<Format>,
 
     /// Record the loops' timeline (polls, dispatch, a span per connection
@@ -170,6 +171,13 @@ pub enum ProtocolName {
     Http,
     /// RESP2 (Redis): `PING`, `ECHO`, `QUIT`, inline or multibulk, pipelined.
     Resp,
+}
+
+/// `--access-log-format`'s values, from the library's one list of them.
+fn format_names() -> impl clap::builder::TypedValueParser<Value = Format> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Format::NAMES.map(|(_, name)| name))
+        .try_map(|name| name.parse::<Format>())
 }
 
 fn secs(s: &str) -> Result<f64, String> {
@@ -350,6 +358,16 @@ mod tests {
 
     fn parse_err(args: &[&str]) -> Exit {
         parse(std::iter::once("tcp-reactor").chain(args.iter().copied())).unwrap_err()
+    }
+
+    #[test]
+    fn protocol_offers_exactly_the_protocols_the_library_ships() {
+        let offered: Vec<String> = ProtocolName::value_variants()
+            .iter()
+            .filter_map(|p| p.to_possible_value())
+            .map(|v| v.get_name().to_string())
+            .collect();
+        assert_eq!(offered, tcp_reactor::proto::BUNDLED);
     }
 
     #[test]
