@@ -9,61 +9,21 @@ pub mod tools;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Path of the `tcp-reactor` binary: package `tcp-reactor-cli` (`cli/`),
-/// which `cargo test` at the workspace root builds with these tests, into
-/// the profile directory above this test's own (`target/debug/deps/..`).
-///
-/// Another package's binary has no `CARGO_BIN_EXE_*`, and `cargo test -p
-/// tcp-reactor` or `--test NAME` does not rebuild it: so a binary older
-/// than any of its sources fails here, loudly, rather than test old code.
+/// Path of the `tcp-reactor` binary (package `tcp-reactor-cli`, `cli/`),
+/// which cargo builds before it runs that package's tests.
 pub fn binary() -> &'static str {
-    static PATH: OnceLock<String> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let exe = std::env::current_exe().expect("the test's own path");
-        let profile = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>/deps");
-        let bin = profile.join("tcp-reactor");
-        let how = "run `cargo test` at the workspace root, which builds the server \
-                   (package tcp-reactor-cli) too, or `cargo build -p tcp-reactor-cli`";
-        let built = std::fs::metadata(&bin)
-            .and_then(|m| m.modified())
-            .unwrap_or_else(|_| panic!("{} is missing: {how}", bin.display()));
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        // Cargo rebuilds on a source file's mtime, so a binary older than
-        // one of them is one it did not rebuild. (Not the manifests: cargo
-        // fingerprints what in them matters, and an edit elsewhere in one
-        // rebuilds nothing.)
-        let sources = ["src", "cli/src"].map(|p| root.join(p));
-        if let Some((newest, path)) = sources.iter().filter_map(|p| newest_file(p)).max() {
-            assert!(
-                built >= newest,
-                "{} is older than {}: {how}",
-                bin.display(),
-                path.display()
-            );
-        }
-        bin.to_string_lossy().into_owned()
-    })
-}
-
-/// The most recently modified file at or under `path`.
-fn newest_file(path: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
-    let meta = std::fs::metadata(path).ok()?;
-    if meta.is_file() {
-        return Some((meta.modified().ok()?, path.to_path_buf()));
+    // Set by cargo for the binary package's own integration tests
+    // (cli/tests/), which it builds the binary for; the library's tests
+    // (tests/) never start it.
+    match option_env!("CARGO_BIN_EXE_tcp-reactor") {
+        Some(path) => path,
+        None => panic!("only the tests in cli/tests/ can start the server binary"),
     }
-    std::fs::read_dir(path)
-        .ok()?
-        .filter_map(|entry| newest_file(&entry.ok()?.path()))
-        .max()
 }
 
 /// Raise this process's descriptor limit so tests can open many sockets.

@@ -3,6 +3,7 @@
 //! clients' own addresses in the backends' logs, and rolling restarts that
 //! no client sees.
 
+#[path = "../../tests/util/mod.rs"]
 mod util;
 
 use std::io::{Read, Write};
@@ -40,7 +41,7 @@ impl Haproxy {
     fn start(a: u16, b: u16, proxy_kw: &str) -> Self {
         let shipped = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/deploy/haproxy/haproxy.cfg"
+            "/../deploy/haproxy/haproxy.cfg"
         ))
         .unwrap();
         let front = SocketAddr::from(([127, 0, 0, 1], free_port()));

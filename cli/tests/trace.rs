@@ -3,6 +3,7 @@
 //! with its size and why it stopped, the FIN, every state change through
 //! to closed, and the cleanup. No raw tokens, no raw `Instant`s.
 
+#[path = "../../tests/util/mod.rs"]
 mod util;
 
 use std::io::{Read, Write};

@@ -2,6 +2,7 @@
 //! loop, summed over every event loop, checked by promtool and scraped by a
 //! real Prometheus server.
 
+#[path = "../../tests/util/mod.rs"]
 mod util;
 
 use std::collections::HashMap;

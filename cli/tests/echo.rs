@@ -1,6 +1,7 @@
 //! Echo over real loopback sockets: every byte back, in order, whatever the
 //! concurrency, write sizes, half-closes and resets.
 
+#[path = "../../tests/util/mod.rs"]
 mod util;
 
 use std::io::{Read, Write};

@@ -3,6 +3,7 @@
 //! 0 clean shutdown, 1 could not start (bind failed…), 2 bad command line,
 //! 3 forced shutdown (tested in `shutdown.rs`).
 
+#[path = "../../tests/util/mod.rs"]
 mod util;
 
 use std::net::TcpListener;

@@ -3,6 +3,7 @@
 //! redis-cli, wrk, Python's ssl) where they are installed, raw sockets for
 //! what no client library would send. Certificates are made at test time.
 
+#[path = "../../tests/util/mod.rs"]
 mod util;
 
 use std::io::{Read, Write};

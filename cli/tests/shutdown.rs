@@ -4,6 +4,7 @@
 //! everything it has read, half-closes, lingers until each peer's FIN, runs
 //! every connection's cleanup, logs `All done.` and exits 0.
 
+#[path = "../../tests/util/mod.rs"]
 mod util;
 
 use std::io::{ErrorKind, Read, Write};

@@ -7,6 +7,7 @@
 //! hundred thousand channels subscribed and left by one client; a drain
 //! delivers what was already published before the FIN.
 
+#[path = "../../tests/util/mod.rs"]
 mod util;
 
 use std::io::{BufRead, BufReader, Read, Write};

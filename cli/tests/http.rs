@@ -2,6 +2,7 @@
 //! where they are installed, raw sockets for what a client library would
 //! hide (pipelining, a drain mid-request, a slowloris, malformed input).
 
+#[path = "../../tests/util/mod.rs"]
 mod util;
 
 use std::io::{Read, Write};

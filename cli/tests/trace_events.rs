@@ -2,6 +2,7 @@
 //! (Perfetto, chrome://tracing): a track per loop, poll waits, dispatch,
 //! a span per connection state, the drain.
 
+#[path = "../../tests/util/mod.rs"]
 mod util;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,6 +1,7 @@
 //! Starting the way production services start: systemd socket activation
 //! (`LISTEN_FDS`) and readiness notification (`NOTIFY_SOCKET`).
 
+#[path = "../../tests/util/mod.rs"]
 mod util;
 
 use std::io::{Read, Write};

@@ -2,6 +2,7 @@
 //! `redis-benchmark` where installed, raw sockets for pipelining, protocol
 //! errors, QUIT and a drain with a command in flight.
 
+#[path = "../../tests/util/mod.rs"]
 mod util;
 
 use std::io::{Read, Write};

@@ -2,6 +2,7 @@
 //! backpressure), bounded connections (max-conns), no spinning under
 //! descriptor exhaustion, and nothing leaked by churn.
 
+#[path = "../../tests/util/mod.rs"]
 mod util;
 
 use std::io::{ErrorKind, Read, Write};

@@ -1,6 +1,7 @@
 //! `--threads N`: N event loops share one listening socket; one signal
 //! drains them all, and the process speaks once for all of them.
 
+#[path = "../../tests/util/mod.rs"]
 mod util;
 
 use std::io::{ErrorKind, Read, Write};

@@ -4,6 +4,7 @@
 //! durations from a request's first byte to its last byte written, the
 //! PROXY client behind a proxy, a thread of its own, SIGHUP for logrotate.
 
+#[path = "../../tests/util/mod.rs"]
 mod util;
 
 use std::io::{Read, Write};

@@ -3,6 +3,7 @@
 //! becomes the peer in the logs, and bad or untrusted headers close only
 //! their own connection.
 
+#[path = "../../tests/util/mod.rs"]
 mod util;
 
 use std::io::{ErrorKind, Read, Write};

@@ -2,6 +2,7 @@
 //! same listening socket, the old one drains and exits 0, and no client —
 //! short request/response or long-lived stream — sees an error.
 
+#[path = "../../tests/util/mod.rs"]
 mod util;
 
 use std::net::SocketAddr;
