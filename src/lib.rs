@@ -62,6 +62,8 @@
 #![deny(missing_docs)]
 
 pub mod base;
+#[cfg(feature = "forward")]
+pub mod forward;
 pub mod io;
 pub mod mailbox;
 pub mod obs;

@@ -3,6 +3,8 @@
 //! ```text
 //!   process    the main goroutine's job: supervisor, upgrade, activation, cli
 //!      │
+//!   forward    the TCP proxy: pairs of sockets, upstreams, splice
+//!      │
 //!   reactor    one loop: server, conn, listener, timer, signals, admission, config
 //!      │
 //!   io · proto · obs    the byte path's stages · sans-IO protocols · what an operator sees
@@ -28,7 +30,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("proto", 2),
     ("obs", 2),
     ("reactor", 3),
-    ("process", 4),
+    ("forward", 4),
+    ("process", 5),
 ];
 
 fn height(layer: &str) -> Option<u8> {

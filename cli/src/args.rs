@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::error::ErrorKind;
 use clap::{Parser, ValueEnum};
 
+use tcp_reactor::forward::{Balance, Forward, Splice};
 use tcp_reactor::io::proxy::{Cidr, ProxyMode};
 use tcp_reactor::io::tls::TlsConfig;
 use tcp_reactor::obs::access_log::Format;
@@ -79,6 +80,33 @@ pub struct Args {
     /// Protocol to serve.
     #[arg(long, value_enum, default_value_t = ProtocolName::Echo)]
     pub protocol: ProtocolName,
+
+    /// Forward every connection to one of these upstreams (IP:PORT, comma
+    /// separated or the flag repeated): a TCP proxy and load balancer.
+    /// Refuses --protocol.
+    #[arg(long, value_name = "ADDR[,ADDR…]", value_delimiter = ',', conflicts_with = "protocol", value_parser = upstream_addr)]
+    pub upstream: Vec<SocketAddr>,
+
+    /// How --upstream picks each connection's upstream.
+    #[arg(long, value_name = "HOW", default_value = "least-conn", requires = "upstream", value_parser = balance_names())]
+    pub balance: Balance,
+
+    /// Seconds a connect to an upstream may take before it counts as failed.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0, value_parser = secs, requires = "upstream", allow_negative_numbers = true)]
+    pub connect_timeout: f64,
+
+    /// Further upstreams a connection tries after a refused or timed-out connect.
+    #[arg(long, value_name = "N", default_value_t = Forward::DEFAULT_RETRIES, requires = "upstream")]
+    pub retries: usize,
+
+    /// Seconds an upstream whose connect failed is left out of the choice.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = secs, requires = "upstream", allow_negative_numbers = true)]
+    pub upstream_down_time: f64,
+
+    /// When --upstream moves bytes with splice(2): `auto` (bulk data
+    /// spliced, small messages copied), `always` or `never`.
+    #[arg(long, value_name = "WHEN", default_value = "auto", requires = "upstream", value_parser = splice_names())]
+    pub splice: Splice,
 
     /// Seconds a graceful shutdown may take before connections are
     /// force-closed (0 = no limit; a second quit signal still forces).
@@ -192,6 +220,23 @@ fn secs(s: &str) -> Result<f64, String> {
 
 /// A `*-timeout` flag's seconds: 0 means no limit, for every such flag
 /// (`--upgrade-timeout` refuses 0 instead, see [`Args::to_config`]).
+/// An `--upstream` address: IP and port, v4 or v6 (`[::1]:80`).
+fn upstream_addr(s: &str) -> Result<SocketAddr, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not an IP:PORT address (IPv6 as [::1]:80)"))
+}
+
+fn balance_names() -> impl clap::builder::TypedValueParser<Value = Balance> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Balance::NAMES).try_map(|name| name.parse::<Balance>())
+}
+
+fn splice_names() -> impl clap::builder::TypedValueParser<Value = Splice> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Splice::NAMES).try_map(|name| name.parse::<Splice>())
+}
+
 fn limit(secs: f64) -> Option<Duration> {
     (secs > 0.0).then(|| Duration::from_secs_f64(secs))
 }
@@ -270,6 +315,8 @@ pub struct Invocation {
     pub access_log_format: Format,
     /// `--trace-events`: where to write the Chrome trace-event JSON.
     pub trace_events: Option<String>,
+    /// `--upstream` and its companions: forward instead of serving a protocol.
+    pub forward: Option<Forward>,
 }
 
 /// Parse a command line (program name first).
@@ -309,6 +356,27 @@ where
         (None, ProtocolName::Http) => Format::Combined,
         (None, ProtocolName::Echo | ProtocolName::Resp) => Format::Json,
     };
+    let forward = (!args.upstream.is_empty()).then(|| Forward {
+        upstreams: args.upstream.clone(),
+        balance: args.balance,
+        connect_timeout: limit(args.connect_timeout).unwrap_or(Forward::DEFAULT_CONNECT_TIMEOUT),
+        retries: args.retries,
+        down_time: Duration::from_secs_f64(args.upstream_down_time),
+        splice: args.splice,
+    });
+    if forward.is_some() {
+        let unsupported = [
+            (args.tls_cert.is_some(), "--tls-cert"),
+            (config.stages.proxy != ProxyMode::Off, "--proxy-protocol"),
+        ];
+        if let Some((_, flag)) = unsupported.iter().find(|(given, _)| *given) {
+            return Err(Exit {
+                code: EXIT_USAGE,
+                message: format!("error: {flag} cannot be used with --upstream yet"),
+                stdout: false,
+            });
+        }
+    }
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         // HTTP says so in ALPN; echo and RESP have no registered name.
         let alpn: &[&[u8]] = match args.protocol {
@@ -334,6 +402,7 @@ where
         access_log: args.access_log,
         access_log_format,
         trace_events: args.trace_events,
+        forward,
     })
 }
 

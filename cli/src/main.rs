@@ -153,9 +153,10 @@ fn main() -> ExitCode {
         None => supervisor,
     };
 
-    let run = match invocation.protocol {
-        ProtocolName::Echo => supervisor.run(|| Echo),
-        ProtocolName::Http => {
+    let run = match (invocation.forward, invocation.protocol) {
+        (Some(forward), _) => supervisor.run_forward(forward),
+        (None, ProtocolName::Echo) => supervisor.run(|| Echo),
+        (None, ProtocolName::Http) => {
             let http = std::sync::Arc::new(HttpConfig {
                 max_body: invocation.max_body,
                 header_timeout: invocation.header_timeout,
@@ -166,7 +167,7 @@ fn main() -> ExitCode {
             supervisor.run(move || Http::new(std::sync::Arc::clone(&http)))
         }
         // RESP streams bulk strings, so the default pending-input bound holds.
-        ProtocolName::Resp => supervisor.run(move || Resp::new(invocation.max_body)),
+        (None, ProtocolName::Resp) => supervisor.run(move || Resp::new(invocation.max_body)),
     };
     // Every loop has ended: write what they handed over, then exit.
     if let Some(log) = access_log {

@@ -401,7 +401,8 @@ fn dash_writes_the_access_log_to_standard_output() {
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
     assert!(
         stdout.contains(r#""protocol":"echo","#)
-            && stdout.contains(r#""bytes_in":1,"bytes_out":1,"reason":"peer closed"}"#),
+            && stdout
+                .contains(r#""bytes_in":1,"bytes_out":1,"reason":"peer closed","upstream":null}"#),
         "{stdout}"
     );
 }

@@ -45,6 +45,9 @@ pub enum CloseReason {
     /// Messages for it piled up past `Limits::slow_consumer_limit`: it
     /// does not read as fast as it is sent to.
     SlowConsumer,
+    /// Forwarding (`--upstream`): no upstream took the connection — every
+    /// one tried was refused or timed out.
+    NoUpstream,
 }
 
 impl CloseReason {
@@ -73,6 +76,7 @@ impl fmt::Display for CloseReason {
             CloseReason::Io(kind) => write!(f, "I/O error: {kind}"),
             CloseReason::IdleTimeout => f.write_str("idle timeout"),
             CloseReason::SlowConsumer => f.write_str("slow consumer"),
+            CloseReason::NoUpstream => f.write_str("no upstream available"),
             CloseReason::Forced(ForceCause::DrainDeadline) => {
                 f.write_str("forced: drain deadline passed")
             }

@@ -176,6 +176,7 @@ counters! {
     closed_protocol:        counter "tcp_reactor_connections_closed_total"     [reason = "protocol_error"] " protocol"             *      "the peer broke the protocol",
     closed_forced:          counter "tcp_reactor_connections_closed_total"     [reason = "forced"]         " forced"               *      "cut off by the drain deadline or a second quit signal",
     closed_slow:            counter "tcp_reactor_connections_closed_total"     [reason = "slow_consumer"]  " slow"                 *      "a slow consumer: messages for it piled up unread past the slow-consumer limit",
+    closed_no_upstream:     counter "tcp_reactor_connections_closed_total"     [reason = "no_upstream"]    -                       "forward" "forwarding: every upstream tried was refused or timed out",
     messages_dropped:       counter "tcp_reactor_messages_dropped_total"       []                          "messages dropped"      *      "Messages between connections dropped: the receiver had closed (or was closing), or the receiving loop's queue was full.",
     accept_skipped:         counter "tcp_reactor_accept_errors_total"          [kind = "skipped"]          "accept errors skipped" *      "that one connection failed",
     accept_exhausted:       counter "tcp_reactor_accept_errors_total"          [kind = "exhausted"]        " exhausted"            *      "out of descriptors or memory: accepting paused",
@@ -196,6 +197,11 @@ counters! {
     resp_echo:              counter "tcp_reactor_resp_commands_total"          [command = "echo"]          -                       "resp" "ECHO",
     resp_quit:              counter "tcp_reactor_resp_commands_total"          [command = "quit"]          -                       "resp" "QUIT",
     resp_other:             counter "tcp_reactor_resp_commands_total"          [command = "other"]         -                       "resp" "unknown commands and errors",
+    upstream_connects:      counter "tcp_reactor_upstream_connects_total"      []                          -                       "forward" "Connects to upstreams that succeeded.",
+    upstream_refused:       counter "tcp_reactor_upstream_connect_failures_total" [kind = "refused"]       -                       "forward" "nothing listened (ECONNREFUSED)",
+    upstream_timed_out:     counter "tcp_reactor_upstream_connect_failures_total" [kind = "timeout"]       -                       "forward" "no answer within --connect-timeout",
+    upstream_failed:        counter "tcp_reactor_upstream_connect_failures_total" [kind = "other"]         -                       "forward" "any other error",
+    spliced_bytes:          counter "tcp_reactor_spliced_bytes_total"          []                          -                       "forward" "Bytes forwarded with splice(2), kernel to kernel (the rest were copied through user space).",
     access_log_dropped:     counter "tcp_reactor_access_log_dropped_total"     []                          -                       *      "Access-log lines dropped because the writer thread fell behind (never waited for).",
     polls:                  counter "tcp_reactor_loop_polls_total"             []                          -                       *      "Turns of the event loops: poll calls that returned.",
     events:                 counter "tcp_reactor_loop_events_total"            []                          -                       *      "Readiness events the polls returned (events per poll = this / polls).",
@@ -213,6 +219,10 @@ pub(crate) const FAMILY_TITLES: &[(&str, &str)] = &[
     (
         "tcp_reactor_accept_errors_total",
         "Failed accept calls, by kind",
+    ),
+    (
+        "tcp_reactor_upstream_connect_failures_total",
+        "Failed connects to upstreams, by kind",
     ),
     (
         "tcp_reactor_http_responses_total",
@@ -245,6 +255,7 @@ impl Stats {
             CloseReason::ProtocolError(_) | CloseReason::Stage(_) => &mut self.closed_protocol,
             CloseReason::Forced(_) => &mut self.closed_forced,
             CloseReason::SlowConsumer => &mut self.closed_slow,
+            CloseReason::NoUpstream => &mut self.closed_no_upstream,
         };
         *counter += 1;
     }
@@ -351,6 +362,7 @@ mod tests {
             CloseReason::IdleTimeout,
             CloseReason::Forced(ForceCause::DrainDeadline),
             CloseReason::SlowConsumer,
+            CloseReason::NoUpstream,
         ];
         let closed = |s: &Stats| -> Vec<u64> {
             COUNTERS

@@ -5,7 +5,7 @@
 //! ```text
 //! 203.0.113.7 - - [26/Nov/2026:00:26:32 +0000] "GET /hello?x=1 HTTP/1.1" 200 13 "-" "curl/8.5.0"
 //! {"time":"2026-11-26T00:26:32.123Z","client":"203.0.113.7:5555","protocol":"http","request":"GET /hello?x=1 HTTP/1.1","status":200,"body_bytes":13,"bytes":115,"referer":null,"user_agent":"curl/8.5.0","duration":0.000041}
-//! {"time":"2026-11-26T00:26:32.125Z","client":"127.0.0.1:38072","protocol":"echo","duration":1.204113,"bytes_in":6,"bytes_out":6,"reason":"peer closed"}
+//! {"time":"2026-11-26T00:26:32.125Z","client":"127.0.0.1:38072","protocol":"echo","duration":1.204113,"bytes_in":6,"bytes_out":6,"reason":"peer closed","upstream":null}
 //! ```
 //!
 //! * `combined` is nginx's default format, byte for byte (`$remote_addr -
@@ -120,6 +120,8 @@ pub enum Field {
     BytesOut,
     /// Why the connection closed.
     Reason,
+    /// Where a forwarded connection went (`--upstream`).
+    Upstream,
 }
 
 /// What an HTTP request's `json` line holds, in order.
@@ -137,7 +139,7 @@ pub(crate) const HTTP_FIELDS: [Field; 10] = [
 ];
 
 /// What a finished echo or resp connection's `json` line holds, in order.
-pub(crate) const CONN_FIELDS: [Field; 7] = [
+pub(crate) const CONN_FIELDS: [Field; 8] = [
     Field::Time,
     Field::Client,
     Field::Protocol,
@@ -145,6 +147,7 @@ pub(crate) const CONN_FIELDS: [Field; 7] = [
     Field::BytesIn,
     Field::BytesOut,
     Field::Reason,
+    Field::Upstream,
 ];
 
 /// nginx's `combined`, piece by piece: `$remote_addr - $remote_user
@@ -174,7 +177,7 @@ enum Piece {
 
 impl Field {
     /// Every field, in the README's order.
-    pub const ALL: [Field; 13] = [
+    pub const ALL: [Field; 14] = [
         Field::Time,
         Field::Client,
         Field::Protocol,
@@ -188,6 +191,7 @@ impl Field {
         Field::BytesIn,
         Field::BytesOut,
         Field::Reason,
+        Field::Upstream,
     ];
 
     /// Its key in a `json` line.
@@ -206,6 +210,7 @@ impl Field {
             Field::BytesIn => "bytes_in",
             Field::BytesOut => "bytes_out",
             Field::Reason => "reason",
+            Field::Upstream => "upstream",
         }
     }
 
@@ -214,7 +219,7 @@ impl Field {
         match self {
             Field::Time => "when the line was written: UTC, `2026-11-26T00:26:32.123Z` (combined: `[26/Nov/2026:00:26:32 +0000]`)",
             Field::Client => "the client (the one a PROXY header named, if any): `IP:PORT` (combined: the IP)",
-            Field::Protocol => "`http`, `echo` or `resp`",
+            Field::Protocol => "`http`, `echo`, `resp`, or `forward` (`--upstream`)",
             Field::Request => "the request line as received, at most 2 KiB; for a request that could not be parsed, what came of its first line",
             Field::Status => "the response status",
             Field::BodyBytes => "bytes of the response body (nginx's `$body_bytes_sent`)",
@@ -225,6 +230,7 @@ impl Field {
             Field::BytesIn => "bytes the connection read",
             Field::BytesOut => "bytes the connection wrote",
             Field::Reason => "why the connection closed (`peer closed`, `idle timeout`, …)",
+            Field::Upstream => "where a forwarded connection went (`--upstream`): `IP:PORT` (`null` for a protocol, or when no upstream took it)",
         }
     }
 }
@@ -261,6 +267,8 @@ pub struct ConnEntry<'a> {
     pub bytes_out: u64,
     /// Why it closed.
     pub reason: CloseReason,
+    /// The upstream it was forwarded to (`--upstream`), if any.
+    pub upstream: Option<SocketAddr>,
 }
 
 /// A line to write.
@@ -481,6 +489,14 @@ impl LoopLog {
             (Field::BytesOut, Entry::Conn(c)) => number(&mut self.buf, c.bytes_out),
             (Field::Reason, Entry::Conn(c)) => {
                 let _ = write!(self.buf, "\"{}\"", c.reason); // plain ASCII
+            }
+            (
+                Field::Upstream,
+                Entry::Conn(ConnEntry {
+                    upstream: Some(to), ..
+                }),
+            ) => {
+                let _ = write!(self.buf, "\"{to}\""); // plain ASCII
             }
             // A field the entry does not have (not in its list).
             _ => self
@@ -747,6 +763,7 @@ mod tests {
     };
 
     const ECHO: ConnEntry<'static> = ConnEntry {
+        upstream: None,
         protocol: "echo",
         lifetime: Duration::from_millis(1204),
         bytes_in: 6,
@@ -800,7 +817,7 @@ mod tests {
         );
         assert_eq!(
             lines[2],
-            r#"{"time":"2025-11-26T00:26:33.123Z","client":"203.0.113.7:5555","protocol":"echo","duration":1.204000,"bytes_in":6,"bytes_out":6,"reason":"peer closed"}"#
+            r#"{"time":"2025-11-26T00:26:33.123Z","client":"203.0.113.7:5555","protocol":"echo","duration":1.204000,"bytes_in":6,"bytes_out":6,"reason":"peer closed","upstream":null}"#
         );
         for line in &lines {
             let v: serde_json::Value = serde_json::from_str(line).expect(line);

@@ -46,6 +46,8 @@ use crate::base::counters::Stats;
 use crate::base::error::Error;
 use crate::base::human::{Count, Dur};
 use crate::base::rlimit;
+#[cfg(feature = "forward")]
+use crate::forward::{self, Forward, Forwarder};
 use crate::io::stack::{Accept, Stream};
 use crate::mailbox::Hub;
 use crate::obs::access_log::AccessLog;
@@ -335,11 +337,35 @@ impl Supervisor {
     /// per-loop state (an `Rc<RefCell<…>>` the loop's protocols share) needs
     /// no lock and no `Send`, and the context registers counters that reach
     /// `/metrics` and timers that fire on the loop.
-    pub fn run_per_loop<P, F, G>(mut self, per_loop: F) -> Result<Outcome, Error>
+    pub fn run_per_loop<P, F, G>(self, per_loop: F) -> Result<Outcome, Error>
     where
         P: Protocol + 'static,
         F: Fn(&LoopContext) -> G + Clone + Send + 'static,
         G: FnMut() -> P + 'static,
+    {
+        self.run_loops(move |given: Given| {
+            // A config with no stage (no TLS) runs its loops on bare sockets:
+            // no per-message dispatch to a stage it does not have.
+            match given.config.stages.needed() {
+                true => run_loop::<P, F, G, Stream>(given, per_loop.clone()),
+                false => run_loop::<P, F, G, mio::net::TcpStream>(given, per_loop.clone()),
+            }
+        })
+    }
+
+    #[cfg(feature = "forward")]
+    /// Run loops that forward every connection as `forward` says (the TCP
+    /// proxy, see [`crate::forward`]) until they have all drained.
+    pub fn run_forward(self, forward: Forward) -> Result<Outcome, Error> {
+        log::info!("{}", forward.describe());
+        self.run_loops(move |given: Given| run_forward_loop(given, forward.clone()))
+    }
+
+    /// Start the loops (`launch` runs one, on its own thread), then serve
+    /// signals, upgrades, metrics and the drain until they have finished.
+    fn run_loops<L>(mut self, launch: L) -> Result<Outcome, Error>
+    where
+        L: Fn(Given) + Clone + Send + 'static,
     {
         let setup = |what| move |source| Error::Setup { what, source };
         let poll = Poll::new().map_err(setup("the supervisor's poller"))?;
@@ -356,7 +382,7 @@ impl Supervisor {
         }
         let waker = Arc::new(Waker::new(poll.registry(), EVENTS).map_err(setup("the waker"))?);
         let _ = self.waker.set(Arc::clone(&waker));
-        let loops = self.start_loops(per_loop, &waker)?;
+        let loops = self.start_loops(launch, &waker)?;
         let protocol = loops.protocol;
         let mut running = Running::new(self, poll, signals, loops, protocol)?;
         running.serve()?;
@@ -365,11 +391,9 @@ impl Supervisor {
 
     /// Start every loop's thread; wait until each is up (or one failed,
     /// which stops the others).
-    fn start_loops<P, F, G>(&mut self, per_loop: F, waker: &Arc<Waker>) -> Result<Loops, Error>
+    fn start_loops<L>(&mut self, launch: L, waker: &Arc<Waker>) -> Result<Loops, Error>
     where
-        P: Protocol + 'static,
-        F: Fn(&LoopContext) -> G + Clone + Send + 'static,
-        G: FnMut() -> P + 'static,
+        L: Fn(Given) + Clone + Send + 'static,
     {
         let setup = |what| move |source| Error::Setup { what, source };
         let n = self.threads;
@@ -417,16 +441,10 @@ impl Supervisor {
                 access_log: self.access_log.clone(),
                 trace: self.trace_events.clone(),
             };
-            let per_loop = per_loop.clone();
-            // A config with no stage (no TLS) runs its loops on bare sockets:
-            // no per-message dispatch to a stage it does not have.
-            let staged = given.config.stages.needed();
+            let launch = launch.clone();
             let spawned = thread::Builder::new()
                 .name(format!("loop-{id}"))
-                .spawn(move || match staged {
-                    true => run_loop::<P, F, G, Stream>(given, per_loop),
-                    false => run_loop::<P, F, G, mio::net::TcpStream>(given, per_loop),
-                });
+                .spawn(move || launch(given));
             match spawned {
                 Ok(join) => joins.push(join),
                 Err(e) => {
@@ -1122,6 +1140,48 @@ where
         server.protocol_name(),
     ));
     let result = server.run();
+    send(LoopEvent::Finished(id, result));
+}
+
+#[cfg(feature = "forward")]
+/// One forwarding loop's thread (see [`run_loop`]).
+fn run_forward_loop(given: Given, forward: Forward) {
+    let Given {
+        id,
+        config,
+        limit,
+        sockets,
+        hub,
+        tx,
+        waker,
+        access_log,
+        trace: _,
+    } = given;
+    let send = move |event| {
+        let _ = tx.send(event);
+        let _ = waker.wake();
+    };
+    let forwarder = match Forwarder::new(config, forward, sockets) {
+        Ok(forwarder) => forwarder,
+        Err(e) => return send(LoopEvent::Finished(id, Err(e))),
+    };
+    let (stats_send, stop_send) = (send.clone(), send.clone());
+    let forwarder = match &access_log {
+        Some(log) => forwarder.access_log(log),
+        None => forwarder,
+    };
+    drop(access_log);
+    let forwarder = forwarder
+        .worker(id, hub.loops())
+        .shared_limit(limit)
+        .on_stats(move |stats| stats_send(LoopEvent::Stats(id, Box::new(stats.clone()))))
+        .on_stopped_accepting(move || stop_send(LoopEvent::StoppedAccepting));
+    send(LoopEvent::Started(
+        id,
+        forwarder.shutdown_handle(),
+        forward::forwarder::NAME,
+    ));
+    let result = forwarder.run();
     send(LoopEvent::Finished(id, result));
 }
 

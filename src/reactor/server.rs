@@ -1082,6 +1082,7 @@ impl<P: Protocol, S: Accept, M: MakeProtocol<P>> Server<P, S, M> {
             .filter(|_| P::REPORTS != Reports::Requests)
         {
             let entry = ConnEntry {
+                upstream: None,
                 protocol: self.protocol,
                 lifetime: info.lifetime,
                 bytes_in,

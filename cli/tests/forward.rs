@@ -1,0 +1,317 @@
+//! `--upstream`: the TCP proxy, driven over loopback with real upstreams —
+//! tcp-reactor echo servers, a listener that resets, a port where nothing
+//! listens, and redis-server behind the proxy where it is installed.
+
+#[path = "../../tests/util/mod.rs"]
+mod util;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use util::clients::{Clients, Plan};
+use util::tools::require;
+use util::ServerProcess;
+
+/// An echo server to forward to.
+fn backend() -> ServerProcess {
+    ServerProcess::start(&[])
+}
+
+/// The proxy in front of `upstreams`, with `extra` flags.
+fn proxy(upstreams: &[SocketAddr], extra: &[&str]) -> ServerProcess {
+    let list: Vec<String> = upstreams.iter().map(SocketAddr::to_string).collect();
+    let list = list.join(",");
+    let mut args = vec!["--upstream", &list];
+    args.extend_from_slice(extra);
+    ServerProcess::start(&args)
+}
+
+/// An address where nothing listens (bound, then closed).
+fn dead_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+fn round_trip(addr: SocketAddr, msg: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(msg).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    got
+}
+
+#[test]
+fn clients_get_their_bytes_back_exactly_through_the_proxy_and_half_close_travels() {
+    util::raise_fd_limit();
+    let echo = backend();
+    let mut proxy = proxy(&[echo.addr], &[]);
+    // 200 clients × 256 KiB in random-sized writes, then FIN: each must get
+    // every byte back and then EOF — the FIN went to the upstream after the
+    // last byte, and the upstream's FIN came back.
+    let mut clients = Clients::connect(proxy.addr, 200, Plan::SendThenHalfClose(256 * 1024), 21);
+    let (outcomes, all_done) = clients.run(Duration::from_secs(60), |_| {});
+    assert!(all_done, "{}", proxy.log());
+    for (id, o) in outcomes.iter().enumerate() {
+        assert!(
+            o.error.is_none() && o.mismatch.is_none() && o.eof,
+            "client {id}: {o:?}"
+        );
+        assert_eq!(o.received, 256 * 1024, "client {id}");
+    }
+    proxy.signal(libc::SIGTERM);
+    let status = proxy.wait_exit(Duration::from_secs(10)).expect("exits");
+    assert_eq!(status.code(), Some(0), "{}", proxy.log());
+    let log = proxy.log();
+    assert!(log.contains("forward to "), "{log}");
+    assert!(log.contains("accepted 200"), "{log}");
+}
+
+#[test]
+fn bulk_data_is_spliced_and_small_messages_copied_byte_exact_in_every_mode() {
+    let echo = backend();
+    let big: Vec<u8> = (0..4 * 1024 * 1024u32)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+    for mode in ["auto", "always", "never"] {
+        let mut proxy = proxy(&[echo.addr], &["--splice", mode]);
+        assert_eq!(round_trip(proxy.addr, b"tiny"), b"tiny", "{mode}");
+        let got = round_trip(proxy.addr, &big);
+        assert!(
+            got == big,
+            "{mode}: {} of {} bytes, or not equal",
+            got.len(),
+            big.len()
+        );
+        proxy.signal(libc::SIGTERM);
+        assert_eq!(
+            proxy
+                .wait_exit(Duration::from_secs(10))
+                .and_then(|s| s.code()),
+            Some(0)
+        );
+    }
+}
+
+#[test]
+fn round_robin_spreads_connections_over_every_upstream_and_logs_each_pair() {
+    let a = backend();
+    let b = backend();
+    let log = std::env::temp_dir().join(format!("forward-access-{}.json", std::process::id()));
+    let log_arg = log.to_str().unwrap();
+    let mut proxy = proxy(
+        &[a.addr, b.addr],
+        &["--balance", "round-robin", "--access-log", log_arg],
+    );
+    for i in 0..10u8 {
+        let msg = vec![i; 3 + usize::from(i)];
+        assert_eq!(round_trip(proxy.addr, &msg), msg);
+    }
+    let (na, nb) = (
+        a.log_lines_with(" accepted from ").len(),
+        b.log_lines_with(" accepted from ").len(),
+    );
+    assert_eq!((na, nb), (5, 5), "{}", proxy.log());
+    proxy.signal(libc::SIGTERM);
+    assert_eq!(
+        proxy
+            .wait_exit(Duration::from_secs(10))
+            .and_then(|s| s.code()),
+        Some(0)
+    );
+    // One JSON line per pair: client, upstream, bytes each way, why it closed.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 10, "{text}");
+    let mut to_a = 0;
+    for line in &lines {
+        assert_eq!(line["protocol"], "forward", "{line}");
+        assert_eq!(line["reason"], "peer closed", "{line}");
+        assert_eq!(line["bytes_in"], line["bytes_out"], "{line}");
+        let upstream = line["upstream"].as_str().unwrap();
+        assert!(upstream == a.addr.to_string() || upstream == b.addr.to_string());
+        to_a += usize::from(upstream == a.addr.to_string());
+    }
+    assert_eq!(to_a, 5);
+    let total: u64 = lines.iter().map(|l| l["bytes_in"].as_u64().unwrap()).sum();
+    assert_eq!(total, (0..10).map(|i| 3 + i).sum::<u64>());
+}
+
+#[test]
+fn a_dead_upstream_is_marked_down_and_its_connections_retried_on_another() {
+    let echo = backend();
+    let dead = dead_addr();
+    let proxy = proxy(&[dead, echo.addr], &["--balance", "round-robin"]);
+    // Every client is served: the one sent to the dead upstream is retried
+    // on the live one, and later ones skip the dead one while it is down.
+    for i in 0..20u8 {
+        assert_eq!(round_trip(proxy.addr, &[i; 100]), [i; 100], "client {i}");
+    }
+    let down = proxy.log_lines_with("marked down");
+    assert_eq!(down.len(), 1, "{}", proxy.log());
+    assert!(down[0].contains(&dead.to_string()) && down[0].contains("refused"));
+    assert_eq!(echo.log_lines_with(" accepted from ").len(), 20);
+}
+
+#[test]
+fn with_every_upstream_down_the_client_is_closed_at_once_and_counted() {
+    let mut proxy = proxy(&[dead_addr(), dead_addr()], &[]);
+    let start = Instant::now();
+    let mut s = TcpStream::connect(proxy.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 16];
+    match s.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+        other => panic!("expected the close, got {other:?}"),
+    }
+    assert!(start.elapsed() < Duration::from_secs(2), "left hanging");
+    proxy.signal(libc::SIGUSR1);
+    proxy
+        .wait_for_log("stats:", Duration::from_secs(5))
+        .expect("a stats line");
+    let log = proxy.log();
+    assert!(log.contains("no upstream left after 2 attempts"), "{log}");
+    proxy.signal(libc::SIGTERM);
+    assert_eq!(
+        proxy
+            .wait_exit(Duration::from_secs(10))
+            .and_then(|s| s.code()),
+        Some(0)
+    );
+}
+
+#[test]
+fn a_reset_from_the_upstream_resets_the_client() {
+    // An upstream that accepts, reads a little and resets.
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = upstream.local_addr().unwrap();
+    let resetter = std::thread::spawn(move || {
+        let (mut s, _) = upstream.accept().unwrap();
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).unwrap();
+        socket2::SockRef::from(&s)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(s);
+    });
+    let proxy = proxy(&[addr], &[]);
+    let mut s = TcpStream::connect(proxy.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"hello").unwrap();
+    resetter.join().unwrap();
+    let mut buf = [0u8; 16];
+    let got = s.read(&mut buf);
+    assert!(
+        matches!(&got, Err(e) if e.kind() == ErrorKind::ConnectionReset),
+        "expected a reset, got {got:?}; log:\n{}",
+        proxy.log()
+    );
+}
+
+#[test]
+fn a_drain_lets_live_pairs_finish_and_cuts_them_at_the_deadline() {
+    let echo = backend();
+    // Finishes: a pair mid-conversation when SIGTERM arrives goes on.
+    let mut proxy1 = proxy(&[echo.addr], &[]);
+    let mut s = TcpStream::connect(proxy1.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"before").unwrap();
+    let mut buf = [0u8; 6];
+    s.read_exact(&mut buf).unwrap();
+    proxy1.signal(libc::SIGTERM);
+    proxy1
+        .wait_for_log("letting 1 connection finish", Duration::from_secs(5))
+        .expect("the drain line");
+    assert!(TcpStream::connect(proxy1.addr).is_err(), "still accepting");
+    s.write_all(b"after").unwrap();
+    let mut buf = [0u8; 5];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"after");
+    s.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(s.read(&mut [0u8; 1]).unwrap(), 0);
+    let status = proxy1.wait_exit(Duration::from_secs(10)).expect("exits");
+    assert_eq!(status.code(), Some(0), "{}", proxy1.log());
+
+    // Cut: a pair that never ends is closed at the deadline, exit 3.
+    let mut proxy2 = proxy(&[echo.addr], &["--drain-timeout", "0.5"]);
+    let mut idle = TcpStream::connect(proxy2.addr).unwrap();
+    idle.write_all(b"x").unwrap();
+    idle.read_exact(&mut [0u8; 1]).unwrap();
+    proxy2.signal(libc::SIGTERM);
+    let status = proxy2.wait_exit(Duration::from_secs(10)).expect("exits");
+    assert_eq!(status.code(), Some(3), "{}", proxy2.log());
+}
+
+#[test]
+fn redis_cli_talks_to_redis_server_through_the_proxy() {
+    if !require("redis-server") || !require("redis-cli") {
+        return;
+    }
+    let port = dead_addr().port();
+    let mut redis = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let upstream: SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(upstream).is_err() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let proxy = proxy(&[upstream], &[]);
+    let cli = |args: &[&str]| {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &proxy.addr.port().to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(cli(&["SET", "k", "through the proxy"]), "OK");
+    assert_eq!(cli(&["GET", "k"]), "through the proxy");
+    assert_eq!(cli(&["PING"]), "PONG");
+    let _ = redis.kill();
+    let _ = redis.wait();
+}
+
+#[test]
+fn bad_upstream_flags_are_one_line_naming_the_flag_with_code_2() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--upstream", "localhost"], "--upstream"),
+        (
+            &["--upstream", "127.0.0.1:1", "--protocol", "http"],
+            "--protocol",
+        ),
+        (
+            &["--upstream", "127.0.0.1:1", "--balance", "random"],
+            "--balance",
+        ),
+        (&["--balance", "round-robin"], "--upstream"),
+        (
+            &["--upstream", "127.0.0.1:1", "--splice", "sometimes"],
+            "--splice",
+        ),
+    ];
+    for (args, flag) in cases {
+        let out = Command::new(util::binary()).args(*args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(flag), "{args:?}: {stderr}");
+    }
+}

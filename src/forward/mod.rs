@@ -1,0 +1,78 @@
+//! Forwarding: every accepted connection is proxied to an upstream — the
+//! TCP proxy and load balancer (`--upstream`).
+//!
+//! | file | role | may not |
+//! |---|---|---|
+//! | [`upstreams`] | the upstream list, the balancer, the passive health check (sans-IO) | touch a socket |
+//! | `pipe` | splice(2) through a pipe, and the loop's pool of pipes | know a pair |
+//! | `flow` | one direction: copy or splice, backpressure, the FIN that follows | know the other direction |
+//! | `pair` | one proxied connection: its state, both sockets, both flows | touch the poller |
+//! | [`forwarder`] | the loop: accept, connect, retry, timers, drain | know what the bytes mean |
+//!
+//! It sits above [`crate::reactor`], whose listener, admission, timers and
+//! control requests it reuses, and below [`crate::process`], whose
+//! supervisor runs its loops as it runs servers.
+
+pub(crate) mod flow;
+pub mod forwarder;
+pub(crate) mod pair;
+pub(crate) mod pipe;
+pub mod upstreams;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub use flow::Splice;
+pub use forwarder::Forwarder;
+pub use pair::PairState;
+pub use upstreams::{Balance, ConnectFailure};
+
+/// What a forwarding loop forwards to, and how.
+#[derive(Clone, Debug)]
+pub struct Forward {
+    /// The upstreams (at least one).
+    pub upstreams: Vec<SocketAddr>,
+    /// How each connection's upstream is chosen.
+    pub balance: Balance,
+    /// How long a connect may take before its upstream counts as down.
+    pub connect_timeout: Duration,
+    /// Further upstreams a connection tries after a failed connect.
+    pub retries: usize,
+    /// How long a failed upstream is left out of the choice.
+    pub down_time: Duration,
+    /// When bytes move with splice(2).
+    pub splice: Splice,
+}
+
+impl Forward {
+    /// Default `--connect-timeout`.
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Default `--retries`.
+    pub const DEFAULT_RETRIES: usize = 2;
+    /// Default `--upstream-down-time`.
+    pub const DEFAULT_DOWN_TIME: Duration = Duration::from_secs(10);
+
+    /// Forward to `upstreams` with the defaults.
+    pub fn to(upstreams: Vec<SocketAddr>) -> Self {
+        Self {
+            upstreams,
+            balance: Balance::default(),
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+            retries: Self::DEFAULT_RETRIES,
+            down_time: Self::DEFAULT_DOWN_TIME,
+            splice: Splice::default(),
+        }
+    }
+
+    /// The start-up line's words: `forward to 127.0.0.1:6379, 127.0.0.1:6380
+    /// (least-conn, splice auto)`.
+    pub fn describe(&self) -> String {
+        let to: Vec<String> = self.upstreams.iter().map(SocketAddr::to_string).collect();
+        format!(
+            "forward to {} ({}, splice {})",
+            to.join(", "),
+            self.balance,
+            self.splice
+        )
+    }
+}

@@ -1,0 +1,246 @@
+//! One proxied connection: the client's socket, the upstream's, and the
+//! two [`Flow`]s between them — the Go model's goroutine pair running
+//! `io.Copy` each way, as one state machine the loop drives.
+//!
+//! ```text
+//!   Connecting ──connected──► Forwarding ──both FINs passed on──► closed
+//!       │  refused / timed out: the loop retries on another upstream
+//!       └─ none left ─► closed (NoUpstream)
+//! ```
+//!
+//! While `Connecting`, the client is not read (what it sends waits in
+//! its socket, and its readiness is remembered for later). A pair ends
+//! when both directions have passed their FIN on, on an error in either
+//! (the other side is then reset: `SO_LINGER` 0), on the idle timeout, or
+//! when a drain runs out of time.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+
+use crate::base::close::CloseReason;
+use crate::base::human::ConnName;
+
+use super::flow::{End, Flow, Pumped, Side, Splice, Tools};
+
+/// Where a pair is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PairState {
+    /// A non-blocking connect to an upstream is under way.
+    Connecting,
+    /// Bytes flow both ways.
+    Forwarding,
+}
+
+impl fmt::Display for PairState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PairState::Connecting => "Connecting",
+            PairState::Forwarding => "Forwarding",
+        })
+    }
+}
+
+/// What driving a pair came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    Idle,
+    Yield,
+    Closed(CloseReason),
+}
+
+/// A direction's name in the trace: `conn 3 client → upstream`.
+struct Direction(ConnName, &'static str);
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.0, self.1)
+    }
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub(crate) struct Pair {
+    pub(crate) client: Side,
+    /// The upstream socket: connecting, or connected.
+    pub(crate) upstream: Side,
+    /// Index of the upstream in the loop's list.
+    pub(crate) target: usize,
+    /// Upstreams tried so far, a bit each.
+    pub(crate) tried: u64,
+    /// Connects tried so far (the first one included).
+    pub(crate) attempts: usize,
+    /// Counted in `target`'s live connections (until a failed connect
+    /// takes it out).
+    pub(crate) holds_upstream: bool,
+    state: PairState,
+    /// Client → upstream.
+    up: Flow,
+    /// Upstream → client.
+    down: Flow,
+    pub(crate) peer: SocketAddr,
+    pub(crate) name: ConnName,
+    pub(crate) generation: u64,
+    pub(crate) opened: Instant,
+    connect_started: Instant,
+    last_active: Instant,
+    /// The deadline the loop's timer holds for this pair.
+    pub(crate) armed: Option<Instant>,
+    splice: Splice,
+}
+
+impl Pair {
+    /// A pair whose connect to upstream `target` has just been started.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        client: TcpStream,
+        peer: SocketAddr,
+        upstream: TcpStream,
+        target: usize,
+        name: ConnName,
+        generation: u64,
+        splice: Splice,
+        now: Instant,
+    ) -> Self {
+        Self {
+            client: Side::new(client),
+            upstream: Side::new(upstream),
+            target,
+            tried: bit(target),
+            attempts: 1,
+            holds_upstream: true,
+            state: PairState::Connecting,
+            up: Flow::new(splice),
+            down: Flow::new(splice),
+            peer,
+            name,
+            generation,
+            opened: now,
+            connect_started: now,
+            last_active: now,
+            armed: None,
+            splice,
+        }
+    }
+
+    pub(crate) fn state(&self) -> PairState {
+        self.state
+    }
+
+    /// The one place the state changes.
+    fn set_state(&mut self, to: PairState) {
+        log::trace!("{} {} => {to}", self.name, self.state);
+        self.state = to;
+    }
+
+    /// A new connect, to upstream `target`, replaces a failed one.
+    pub(crate) fn retry(
+        &mut self,
+        upstream: TcpStream,
+        target: usize,
+        attempts: usize,
+        now: Instant,
+    ) {
+        self.upstream = Side::new(upstream);
+        self.target = target;
+        self.tried |= bit(target);
+        self.attempts = attempts;
+        self.holds_upstream = true;
+        self.connect_started = now;
+    }
+
+    /// The connect completed: forward.
+    pub(crate) fn connected(&mut self, now: Instant) {
+        self.set_state(PairState::Forwarding);
+        self.last_active = now;
+    }
+
+    /// Bytes from the client, bytes to the client.
+    pub(crate) fn bytes(&self) -> (u64, u64) {
+        (self.up.bytes, self.down.bytes)
+    }
+
+    /// The deadline this pair needs: the connect's, or the idle timeout's.
+    pub(crate) fn deadline(
+        &self,
+        connect_timeout: Duration,
+        idle: Option<Duration>,
+    ) -> Option<Instant> {
+        match self.state {
+            PairState::Connecting => Some(self.connect_started + connect_timeout),
+            PairState::Forwarding => idle.map(|t| self.last_active + t),
+        }
+    }
+
+    /// Move bytes both ways; say whether the pair is over.
+    pub(crate) fn drive(&mut self, tools: &mut Tools<'_>, now: Instant) -> Step {
+        if self.state != PairState::Forwarding {
+            return Step::Idle;
+        }
+        let before = self.bytes();
+        let up = self.up.pump(
+            &mut self.client,
+            &mut self.upstream,
+            self.splice,
+            tools,
+            &Direction(self.name, "client → upstream"),
+        );
+        let down = self.down.pump(
+            &mut self.upstream,
+            &mut self.client,
+            self.splice,
+            tools,
+            &Direction(self.name, "upstream → client"),
+        );
+        if self.bytes() != before || self.up.eof || self.down.eof {
+            self.last_active = now;
+        }
+        let yielded = matches!(up, Pumped::Yield) || matches!(down, Pumped::Yield);
+        for (pumped, from_client) in [(up, true), (down, false)] {
+            if let Pumped::Failed(end, e) = pumped {
+                let client_side = matches!(
+                    (end, from_client),
+                    (End::Source, true) | (End::Destination, false)
+                );
+                let side = if client_side { "client" } else { "upstream" };
+                log::debug!("{} {side} error: {e}: resetting the other side", self.name);
+                self.reset_both();
+                return Step::Closed(CloseReason::from_io(&e));
+            }
+        }
+        if self.up.done() && self.down.done() {
+            return Step::Closed(CloseReason::PeerClosed);
+        }
+        if yielded {
+            Step::Yield
+        } else {
+            Step::Idle
+        }
+    }
+
+    /// Reset both sockets when they close (`SO_LINGER` 0: an RST, not a
+    /// FIN), so an error on one side is an error on the other.
+    pub(crate) fn reset_both(&self) {
+        for sock in [&self.client.sock, &self.upstream.sock] {
+            let _ = socket2::SockRef::from(sock).set_linger(Some(Duration::ZERO));
+        }
+    }
+
+    /// Give the pipes back before the pair goes.
+    pub(crate) fn release(&mut self, pipes: &mut super::pipe::PipePool) {
+        self.up.release(pipes);
+        self.down.release(pipes);
+    }
+}
+
+/// Upstream `i`'s bit in [`Pair::tried`] (the 64th and later share none,
+/// and are never skipped on a retry).
+fn bit(i: usize) -> u64 {
+    if i < 64 {
+        1 << i
+    } else {
+        0
+    }
+}
