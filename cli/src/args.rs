@@ -13,7 +13,7 @@ use clap::error::ErrorKind;
 use clap::{Parser, ValueEnum};
 
 use tcp_reactor::forward::{Balance, Forward, Splice};
-use tcp_reactor::io::proxy::{Cidr, ProxyMode};
+use tcp_reactor::io::proxy::{Announce, Cidr, ProxyMode};
 use tcp_reactor::io::tls::TlsConfig;
 use tcp_reactor::obs::access_log::Format;
 use tcp_reactor::proto::HttpConfig;
@@ -102,6 +102,11 @@ pub struct Args {
     /// Seconds an upstream whose connect failed is left out of the choice.
     #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = secs, requires = "upstream", allow_negative_numbers = true)]
     pub upstream_down_time: f64,
+
+    /// Send the upstream a PROXY protocol header (v1 or v2) naming the
+    /// client, before its first byte (HAProxy's send-proxy / send-proxy-v2).
+    #[arg(long, value_name = "VERSION", requires = "upstream", value_parser = announce_names())]
+    pub upstream_send_proxy: Option<Announce>,
 
     /// When --upstream moves bytes with splice(2): `auto` (bulk data
     /// spliced, small messages copied), `always` or `never`.
@@ -230,6 +235,12 @@ fn upstream_addr(s: &str) -> Result<SocketAddr, String> {
 fn balance_names() -> impl clap::builder::TypedValueParser<Value = Balance> {
     use clap::builder::TypedValueParser;
     clap::builder::PossibleValuesParser::new(Balance::NAMES).try_map(|name| name.parse::<Balance>())
+}
+
+fn announce_names() -> impl clap::builder::TypedValueParser<Value = Announce> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Announce::NAMES)
+        .try_map(|name| name.parse::<Announce>())
 }
 
 fn splice_names() -> impl clap::builder::TypedValueParser<Value = Splice> {
@@ -363,19 +374,14 @@ where
         retries: args.retries,
         down_time: Duration::from_secs_f64(args.upstream_down_time),
         splice: args.splice,
+        send_proxy: args.upstream_send_proxy,
     });
-    if forward.is_some() {
-        let unsupported = [
-            (args.tls_cert.is_some(), "--tls-cert"),
-            (config.stages.proxy != ProxyMode::Off, "--proxy-protocol"),
-        ];
-        if let Some((_, flag)) = unsupported.iter().find(|(given, _)| *given) {
-            return Err(Exit {
-                code: EXIT_USAGE,
-                message: format!("error: {flag} cannot be used with --upstream yet"),
-                stdout: false,
-            });
-        }
+    if forward.is_some() && args.tls_cert.is_some() {
+        return Err(Exit {
+            code: EXIT_USAGE,
+            message: "error: --tls-cert cannot be used with --upstream yet".into(),
+            stdout: false,
+        });
     }
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         // HTTP says so in ALPN; echo and RESP have no registered name.

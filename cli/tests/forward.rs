@@ -315,3 +315,235 @@ fn bad_upstream_flags_are_one_line_naming_the_flag_with_code_2() {
         assert!(stderr.contains(flag), "{args:?}: {stderr}");
     }
 }
+
+/// iperf3's own `sum_sent` and `sum_received` differ even on a direct
+/// connection (what is in flight when the window closes: 1 996 226 560 vs
+/// 1 992 949 654 bytes here), so the check is that nothing goes missing
+/// beyond that. (iperf3 ends its data connections with unread bytes in
+/// them, which the kernel turns into a reset, proxy or not.)
+#[test]
+fn iperf3_through_the_proxy_both_ways_loses_nothing() {
+    if !require("iperf3") {
+        return;
+    }
+    let addr = dead_addr();
+    let mut server = Command::new("iperf3")
+        .args(["-s", "-p", &addr.port().to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(addr).is_err() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let proxy = proxy(&[addr], &[]);
+    for reverse in [false, true] {
+        let mut cmd = Command::new("iperf3");
+        cmd.args(["-c", "127.0.0.1", "-p", &proxy.addr.port().to_string()])
+            .args(["-t", "1", "-J"]);
+        if reverse {
+            cmd.arg("-R");
+        }
+        let out = cmd.output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let end = &v["end"];
+        let (sent, received) = (&end["sum_sent"]["bytes"], &end["sum_received"]["bytes"]);
+        assert!(
+            sent.as_u64().is_some_and(|n| n > 1_000_000),
+            "reverse {reverse}: {v}"
+        );
+        let (sent, received) = (sent.as_f64().unwrap(), received.as_f64().unwrap());
+        assert!(
+            received <= sent && received >= 0.95 * sent,
+            "reverse {reverse}: sent {sent}, received {received}"
+        );
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    let mut proxy = proxy;
+    proxy.signal(libc::SIGTERM);
+    assert_eq!(
+        proxy
+            .wait_exit(Duration::from_secs(10))
+            .and_then(|s| s.code()),
+        Some(0)
+    );
+    let closed = proxy.log_lines_with(" closed: ");
+    assert_eq!(
+        closed.len(),
+        4,
+        "control and data, each way: {}",
+        proxy.log()
+    );
+}
+
+#[test]
+fn an_upstream_killed_mid_test_costs_clients_nothing() {
+    let mut a = backend();
+    let b = backend();
+    let proxy = proxy(&[a.addr, b.addr], &["--balance", "round-robin"]);
+    for i in 0..10u8 {
+        assert_eq!(round_trip(proxy.addr, &[i; 10]), [i; 10]);
+    }
+    a.signal(libc::SIGKILL);
+    a.wait_exit(Duration::from_secs(5)).expect("killed");
+    // Every later client is served: the first one sent to the dead
+    // upstream is retried on the live one, the rest skip it.
+    for i in 0..40u8 {
+        assert_eq!(
+            round_trip(proxy.addr, &[i; 10]),
+            [i; 10],
+            "client {i} after the kill"
+        );
+    }
+    assert_eq!(
+        proxy.log_lines_with("marked down").len(),
+        1,
+        "{}",
+        proxy.log()
+    );
+    assert_eq!(b.log_lines_with(" accepted from ").len(), 5 + 40);
+}
+
+#[test]
+fn a_proxy_header_toward_the_upstream_names_the_real_client() {
+    for (version, mode) in [("v1", "v1"), ("v2", "v2")] {
+        // The upstream requires the header and logs the client it names.
+        let upstream = ServerProcess::start(&["--proxy-protocol", mode]);
+        let proxy = proxy(&[upstream.addr], &["--upstream-send-proxy", version]);
+        let mut s = TcpStream::connect(proxy.addr).unwrap();
+        let me = s.local_addr().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"who am I").unwrap();
+        let mut buf = [0u8; 8];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(
+            &buf, b"who am I",
+            "{version}: the header is not echoed back"
+        );
+        s.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(s.read(&mut [0u8; 1]).unwrap(), 0);
+        let accepted = upstream
+            .wait_for_log(&me.to_string(), Duration::from_secs(5))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{version}: the upstream never named {me}:\n{}",
+                    upstream.log()
+                )
+            });
+        assert!(accepted.contains(&me.to_string()), "{accepted}");
+        // Our own counts are the client's bytes, not the header's.
+        let closed = proxy
+            .wait_for_log(" closed: ", Duration::from_secs(5))
+            .expect("closed");
+        assert!(closed.contains("(in 8 B, out 8 B"), "{closed}");
+    }
+}
+
+#[test]
+fn haproxy_then_this_proxy_then_a_backend_all_name_the_real_client() {
+    if !require("haproxy") {
+        return;
+    }
+    // backend (requires PROXY v2) ← this proxy (reads v2, sends v2) ← HAProxy (send-proxy-v2)
+    let backend = ServerProcess::start(&["--proxy-protocol", "v2"]);
+    let ours = proxy(
+        &[backend.addr],
+        &["--proxy-protocol", "v2", "--upstream-send-proxy", "v2"],
+    );
+    let front = dead_addr();
+    let cfg = std::env::temp_dir().join(format!("forward-haproxy-{}.cfg", std::process::id()));
+    std::fs::write(
+        &cfg,
+        format!(
+            "global\n  nbthread 1\ndefaults\n  mode tcp\n  timeout connect 5s\n  \
+             timeout client 30s\n  timeout server 30s\n\
+             frontend f\n  bind {front}\n  default_backend b\n\
+             backend b\n  server s1 {} send-proxy-v2\n",
+            ours.addr
+        ),
+    )
+    .unwrap();
+    let mut haproxy = Command::new("haproxy")
+        .arg("-db")
+        .arg("-f")
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(front).is_err() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut s = TcpStream::connect(front).unwrap();
+    let me = s.local_addr().unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"through two proxies").unwrap();
+    let mut buf = [0u8; 19];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"through two proxies");
+    drop(s);
+    let _ = haproxy.kill();
+    let _ = haproxy.wait();
+    let _ = std::fs::remove_file(&cfg);
+    assert!(
+        ours.wait_for_log(
+            &format!("PROXY header: client {me}"),
+            Duration::from_secs(5)
+        )
+        .is_some(),
+        "{}",
+        ours.log()
+    );
+    assert!(
+        backend
+            .wait_for_log(&me.to_string(), Duration::from_secs(5))
+            .is_some(),
+        "the backend never named {me}:\n{}",
+        backend.log()
+    );
+}
+
+#[test]
+fn a_bad_or_missing_proxy_header_closes_only_that_client() {
+    let echo = backend();
+    let proxy = proxy(
+        &[echo.addr],
+        &["--proxy-protocol", "v1", "--proxy-timeout", "0.3"],
+    );
+    // Not a header: closed.
+    let mut bad = TcpStream::connect(proxy.addr).unwrap();
+    bad.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    bad.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    assert!(matches!(bad.read(&mut [0u8; 16]), Ok(0) | Err(_)));
+    // Silent: closed at the header deadline.
+    let mut silent = TcpStream::connect(proxy.addr).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    assert!(matches!(silent.read(&mut [0u8; 16]), Ok(0) | Err(_)));
+    // A good one, split across writes, with payload behind it in the same write.
+    let mut good = TcpStream::connect(proxy.addr).unwrap();
+    good.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    good.write_all(b"PROXY TCP4 192.0.2.7 ").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    good.write_all(b"127.0.0.1 51234 8000\r\npayload").unwrap();
+    let mut buf = [0u8; 7];
+    good.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"payload");
+    let log = proxy.log();
+    assert!(
+        log.contains("PROXY header: client 192.0.2.7:51234"),
+        "{log}"
+    );
+    assert!(
+        log.contains("closed: protocol error: no PROXY header"),
+        "{log}"
+    );
+    assert!(
+        log.contains("closed: protocol error: no complete PROXY header in time"),
+        "{log}"
+    );
+}

@@ -174,6 +174,13 @@ impl Flow {
         }
     }
 
+    /// Queue `bytes` to go before anything this flow reads (a PROXY
+    /// header, and what followed the client's): only before it has read.
+    pub(crate) fn announce(&mut self, bytes: &[u8]) {
+        debug_assert!(self.pipe.is_none() && self.bytes == 0);
+        self.queue.extend(bytes);
+    }
+
     /// Bytes read and not yet written.
     pub(crate) fn pending(&self) -> usize {
         self.queue.len() + self.pipe.as_ref().map_or(0, Pipe::held)

@@ -25,10 +25,11 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use crate::base::close::{CloseReason, ForceCause};
+use crate::base::close::{CloseReason, ForceCause, ProxyFailure, StageFailure};
 use crate::base::counters::Stats;
 use crate::base::error::Error;
 use crate::base::human::{ConnName, Count, Dur, LoopName, LoopTag};
+use crate::io::proxy::preamble::Preamble;
 use crate::obs::access_log::{AccessLog, ConnEntry, LoopLog};
 use crate::reactor::admission::{self, ConnLimit, Held, Slot};
 use crate::reactor::config::Config;
@@ -43,7 +44,7 @@ use crate::reactor::timer::{Timers, Wake};
 use crate::reactor::tokens::{listener_index, LISTENERS, MAX_LISTENERS, SIGNALS, WAKER};
 
 use super::flow::Tools;
-use super::pair::{Pair, PairState, Step};
+use super::pair::{Deadline, How, Pair, PairState, Step, Timeouts};
 use super::pipe::PipePool;
 use super::upstreams::{ConnectFailure, Upstreams};
 use super::Forward;
@@ -81,6 +82,9 @@ pub struct Forwarder {
     config: Config,
     forward: Forward,
     upstreams: Upstreams,
+    /// How every pair is set up (splice, PROXY headers in and out).
+    how: How,
+    timeouts: Timeouts,
     scratch: Vec<u8>,
     pipes: PipePool,
     on_stats: Option<StatsHook>,
@@ -134,6 +138,16 @@ impl Forwarder {
         let held = crate::base::rlimit::fds_per_loop(listeners.len());
         config.max_conns = admission::effective_max_conns(config.max_conns, held) / 2;
         let upstreams = Upstreams::new(&forward.upstreams, forward.balance, forward.down_time);
+        let how = How {
+            splice: forward.splice,
+            preamble: Preamble::new(config.stages.proxy),
+            announce: forward.send_proxy,
+        };
+        let timeouts = Timeouts {
+            connect: forward.connect_timeout,
+            header: config.limits.proxy_timeout,
+            idle: config.limits.idle_timeout,
+        };
         Ok(Self {
             poll,
             listeners,
@@ -150,6 +164,8 @@ impl Forwarder {
             config,
             forward,
             upstreams,
+            how,
+            timeouts,
             scratch: vec![0; SCRATCH],
             pipes: PipePool::default(),
             on_stats: None,
@@ -485,10 +501,7 @@ impl Forwarder {
         let Some(pair) = self.pairs.get_mut(key) else {
             return;
         };
-        let Some(at) = pair.deadline(
-            self.forward.connect_timeout,
-            self.config.limits.idle_timeout,
-        ) else {
+        let Some((at, _)) = pair.deadline(&self.timeouts) else {
             return;
         };
         if pair.armed.is_some_and(|armed| armed <= at) {
@@ -511,20 +524,20 @@ impl Forwarder {
                         continue;
                     };
                     pair.armed = None;
-                    let due = pair
-                        .deadline(
-                            self.forward.connect_timeout,
-                            self.config.limits.idle_timeout,
-                        )
-                        .is_some_and(|at| at <= now);
-                    match (due, pair.state()) {
-                        (false, _) => self.arm(key),
-                        (true, PairState::Connecting) => {
+                    match pair.deadline(&self.timeouts) {
+                        Some((at, _)) if at > now => self.arm(key),
+                        None => {}
+                        Some((_, Deadline::Connect)) => {
                             let detail =
                                 format!("no answer in {}", Dur(self.forward.connect_timeout));
                             self.connect_failed(key, ConnectFailure::TimedOut, &detail, now)
                         }
-                        (true, PairState::Forwarding) => {
+                        Some((_, Deadline::Header)) => {
+                            log::debug!("{} no complete PROXY header in time", pair.name);
+                            let why = StageFailure::Proxy(ProxyFailure::TimedOut);
+                            self.close(key, CloseReason::Stage(why), now)
+                        }
+                        Some((_, Deadline::Idle)) => {
                             log::debug!("{} idle timeout", pair.name);
                             self.close(key, CloseReason::IdleTimeout, now)
                         }
@@ -603,6 +616,15 @@ impl Forwarder {
     fn open(&mut self, mut client: TcpStream, peer: SocketAddr, slot: Slot, now: Instant) {
         self.stats.accepted += 1;
         self.stats.open += 1;
+        if !self.config.stages.trusts(peer.ip()) {
+            // A PROXY header lets its sender claim any client address.
+            log::debug!(
+                "conn from {peer}: not in --proxy-from, may not send PROXY headers; closed"
+            );
+            let why = StageFailure::Proxy(ProxyFailure::Untrusted);
+            self.stats.record_close(CloseReason::Stage(why), 0, 0);
+            return;
+        }
         let _ = client.set_nodelay(true);
         let key = self.pairs.vacant_key();
         let name = ConnName::new(self.tag(), key);
@@ -633,7 +655,7 @@ impl Forwarder {
             target,
             name,
             self.next_generation,
-            self.forward.splice,
+            &self.how,
             now,
         );
         pair.attempts = attempts;

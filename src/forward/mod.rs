@@ -22,6 +22,8 @@ pub mod upstreams;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::io::proxy::Announce;
+
 pub use flow::Splice;
 pub use forwarder::Forwarder;
 pub use pair::PairState;
@@ -42,6 +44,8 @@ pub struct Forward {
     pub down_time: Duration,
     /// When bytes move with splice(2).
     pub splice: Splice,
+    /// Send a PROXY header naming the client before its first byte.
+    pub send_proxy: Option<Announce>,
 }
 
 impl Forward {
@@ -61,6 +65,7 @@ impl Forward {
             retries: Self::DEFAULT_RETRIES,
             down_time: Self::DEFAULT_DOWN_TIME,
             splice: Splice::default(),
+            send_proxy: None,
         }
     }
 
@@ -68,8 +73,13 @@ impl Forward {
     /// (least-conn, splice auto)`.
     pub fn describe(&self) -> String {
         let to: Vec<String> = self.upstreams.iter().map(SocketAddr::to_string).collect();
+        let proxy = match self.send_proxy {
+            Some(Announce::V1) => ", PROXY v1 header",
+            Some(Announce::V2) => ", PROXY v2 header",
+            None => "",
+        };
         format!(
-            "forward to {} ({}, splice {})",
+            "forward to {} ({}, splice {}{proxy})",
             to.join(", "),
             self.balance,
             self.splice

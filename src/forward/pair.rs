@@ -15,13 +15,18 @@
 //! when a drain runs out of time.
 
 use std::fmt;
+use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
-use crate::base::close::CloseReason;
+use crate::base::buffer::Buffer;
+use crate::base::close::{CloseReason, StageFailure};
 use crate::base::human::ConnName;
+use crate::io::proxy::preamble::{Preamble, Step as PreambleStep};
+use crate::io::proxy::Announce;
+use crate::io::transport::Transport;
 
 use super::flow::{End, Flow, Pumped, Side, Splice, Tools};
 
@@ -89,6 +94,37 @@ pub(crate) struct Pair {
     /// The deadline the loop's timer holds for this pair.
     pub(crate) armed: Option<Instant>,
     splice: Splice,
+    /// Bytes of the PROXY header sent ahead of the client's.
+    announced: u64,
+    /// A PROXY header is expected from the client and not read yet.
+    preamble: Option<Preamble>,
+    /// The PROXY header read so far; then what followed it, for the upstream.
+    held: Buffer,
+    /// The upstream connect has completed.
+    connected: bool,
+    /// Send the upstream a PROXY header naming the client.
+    announce: Option<Announce>,
+    /// The address the client connected to.
+    ours: SocketAddr,
+}
+
+/// How every pair of a loop is set up.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct How {
+    pub(crate) splice: Splice,
+    pub(crate) preamble: Option<Preamble>,
+    pub(crate) announce: Option<Announce>,
+}
+
+/// Which deadline a pair waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Deadline {
+    /// The upstream connect (`--connect-timeout`).
+    Connect,
+    /// The client's PROXY header (`--proxy-timeout`).
+    Header,
+    /// Traffic either way (`--idle-timeout`).
+    Idle,
 }
 
 impl Pair {
@@ -101,10 +137,17 @@ impl Pair {
         target: usize,
         name: ConnName,
         generation: u64,
-        splice: Splice,
+        how: &How,
         now: Instant,
     ) -> Self {
+        let ours = client.local_addr().unwrap_or(peer);
+        let splice = how.splice;
         Self {
+            preamble: how.preamble,
+            held: Buffer::new(),
+            connected: false,
+            announce: how.announce,
+            ours,
             client: Side::new(client),
             upstream: Side::new(upstream),
             target,
@@ -122,6 +165,7 @@ impl Pair {
             last_active: now,
             armed: None,
             splice,
+            announced: 0,
         }
     }
 
@@ -151,31 +195,108 @@ impl Pair {
         self.connect_started = now;
     }
 
-    /// The connect completed: forward.
+    /// The connect completed: forward, once the client's PROXY header
+    /// (if one is expected) is read too.
     pub(crate) fn connected(&mut self, now: Instant) {
+        self.connected = true;
+        self.try_forward(now);
+    }
+
+    /// Start forwarding if both the upstream and the client are ready:
+    /// our PROXY header first, then what followed the client's.
+    fn try_forward(&mut self, now: Instant) {
+        if !self.connected || self.preamble.is_some() || self.state != PairState::Connecting {
+            return;
+        }
+        if let Some(announce) = self.announce {
+            let header = announce.header(self.peer, self.ours);
+            self.up.announce(&header);
+            self.announced = header.len() as u64;
+        }
+        if !self.held.is_empty() {
+            self.up.announce(self.held.as_slice());
+            self.held = Buffer::new();
+        }
         self.set_state(PairState::Forwarding);
         self.last_active = now;
     }
 
-    /// Bytes from the client, bytes to the client.
-    pub(crate) fn bytes(&self) -> (u64, u64) {
-        (self.up.bytes, self.down.bytes)
+    /// Read the client's PROXY header while one is expected: the client
+    /// it names becomes the peer; an invalid one closes the pair.
+    fn read_preamble(&mut self, scratch: &mut [u8]) -> Option<Step> {
+        let preamble = self.preamble?;
+        while self.client.readable {
+            // Never past the header's cap and one read behind it.
+            let n = match self.client.sock.recv(&mut scratch[..MAX_HEADER_READ]) {
+                Ok(0) => return Some(Step::Closed(CloseReason::PeerClosed)),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.client.readable = false;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Some(Step::Closed(CloseReason::from_io(&e))),
+            };
+            if n < MAX_HEADER_READ && !self.client.read_closed {
+                self.client.readable = false;
+            }
+            match preamble.feed(&mut self.held, &scratch[..n]) {
+                PreambleStep::Incomplete => {}
+                PreambleStep::Done { client, rest } => {
+                    log::debug!(
+                        "{} PROXY header: client {} ({} B after it)",
+                        self.name,
+                        client.map_or_else(|| "not named".to_owned(), |c| c.to_string()),
+                        rest.len()
+                    );
+                    if let Some(client) = client {
+                        self.peer = client;
+                    }
+                    self.preamble = None;
+                    return None;
+                }
+                PreambleStep::Invalid(why) => {
+                    log::debug!("{} {why}: closed", self.name);
+                    return Some(Step::Closed(CloseReason::Stage(StageFailure::Proxy(why))));
+                }
+            }
+        }
+        None
     }
 
-    /// The deadline this pair needs: the connect's, or the idle timeout's.
-    pub(crate) fn deadline(
-        &self,
-        connect_timeout: Duration,
-        idle: Option<Duration>,
-    ) -> Option<Instant> {
+    /// Bytes from the client, bytes to the client (a PROXY header we
+    /// sent is not the client's).
+    pub(crate) fn bytes(&self) -> (u64, u64) {
+        (
+            self.up.bytes.saturating_sub(self.announced),
+            self.down.bytes,
+        )
+    }
+
+    /// The deadline this pair needs now, and what it is: the connect's,
+    /// the client's PROXY header's, or the idle timeout's.
+    pub(crate) fn deadline(&self, limits: &Timeouts) -> Option<(Instant, Deadline)> {
+        let header = self
+            .preamble
+            .and_then(|p| p.deadline(self.opened, limits.header))
+            .map(|at| (at, Deadline::Header));
+        let connect =
+            (!self.connected).then(|| (self.connect_started + limits.connect, Deadline::Connect));
         match self.state {
-            PairState::Connecting => Some(self.connect_started + connect_timeout),
-            PairState::Forwarding => idle.map(|t| self.last_active + t),
+            PairState::Connecting => [header, connect]
+                .into_iter()
+                .flatten()
+                .min_by_key(|(at, _)| *at),
+            PairState::Forwarding => limits.idle.map(|t| (self.last_active + t, Deadline::Idle)),
         }
     }
 
     /// Move bytes both ways; say whether the pair is over.
     pub(crate) fn drive(&mut self, tools: &mut Tools<'_>, now: Instant) -> Step {
+        if let Some(closed) = self.read_preamble(tools.scratch) {
+            return closed;
+        }
+        self.try_forward(now);
         if self.state != PairState::Forwarding {
             return Step::Idle;
         }
@@ -233,6 +354,18 @@ impl Pair {
         self.up.release(pipes);
         self.down.release(pipes);
     }
+}
+
+/// What a read for the client's PROXY header asks for at most: the
+/// longest header we accept, and a read's worth behind it.
+const MAX_HEADER_READ: usize = 4096;
+
+/// The timeouts a pair's deadline comes from.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timeouts {
+    pub(crate) connect: Duration,
+    pub(crate) header: Option<Duration>,
+    pub(crate) idle: Option<Duration>,
 }
 
 /// Upstream `i`'s bit in [`Pair::tried`] (the 64th and later share none,
