@@ -376,18 +376,13 @@ where
         splice: args.splice,
         send_proxy: args.upstream_send_proxy,
     });
-    if forward.is_some() && args.tls_cert.is_some() {
-        return Err(Exit {
-            code: EXIT_USAGE,
-            message: "error: --tls-cert cannot be used with --upstream yet".into(),
-            stdout: false,
-        });
-    }
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         // HTTP says so in ALPN; echo and RESP have no registered name.
-        let alpn: &[&[u8]] = match args.protocol {
-            ProtocolName::Http => &[b"http/1.1"],
-            ProtocolName::Echo | ProtocolName::Resp => &[],
+        // A proxy does not know what it forwards: it offers none.
+        let alpn: &[&[u8]] = match (&forward, args.protocol) {
+            (Some(_), _) => &[],
+            (None, ProtocolName::Http) => &[b"http/1.1"],
+            (None, ProtocolName::Echo | ProtocolName::Resp) => &[],
         };
         let timeout = limit(args.tls_handshake_timeout);
         config.stages.tls = Some(TlsConfig::load(cert, key, alpn, timeout).map_err(|e| Exit {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use util::clients::{Clients, Plan};
 use util::tools::require;
+
 use util::ServerProcess;
 
 /// An echo server to forward to.
@@ -546,4 +547,84 @@ fn a_bad_or_missing_proxy_header_closes_only_that_client() {
         log.contains("closed: protocol error: no complete PROXY header in time"),
         "{log}"
     );
+}
+
+#[test]
+fn tls_is_terminated_in_front_of_a_plain_upstream() {
+    let certs = util::tls::Certs::new();
+    let echo = backend();
+    let args = certs.args();
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.extend(["--idle-timeout", "10"]); // a hang fails in seconds, not minutes
+    let mut proxy = proxy(&[echo.addr], &args);
+    // A rustls client: TLS 1.3 to the proxy, plaintext to the echo server.
+    let mut client = util::tls::connect(proxy.addr, certs.client()).unwrap();
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    util::tls::echo(&mut client, b"hello through TLS");
+    util::tls::echo(&mut client, &big);
+    drop(client);
+    // openssl s_client, as stunnel and hitch are used.
+    if require("openssl") {
+        let mut s_client = Command::new("openssl")
+            .args(["s_client", "-connect", &proxy.addr.to_string()])
+            .args(["-servername", "localhost", "-verify_return_error", "-quiet"])
+            .arg("-no_ign_eof") // -quiet ignores stdin's EOF unless told
+            .arg("-CAfile")
+            .arg(&certs.cert)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = s_client.stdin.take().unwrap();
+        stdin.write_all(b"hello s_client\n").unwrap();
+        let mut stdout = s_client.stdout.take().unwrap();
+        let mut got = [0u8; 15];
+        stdout.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hello s_client\n");
+        drop(stdin); // EOF: s_client sends close_notify; the FIN goes through to the echo server
+        let status = s_client.wait().unwrap();
+        let mut err = String::new();
+        s_client
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert!(status.success(), "s_client: {status}: {err}");
+    }
+    // Plain bytes on the TLS port close with a reason; the loop serves on.
+    let mut plain = TcpStream::connect(proxy.addr).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    plain.write_all(&[0x42; 64]).unwrap();
+    let _ = plain.read(&mut [0u8; 64]);
+    proxy.signal(libc::SIGUSR1);
+    let stats = proxy
+        .wait_for_log("stats:", Duration::from_secs(5))
+        .expect("stats");
+    assert!(stats.contains("protocol 1"), "{stats}");
+    proxy.signal(libc::SIGTERM);
+    assert_eq!(
+        proxy
+            .wait_exit(Duration::from_secs(10))
+            .and_then(|s| s.code()),
+        Some(0)
+    );
+    // The echo server saw plaintext: every byte, and nothing else.
+    let echoed: u64 = echo
+        .log_lines_with(" closed: ")
+        .iter()
+        .filter_map(|l| {
+            l.split("(in ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    let expected = 17 + big.len() as u64 + if require("openssl") { 15 } else { 0 };
+    assert_eq!(echoed, expected, "{}", echo.log());
 }

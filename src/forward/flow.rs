@@ -32,12 +32,13 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::str::FromStr;
 
 use mio::net::TcpStream;
 
 use crate::base::buffer::Buffer;
+use crate::io::stack::Stream;
 use crate::io::transport::Transport;
 
 use super::pipe::{Pipe, PipePool};
@@ -95,18 +96,59 @@ impl fmt::Display for Splice {
     }
 }
 
+/// What a pair's socket is: a [`Transport`] (a socket, or TLS over one)
+/// that says whether bytes may be spliced straight from or to it.
+pub(crate) trait Endpoint: Transport {
+    /// The socket's descriptor when nothing sits between it and the
+    /// bytes (no TLS): then a flow may splice.
+    fn splice_fd(&self) -> Option<RawFd>;
+
+    /// The socket under any stage (for socket options).
+    fn socket(&self) -> &TcpStream;
+}
+
+impl Endpoint for TcpStream {
+    #[inline]
+    fn splice_fd(&self) -> Option<RawFd> {
+        Some(self.as_raw_fd())
+    }
+
+    fn socket(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl Endpoint for Stream {
+    #[inline]
+    fn splice_fd(&self) -> Option<RawFd> {
+        match self {
+            Stream::Plain(s) => Some(s.as_raw_fd()),
+            #[cfg(feature = "tls")]
+            Stream::Tls(_) => None,
+        }
+    }
+
+    fn socket(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.get_ref(),
+        }
+    }
+}
+
 /// One socket of a pair and what its last readiness event said.
 #[derive(Debug)]
-pub(crate) struct Side {
-    pub(crate) sock: TcpStream,
+pub(crate) struct Side<S> {
+    pub(crate) sock: S,
     pub(crate) readable: bool,
     pub(crate) writable: bool,
     /// The kernel reported the peer's FIN: read on until `Ok(0)`.
     pub(crate) read_closed: bool,
 }
 
-impl Side {
-    pub(crate) fn new(sock: TcpStream) -> Self {
+impl<S: Endpoint> Side<S> {
+    pub(crate) fn new(sock: S) -> Self {
         Self {
             sock,
             readable: false,
@@ -120,7 +162,10 @@ impl Side {
         let error = event.is_error();
         self.readable |= event.is_readable() || error;
         self.writable |= event.is_writable() || event.is_write_closed() || error;
-        self.read_closed |= event.is_read_closed();
+        if event.is_read_closed() && !self.read_closed {
+            self.read_closed = true;
+            self.sock.peer_fin(); // a TLS stage reads on to Ok(0)
+        }
     }
 }
 
@@ -161,6 +206,8 @@ pub(crate) struct Flow {
     pub(crate) eof: bool,
     /// The destination's write half is shut.
     pub(crate) shut: bool,
+    /// The destination's output was ended (TLS: close_notify queued).
+    ended: bool,
     /// Bytes written to the destination.
     pub(crate) bytes: u64,
 }
@@ -200,18 +247,26 @@ impl Flow {
 
     /// Move what can be moved from `src` to `dst` now. `name` says, in
     /// the trace, which direction this is.
-    pub(crate) fn pump(
+    pub(crate) fn pump<A: Endpoint, B: Endpoint>(
         &mut self,
-        src: &mut Side,
-        dst: &mut Side,
+        src: &mut Side<A>,
+        dst: &mut Side<B>,
         mode: Splice,
         tools: &mut Tools<'_>,
         name: &dyn fmt::Display,
     ) -> Pumped {
         for _ in 0..BUDGET {
             let mut moved = false;
+            // 0. Records a TLS destination sealed and the socket refused.
+            if dst.sock.owed() > 0 && dst.writable {
+                match dst.sock.flush_owed() {
+                    Ok(true) => moved = true,
+                    Ok(false) => dst.writable = false,
+                    Err(e) => return Pumped::Failed(End::Destination, e),
+                }
+            }
             // 1. What is owed goes first.
-            if self.pending() > 0 && dst.writable {
+            if self.pending() > 0 && dst.writable && dst.sock.owed() == 0 {
                 match self.write(dst, tools) {
                     Ok(n) => moved |= n > 0,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => dst.writable = false,
@@ -229,8 +284,15 @@ impl Flow {
                     Err((end, e)) => return Pumped::Failed(end, e),
                 }
             }
-            // 3. The FIN follows the last byte.
-            if self.eof && self.pending() == 0 && !self.shut {
+            // 3. The FIN follows the last byte (a TLS destination's
+            // close_notify first).
+            if self.eof && self.pending() == 0 && !self.shut && dst.sock.owed() == 0 {
+                if !self.ended {
+                    self.ended = true;
+                    if dst.sock.end_output() {
+                        continue; // close_notify queued: flush it, then the FIN
+                    }
+                }
                 self.shut = true;
                 self.release(tools.pipes);
                 log::trace!(
@@ -251,7 +313,11 @@ impl Flow {
     }
 
     /// One write of what is owed: the copy queue, else the pipe.
-    fn write(&mut self, dst: &mut Side, tools: &mut Tools<'_>) -> io::Result<usize> {
+    fn write<B: Endpoint>(
+        &mut self,
+        dst: &mut Side<B>,
+        tools: &mut Tools<'_>,
+    ) -> io::Result<usize> {
         if !self.queue.is_empty() {
             let n = dst.sock.send(self.queue.as_slice())?;
             self.queue.consume(n);
@@ -261,7 +327,10 @@ impl Flow {
         let Some(pipe) = self.pipe.as_mut() else {
             return Ok(0);
         };
-        let n = pipe.drain_to(dst.sock.as_raw_fd())?;
+        let Some(fd) = dst.sock.splice_fd() else {
+            return Ok(0); // never: a direction with a stage does not splice
+        };
+        let n = pipe.drain_to(fd)?;
         self.bytes += n as u64;
         *tools.spliced += n as u64;
         Ok(n)
@@ -271,14 +340,17 @@ impl Flow {
     /// scratch buffer and written straight on (what `dst` refuses is
     /// queued). Sets `eof` at the FIN. Returns whether anything happened
     /// (`WouldBlock` is nothing; `Interrupted` asks for another try).
-    fn read(
+    fn read<A: Endpoint, B: Endpoint>(
         &mut self,
-        src: &mut Side,
-        dst: &mut Side,
+        src: &mut Side<A>,
+        dst: &mut Side<B>,
         mode: Splice,
         tools: &mut Tools<'_>,
         name: &dyn fmt::Display,
     ) -> Result<bool, (End, io::Error)> {
+        if self.splicing && (src.sock.splice_fd().is_none() || dst.sock.splice_fd().is_none()) {
+            self.splicing = false; // a stage (TLS) on either side: copy
+        }
         if self.splicing && self.queue.is_empty() {
             return self.splice_in(src, mode, tools, name);
         }
@@ -309,7 +381,7 @@ impl Flow {
             self.splicing = true;
         }
         let mut written = 0;
-        if self.queue.is_empty() && dst.writable {
+        if self.queue.is_empty() && dst.writable && dst.sock.owed() == 0 {
             match dst.sock.send(&buf[..n]) {
                 Ok(w) => written = w,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -326,9 +398,9 @@ impl Flow {
     }
 
     /// One splice from `src` into the pipe (taken from the pool first).
-    fn splice_in(
+    fn splice_in<A: Endpoint>(
         &mut self,
-        src: &mut Side,
+        src: &mut Side<A>,
         mode: Splice,
         tools: &mut Tools<'_>,
         name: &dyn fmt::Display,
@@ -346,7 +418,10 @@ impl Flow {
         let Some(pipe) = self.pipe.as_mut() else {
             return Ok(false);
         };
-        match pipe.fill_from(src.sock.as_raw_fd()) {
+        let Some(fd) = src.sock.splice_fd() else {
+            return Ok(false);
+        };
+        match pipe.fill_from(fd) {
             Ok(0) => {
                 self.eof = true;
                 log::trace!("{name}: FIN read");

@@ -30,6 +30,8 @@ use crate::base::counters::Stats;
 use crate::base::error::Error;
 use crate::base::human::{ConnName, Count, Dur, LoopName, LoopTag};
 use crate::io::proxy::preamble::Preamble;
+use crate::io::stack::{Accept, Stream};
+use crate::io::transport::Transport;
 use crate::obs::access_log::{AccessLog, ConnEntry, LoopLog};
 use crate::reactor::admission::{self, ConnLimit, Held, Slot};
 use crate::reactor::config::Config;
@@ -485,7 +487,9 @@ impl Forwarder {
             pipes: &mut self.pipes,
             spliced: &mut self.stats.spliced_bytes,
         };
-        match pair.drive(&mut tools, now) {
+        let step = pair.drive(&mut tools, now);
+        pair.client.sock.take_counts(&mut self.stats);
+        match step {
             Step::Idle => self.arm(key),
             Step::Yield => {
                 self.ready.push((key, pair.generation));
@@ -535,6 +539,10 @@ impl Forwarder {
                         Some((_, Deadline::Header)) => {
                             log::debug!("{} no complete PROXY header in time", pair.name);
                             let why = StageFailure::Proxy(ProxyFailure::TimedOut);
+                            self.close(key, CloseReason::Stage(why), now)
+                        }
+                        Some((_, Deadline::Stage(why))) => {
+                            log::debug!("{} {why}", pair.name);
                             self.close(key, CloseReason::Stage(why), now)
                         }
                         Some((_, Deadline::Idle)) => {
@@ -644,6 +652,16 @@ impl Forwarder {
             self.stats.record_close(CloseReason::NoUpstream, 0, 0);
             return;
         };
+        let client = match Stream::accept(client, name, &self.config.stages, now) {
+            Ok(client) => client,
+            Err(e) => {
+                // Its stages could not be set up: the connect goes too.
+                log::warn!("conn from {peer}: cannot start its stages: {e}; closing it");
+                self.upstreams.closed(target);
+                self.stats.record_close(CloseReason::from_io(&e), 0, 0);
+                return;
+            }
+        };
         let addr = self.upstreams.list()[target].addr;
         log::debug!("{name} accepted from {peer}: forwarding to {addr}");
         self.next_generation += 1;
@@ -682,6 +700,9 @@ impl Forwarder {
             pair.peer,
             Dur(lifetime)
         );
+        if pair.client.sock.handshaking() {
+            self.stats.tls_handshake_failures += 1;
+        }
         let peer = pair.peer;
         let upstream = (pair.state() == PairState::Forwarding)
             .then(|| self.upstreams.list()[pair.target].addr);

@@ -28,7 +28,8 @@ use crate::io::proxy::preamble::{Preamble, Step as PreambleStep};
 use crate::io::proxy::Announce;
 use crate::io::transport::Transport;
 
-use super::flow::{End, Flow, Pumped, Side, Splice, Tools};
+use super::flow::{End, Endpoint, Flow, Pumped, Side, Splice, Tools};
+use crate::io::stack::Stream;
 
 /// Where a pair is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,9 +69,9 @@ impl fmt::Display for Direction {
 /// See the module docs.
 #[derive(Debug)]
 pub(crate) struct Pair {
-    pub(crate) client: Side,
+    pub(crate) client: Side<Stream>,
     /// The upstream socket: connecting, or connected.
-    pub(crate) upstream: Side,
+    pub(crate) upstream: Side<TcpStream>,
     /// Index of the upstream in the loop's list.
     pub(crate) target: usize,
     /// Upstreams tried so far, a bit each.
@@ -125,13 +126,15 @@ pub(crate) enum Deadline {
     Header,
     /// Traffic either way (`--idle-timeout`).
     Idle,
+    /// A stage's own (the TLS handshake): closed with this reason.
+    Stage(StageFailure),
 }
 
 impl Pair {
     /// A pair whose connect to upstream `target` has just been started.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        client: TcpStream,
+        client: Stream,
         peer: SocketAddr,
         upstream: TcpStream,
         target: usize,
@@ -140,7 +143,7 @@ impl Pair {
         how: &How,
         now: Instant,
     ) -> Self {
-        let ours = client.local_addr().unwrap_or(peer);
+        let ours = client.socket().local_addr().unwrap_or(peer);
         let splice = how.splice;
         Self {
             preamble: how.preamble,
@@ -252,6 +255,11 @@ impl Pair {
                     if let Some(client) = client {
                         self.peer = client;
                     }
+                    // TLS takes what followed the header as its records;
+                    // otherwise it is payload for the upstream.
+                    if self.client.sock.preamble_done(rest) {
+                        self.held = Buffer::new();
+                    }
                     self.preamble = None;
                     return None;
                 }
@@ -274,7 +282,8 @@ impl Pair {
     }
 
     /// The deadline this pair needs now, and what it is: the connect's,
-    /// the client's PROXY header's, or the idle timeout's.
+    /// the client's PROXY header's, a stage's (the TLS handshake), or the
+    /// idle timeout's.
     pub(crate) fn deadline(&self, limits: &Timeouts) -> Option<(Instant, Deadline)> {
         let header = self
             .preamble
@@ -282,13 +291,19 @@ impl Pair {
             .map(|at| (at, Deadline::Header));
         let connect =
             (!self.connected).then(|| (self.connect_started + limits.connect, Deadline::Connect));
-        match self.state {
-            PairState::Connecting => [header, connect]
-                .into_iter()
-                .flatten()
-                .min_by_key(|(at, _)| *at),
+        let stage = self
+            .client
+            .sock
+            .stage_deadline()
+            .map(|d| (d.at, Deadline::Stage(d.reason)));
+        let idle = match self.state {
+            PairState::Connecting => None,
             PairState::Forwarding => limits.idle.map(|t| (self.last_active + t, Deadline::Idle)),
-        }
+        };
+        [header, connect, stage, idle]
+            .into_iter()
+            .flatten()
+            .min_by_key(|(at, _)| *at)
     }
 
     /// Move bytes both ways; say whether the pair is over.
@@ -328,7 +343,12 @@ impl Pair {
                 let side = if client_side { "client" } else { "upstream" };
                 log::debug!("{} {side} error: {e}: resetting the other side", self.name);
                 self.reset_both();
-                return Step::Closed(CloseReason::from_io(&e));
+                // A stage's refusal (bad TLS) is its own reason, not an I/O error.
+                let reason = match self.client.sock.failure() {
+                    Some(why) if client_side => CloseReason::Stage(why),
+                    _ => CloseReason::from_io(&e),
+                };
+                return Step::Closed(reason);
             }
         }
         if self.up.done() && self.down.done() {
@@ -344,7 +364,7 @@ impl Pair {
     /// Reset both sockets when they close (`SO_LINGER` 0: an RST, not a
     /// FIN), so an error on one side is an error on the other.
     pub(crate) fn reset_both(&self) {
-        for sock in [&self.client.sock, &self.upstream.sock] {
+        for sock in [self.client.sock.socket(), &self.upstream.sock] {
             let _ = socket2::SockRef::from(sock).set_linger(Some(Duration::ZERO));
         }
     }
