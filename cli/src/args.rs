@@ -12,7 +12,8 @@ use std::time::Duration;
 use clap::error::ErrorKind;
 use clap::{Parser, ValueEnum};
 
-use tcp_reactor::forward::{Balance, Forward, Splice};
+use tcp_reactor::forward::upstream_file::FileError;
+use tcp_reactor::forward::{Balance, Forward, Splice, UpstreamFile};
 use tcp_reactor::io::proxy::{Announce, Cidr, ProxyMode};
 use tcp_reactor::io::tls::TlsConfig;
 use tcp_reactor::obs::access_log::Format;
@@ -84,33 +85,44 @@ pub struct Args {
     /// Forward every connection to one of these upstreams (IP:PORT, comma
     /// separated or the flag repeated): a TCP proxy and load balancer.
     /// Refuses --protocol.
-    #[arg(long, value_name = "ADDR[,ADDR…]", value_delimiter = ',', conflicts_with = "protocol", value_parser = upstream_addr)]
+    #[arg(long, value_name = "ADDR[,ADDR…]", value_delimiter = ',', conflicts_with = "protocol", value_parser = upstream_addr, group = "forwarding")]
     pub upstream: Vec<SocketAddr>,
 
+    /// Like --upstream, from a file: one IP:PORT a line (`#` comments).
+    /// SIGHUP re-reads it: added upstreams take new connections, removed
+    /// ones keep their live connections; a bad file keeps the old list.
+    #[arg(
+        long,
+        value_name = "PATH",
+        conflicts_with = "protocol",
+        group = "forwarding"
+    )]
+    pub upstream_file: Option<PathBuf>,
+
     /// How --upstream picks each connection's upstream.
-    #[arg(long, value_name = "HOW", default_value = "least-conn", requires = "upstream", value_parser = balance_names())]
+    #[arg(long, value_name = "HOW", default_value = "least-conn", requires = "forwarding", value_parser = balance_names())]
     pub balance: Balance,
 
     /// Seconds a connect to an upstream may take before it counts as failed.
-    #[arg(long, value_name = "SECS", default_value_t = 5.0, value_parser = secs, requires = "upstream", allow_negative_numbers = true)]
+    #[arg(long, value_name = "SECS", default_value_t = 5.0, value_parser = secs, requires = "forwarding", allow_negative_numbers = true)]
     pub connect_timeout: f64,
 
     /// Further upstreams a connection tries after a refused or timed-out connect.
-    #[arg(long, value_name = "N", default_value_t = Forward::DEFAULT_RETRIES, requires = "upstream")]
+    #[arg(long, value_name = "N", default_value_t = Forward::DEFAULT_RETRIES, requires = "forwarding")]
     pub retries: usize,
 
     /// Seconds an upstream whose connect failed is left out of the choice.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = secs, requires = "upstream", allow_negative_numbers = true)]
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = secs, requires = "forwarding", allow_negative_numbers = true)]
     pub upstream_down_time: f64,
 
     /// Send the upstream a PROXY protocol header (v1 or v2) naming the
     /// client, before its first byte (HAProxy's send-proxy / send-proxy-v2).
-    #[arg(long, value_name = "VERSION", requires = "upstream", value_parser = announce_names())]
+    #[arg(long, value_name = "VERSION", requires = "forwarding", value_parser = announce_names())]
     pub upstream_send_proxy: Option<Announce>,
 
     /// When --upstream moves bytes with splice(2): `auto` (bulk data
     /// spliced, small messages copied), `always` or `never`.
-    #[arg(long, value_name = "WHEN", default_value = "auto", requires = "upstream", value_parser = splice_names())]
+    #[arg(long, value_name = "WHEN", default_value = "auto", requires = "forwarding", value_parser = splice_names())]
     pub splice: Splice,
 
     /// Seconds a graceful shutdown may take before connections are
@@ -367,8 +379,25 @@ where
         (None, ProtocolName::Http) => Format::Combined,
         (None, ProtocolName::Echo | ProtocolName::Resp) => Format::Json,
     };
-    let forward = (!args.upstream.is_empty()).then(|| Forward {
-        upstreams: args.upstream.clone(),
+    let file = match &args.upstream_file {
+        Some(path) => Some(UpstreamFile::load(path).map_err(|e| Exit {
+            // Unreadable is the system's answer (1); a bad list is ours (2).
+            code: match e {
+                FileError::Unreadable(..) => EXIT_START,
+                _ => EXIT_USAGE,
+            },
+            message: format!("error: --upstream-file: {e}"),
+            stdout: false,
+        })?),
+        None => None,
+    };
+    let upstreams = match &file {
+        Some(file) => file.list(),
+        None => args.upstream.clone(),
+    };
+    let forward = (!upstreams.is_empty()).then(|| Forward {
+        upstreams,
+        file: file.map(std::sync::Arc::new),
         balance: args.balance,
         connect_timeout: limit(args.connect_timeout).unwrap_or(Forward::DEFAULT_CONNECT_TIMEOUT),
         retries: args.retries,

@@ -35,6 +35,19 @@ fn dead_addr() -> SocketAddr {
     l.local_addr().unwrap()
 }
 
+/// How many of `server`'s log lines contain `needle`, once that is `n`
+/// (its log is read on another thread: a line may lag its effect).
+fn lines_with(server: &ServerProcess, needle: &str, n: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let seen = server.log_lines_with(needle).len();
+        if seen >= n || Instant::now() > deadline {
+            return seen;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn round_trip(addr: SocketAddr, msg: &[u8]) -> Vec<u8> {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -112,8 +125,8 @@ fn round_robin_spreads_connections_over_every_upstream_and_logs_each_pair() {
         assert_eq!(round_trip(proxy.addr, &msg), msg);
     }
     let (na, nb) = (
-        a.log_lines_with(" accepted from ").len(),
-        b.log_lines_with(" accepted from ").len(),
+        lines_with(&a, " accepted from ", 5),
+        lines_with(&b, " accepted from ", 5),
     );
     assert_eq!((na, nb), (5, 5), "{}", proxy.log());
     proxy.signal(libc::SIGTERM);
@@ -158,7 +171,7 @@ fn a_dead_upstream_is_marked_down_and_its_connections_retried_on_another() {
     let down = proxy.log_lines_with("marked down");
     assert_eq!(down.len(), 1, "{}", proxy.log());
     assert!(down[0].contains(&dead.to_string()) && down[0].contains("refused"));
-    assert_eq!(echo.log_lines_with(" accepted from ").len(), 20);
+    assert_eq!(lines_with(&echo, " accepted from ", 20), 20);
 }
 
 #[test]
@@ -404,7 +417,7 @@ fn an_upstream_killed_mid_test_costs_clients_nothing() {
         "{}",
         proxy.log()
     );
-    assert_eq!(b.log_lines_with(" accepted from ").len(), 5 + 40);
+    assert_eq!(lines_with(&b, " accepted from ", 45), 5 + 40);
 }
 
 #[test]
@@ -627,4 +640,201 @@ fn tls_is_terminated_in_front_of_a_plain_upstream() {
         .sum();
     let expected = 17 + big.len() as u64 + if require("openssl") { 15 } else { 0 };
     assert_eq!(echoed, expected, "{}", echo.log());
+}
+
+#[test]
+fn sigusr2_hands_the_listener_over_and_the_old_process_keeps_its_pairs() {
+    // SAFETY: prctl with integer arguments only: the new process, started
+    // by the old one, becomes our child when the old one exits.
+    assert_eq!(
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) },
+        0
+    );
+    let echo = backend();
+    let mut old = ServerProcess::start_with(
+        &[
+            "--upstream",
+            &echo.addr.to_string(),
+            "--drain-timeout",
+            "30",
+        ],
+        |cmd| {
+            cmd.env("RUST_LOG", "info");
+        },
+    );
+    let addr = old.addr;
+    let mut live = TcpStream::connect(addr).unwrap();
+    live.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    live.write_all(b"before").unwrap();
+    live.read_exact(&mut [0u8; 6]).unwrap();
+
+    old.signal(libc::SIGUSR2);
+    let ready = old
+        .wait_for_log("upgrade: new process ", Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("never ready:\n{}", old.log()));
+    let new_pid: i32 = ready
+        .split("upgrade: new process ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{ready}"));
+    // New clients go to the new process…
+    for i in 0..5u8 {
+        assert_eq!(round_trip(addr, &[i; 32]), [i; 32]);
+    }
+    // …while the old one still forwards its live pair, then exits once it ends.
+    live.write_all(b"after the upgrade").unwrap();
+    let mut buf = [0u8; 17];
+    live.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"after the upgrade");
+    live.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(live.read(&mut [0u8; 1]).unwrap(), 0);
+    let status = old
+        .wait_exit(Duration::from_secs(15))
+        .expect("the old process exits");
+    assert_eq!(status.code(), Some(0), "{}", old.log());
+
+    // SAFETY: signalling the process the old one started.
+    unsafe { libc::kill(new_pid, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes only `status`.
+        let rc = unsafe { libc::waitpid(new_pid, &mut status, libc::WNOHANG) };
+        if rc == new_pid {
+            break libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+        }
+        assert!(Instant::now() < deadline, "the new process did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn curl_and_wrk_reach_nginx_through_the_proxy() {
+    if !require("nginx") || !require("curl") || !require("wrk") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("forward-nginx-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    let upstream = dead_addr();
+    let cfg = dir.join("nginx.conf");
+    std::fs::write(
+        &cfg,
+        format!(
+            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {dir}/nginx.pid;\n\
+             error_log stderr warn;\nevents {{ worker_connections 1024; }}\n\
+             http {{ access_log off; client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy;\n\
+             fastcgi_temp_path {dir}/fcgi; uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;\n\
+             server {{ listen {upstream}; location / {{ return 200 \"hello from nginx\\n\"; }} }} }}\n",
+            dir = dir.display()
+        ),
+    )
+    .unwrap();
+    let mut nginx = Command::new("nginx")
+        .arg("-e")
+        .arg("stderr")
+        .arg("-p")
+        .arg(&dir)
+        .arg("-c")
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(upstream).is_err() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let proxy = proxy(&[upstream], &[]);
+    let url = format!("http://{}/", proxy.addr);
+    let out = Command::new("curl")
+        .args(["-s", &url, &url])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello from nginx\nhello from nginx\n"
+    );
+    let out = Command::new("wrk")
+        .args(["-t1", "-c20", "-d1s", &url])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    let _ = nginx.kill();
+    let _ = nginx.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "{report}");
+    assert!(!report.contains("Socket errors"), "{report}");
+    assert!(!report.contains("Non-2xx"), "{report}");
+    assert!(report.contains("Requests/sec"), "{report}");
+}
+
+#[test]
+fn sighup_re_reads_the_upstream_file_and_a_bad_one_keeps_the_old_list() {
+    let a = backend();
+    let b = backend();
+    let path = std::env::temp_dir().join(format!("forward-upstreams-{}.txt", std::process::id()));
+    std::fs::write(&path, format!("# the first list\n{}\n", a.addr)).unwrap();
+    let proxy = ServerProcess::start(&["--upstream-file", path.to_str().unwrap()]);
+    // A live pair on A, and new clients on A.
+    let mut live = TcpStream::connect(proxy.addr).unwrap();
+    live.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    live.write_all(b"on a").unwrap();
+    live.read_exact(&mut [0u8; 4]).unwrap();
+    assert_eq!(round_trip(proxy.addr, b"x"), b"x");
+    assert_eq!(lines_with(&a, " accepted from ", 2), 2);
+
+    // A removed, B added: new clients go to B, the live pair stays on A.
+    std::fs::write(&path, format!("{}\n", b.addr)).unwrap();
+    proxy.signal(libc::SIGHUP);
+    proxy
+        .wait_for_log("re-read", Duration::from_secs(5))
+        .expect("the re-read line");
+    for i in 0..4u8 {
+        assert_eq!(round_trip(proxy.addr, &[i; 8]), [i; 8]);
+    }
+    assert_eq!(lines_with(&b, " accepted from ", 4), 4);
+    assert_eq!(lines_with(&a, " accepted from ", 3), 2, "none more on A");
+    live.write_all(b"still a").unwrap();
+    let mut buf = [0u8; 7];
+    live.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"still a");
+
+    // A bad file: logged, and the list in use (B) is kept.
+    std::fs::write(&path, "not an address\n").unwrap();
+    proxy.signal(libc::SIGHUP);
+    let error = proxy
+        .wait_for_log("keeping the upstreams in use", Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("{}", proxy.log()));
+    assert!(error.contains("line 1"), "{error}");
+    assert_eq!(round_trip(proxy.addr, b"y"), b"y");
+    assert_eq!(lines_with(&b, " accepted from ", 5), 5);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_bad_or_unreadable_upstream_file_is_one_line_at_start() {
+    let dir = std::env::temp_dir();
+    let empty = dir.join(format!("forward-empty-{}.txt", std::process::id()));
+    std::fs::write(&empty, "# nothing here\n").unwrap();
+    let missing = dir.join("forward-no-such-file.txt");
+    let cases = [
+        (&empty, 2, "names no upstream"),
+        (&missing, 1, "cannot read"),
+    ];
+    for (path, code, words) in cases {
+        let out = Command::new(util::binary())
+            .args(["--upstream-file", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains(words) && stderr.contains("--upstream-file"),
+            "{stderr}"
+        );
+    }
+    let _ = std::fs::remove_file(&empty);
 }

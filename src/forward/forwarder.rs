@@ -86,6 +86,8 @@ pub struct Forwarder {
     upstreams: Upstreams,
     /// How every pair is set up (splice, PROXY headers in and out).
     how: How,
+    /// The `--upstream-file` list generation this loop has taken.
+    file_generation: u64,
     timeouts: Timeouts,
     scratch: Vec<u8>,
     pipes: PipePool,
@@ -167,6 +169,7 @@ impl Forwarder {
             forward,
             upstreams,
             how,
+            file_generation: 0,
             timeouts,
             scratch: vec![0; SCRATCH],
             pipes: PipePool::default(),
@@ -419,6 +422,24 @@ impl Forwarder {
         }
     }
 
+    /// If the supervisor re-read `--upstream-file`, merge the new list
+    /// (one atomic load when it did not).
+    fn take_new_upstreams(&mut self) {
+        let Some(file) = &self.forward.file else {
+            return;
+        };
+        let generation = file.generation();
+        if generation == self.file_generation {
+            return;
+        }
+        self.file_generation = generation;
+        let (added, retired) = self.upstreams.replace(&file.list());
+        log::debug!(
+            "{}upstreams: {added} added, {retired} retired (their live connections go on)",
+            LoopName(self.tag())
+        );
+    }
+
     /// Start a connect for pair `key` on the upstream the balancer picks
     /// among those not in `tried`, within `--retries` (`attempts` made so
     /// far); one that cannot even start (no local port, say) counts as a
@@ -645,6 +666,7 @@ impl Forwarder {
             self.stats.record_close(CloseReason::from_io(&e), 0, 0);
             return;
         }
+        self.take_new_upstreams();
         // The first attempt counts as a try, retries are the ones after it.
         let Some((upstream, target, attempts)) = self.start_connect(key, 0, 0, now) else {
             log::debug!("{name} from {peer}: no upstream can be tried: closing it");

@@ -4,6 +4,7 @@
 //! | file | role | may not |
 //! |---|---|---|
 //! | [`upstreams`] | the upstream list, the balancer, the passive health check (sans-IO) | touch a socket |
+//! | [`upstream_file`] | `--upstream-file`: the list in a file, re-read on SIGHUP | know a loop |
 //! | `pipe` | splice(2) through a pipe, and the loop's pool of pipes | know a pair |
 //! | `flow` | one direction: copy or splice, backpressure, the FIN that follows | know the other direction |
 //! | `pair` | one proxied connection: its state, both sockets, both flows | touch the poller |
@@ -17,9 +18,11 @@ pub(crate) mod flow;
 pub mod forwarder;
 pub(crate) mod pair;
 pub(crate) mod pipe;
+pub mod upstream_file;
 pub mod upstreams;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::io::proxy::Announce;
@@ -27,6 +30,7 @@ use crate::io::proxy::Announce;
 pub use flow::Splice;
 pub use forwarder::Forwarder;
 pub use pair::PairState;
+pub use upstream_file::UpstreamFile;
 pub use upstreams::{Balance, ConnectFailure};
 
 /// What a forwarding loop forwards to, and how.
@@ -46,6 +50,9 @@ pub struct Forward {
     pub splice: Splice,
     /// Send a PROXY header naming the client before its first byte.
     pub send_proxy: Option<Announce>,
+    /// Where `upstreams` came from, re-read on SIGHUP (`None`: the list
+    /// is fixed).
+    pub file: Option<Arc<UpstreamFile>>,
 }
 
 impl Forward {
@@ -66,13 +73,17 @@ impl Forward {
             down_time: Self::DEFAULT_DOWN_TIME,
             splice: Splice::default(),
             send_proxy: None,
+            file: None,
         }
     }
 
     /// The start-up line's words: `forward to 127.0.0.1:6379, 127.0.0.1:6380
     /// (least-conn, splice auto)`.
     pub fn describe(&self) -> String {
-        let to: Vec<String> = self.upstreams.iter().map(SocketAddr::to_string).collect();
+        let mut to: Vec<String> = self.upstreams.iter().map(SocketAddr::to_string).collect();
+        if let Some(file) = &self.file {
+            to.push(format!("(from {})", file.path().display()));
+        }
         let proxy = match self.send_proxy {
             Some(Announce::V1) => ", PROXY v1 header",
             Some(Announce::V2) => ", PROXY v2 header",

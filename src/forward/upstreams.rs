@@ -100,6 +100,9 @@ pub struct Upstream {
     pub active: usize,
     /// Down until then (a failed connect); `None`: up.
     pub down_until: Option<Instant>,
+    /// No longer in the list (`--upstream-file` re-read): takes no new
+    /// connection, keeps its live ones.
+    pub retired: bool,
 }
 
 /// The upstream list of one loop and its balancer.
@@ -123,6 +126,7 @@ impl Upstreams {
                     addr,
                     active: 0,
                     down_until: None,
+                    retired: false,
                 })
                 .collect(),
             balance,
@@ -152,7 +156,7 @@ impl Upstreams {
     /// one that went down longest ago.
     pub fn pick(&mut self, now: Instant, tried: u64) -> Option<usize> {
         let n = self.list.len();
-        let untried = |i: usize| i >= 64 || tried & (1 << i) == 0;
+        let untried = |i: usize| !self.list[i].retired && (i >= 64 || tried & (1 << i) == 0);
         let up = |u: &Upstream| u.down_until.is_none_or(|t| t <= now);
         let start = self.next % n.max(1);
         let order = (0..n).map(|k| (start + k) % n);
@@ -170,6 +174,34 @@ impl Upstreams {
         })?;
         self.next = choice + 1;
         Some(choice)
+    }
+
+    /// Take a new list: upstreams not in it are retired (their live
+    /// connections go on; indices stay, so a pair's upstream is still its
+    /// own), new ones join, returning ones come back. Returns how many
+    /// were added and retired.
+    pub fn replace(&mut self, addrs: &[SocketAddr]) -> (usize, usize) {
+        let mut retired = 0;
+        for u in &mut self.list {
+            let keep = addrs.contains(&u.addr);
+            if !keep && !u.retired {
+                retired += 1;
+            }
+            u.retired = !keep;
+        }
+        let mut added = 0;
+        for &addr in addrs {
+            if !self.list.iter().any(|u| u.addr == addr) {
+                self.list.push(Upstream {
+                    addr,
+                    active: 0,
+                    down_until: None,
+                    retired: false,
+                });
+                added += 1;
+            }
+        }
+        (added, retired)
     }
 
     /// A connection to upstream `i` begins (its connect is under way).
@@ -291,6 +323,29 @@ mod tests {
         u.failed(1, now);
         u.failed(0, now + Duration::from_secs(1));
         assert_eq!(u.pick(now + Duration::from_secs(2), 0), Some(1));
+    }
+
+    #[test]
+    fn a_new_list_retires_the_missing_and_adds_the_new_without_moving_indices() {
+        let a = addrs(3);
+        let mut u = Upstreams::new(&a[..2], Balance::RoundRobin, Duration::from_secs(10));
+        let now = Instant::now();
+        u.opened(0); // a live connection on upstream 0
+        assert_eq!(u.replace(&[a[1], a[2]]), (1, 1));
+        assert_eq!(u.list()[0].addr, a[0], "index 0 is still upstream 0");
+        assert_eq!(
+            u.list()[0].active,
+            1,
+            "its live connection is still counted"
+        );
+        let picks: Vec<_> = (0..4).map(|_| u.pick(now, 0).unwrap()).collect();
+        assert!(
+            !picks.contains(&0),
+            "a retired upstream takes no connection: {picks:?}"
+        );
+        assert!(picks.contains(&1) && picks.contains(&2));
+        assert_eq!(u.replace(&a), (0, 0), "upstream 0 returns");
+        assert!(!u.list()[0].retired);
     }
 
     #[test]

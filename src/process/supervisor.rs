@@ -162,6 +162,8 @@ pub struct Supervisor {
     metrics: Option<TcpListener>,
     access_log: Option<AccessLog>,
     trace_events: Option<TraceEvents>,
+    /// Run on SIGHUP after the built-in reloads (the forwarder's upstream file).
+    on_reload: Option<ReloadHook>,
     asks: (Sender<Ask>, Receiver<Ask>),
     waker: Arc<OnceLock<Arc<Waker>>>,
 }
@@ -233,6 +235,7 @@ impl Supervisor {
             metrics: None,
             access_log: None,
             trace_events: None,
+            on_reload: None,
             asks: mpsc::channel(),
             waker: Arc::default(),
         }
@@ -356,8 +359,11 @@ impl Supervisor {
     #[cfg(feature = "forward")]
     /// Run loops that forward every connection as `forward` says (the TCP
     /// proxy, see [`crate::forward`]) until they have all drained.
-    pub fn run_forward(self, forward: Forward) -> Result<Outcome, Error> {
+    pub fn run_forward(mut self, forward: Forward) -> Result<Outcome, Error> {
         log::info!("{}", forward.describe());
+        if let Some(file) = forward.file.clone() {
+            self.on_reload = Some(Box::new(move |cause| file.reload(cause)));
+        }
         self.run_loops(move |given: Given| run_forward_loop(given, forward.clone()))
     }
 
@@ -491,6 +497,9 @@ impl Supervisor {
         })
     }
 }
+
+/// What SIGHUP runs besides the built-in reloads.
+type ReloadHook = Box<dyn FnMut(&str) + Send>;
 
 /// The loops a supervisor runs, and what they told it.
 struct Loops {
@@ -772,6 +781,9 @@ impl Running {
             Control::Reload => {
                 let reopen = self.sup.access_log.as_ref().map(|log| move || log.reopen());
                 control::reload(&self.sup.config, reopen, from);
+                if let Some(hook) = self.sup.on_reload.as_mut() {
+                    hook(from);
+                }
             }
             Control::Upgrade => self.upgrade(from, now),
         }
