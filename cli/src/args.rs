@@ -115,6 +115,12 @@ pub struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = secs, requires = "forwarding", allow_negative_numbers = true)]
     pub upstream_down_time: f64,
 
+    /// Seconds between active health checks: a TCP connect to every
+    /// upstream, which marks it up or down at once (0 = off: a down
+    /// upstream is tried again after --upstream-down-time).
+    #[arg(long, value_name = "SECS", default_value_t = 0.0, value_parser = secs, requires = "forwarding", allow_negative_numbers = true)]
+    pub health_interval: f64,
+
     /// Send the upstream a PROXY protocol header (v1 or v2) naming the
     /// client, before its first byte (HAProxy's send-proxy / send-proxy-v2).
     #[arg(long, value_name = "VERSION", requires = "forwarding", value_parser = announce_names())]
@@ -404,6 +410,7 @@ where
         down_time: Duration::from_secs_f64(args.upstream_down_time),
         splice: args.splice,
         send_proxy: args.upstream_send_proxy,
+        health_interval: limit(args.health_interval),
     });
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         // HTTP says so in ALPN; echo and RESP have no registered name.

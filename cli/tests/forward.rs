@@ -838,3 +838,47 @@ fn a_bad_or_unreadable_upstream_file_is_one_line_at_start() {
     }
     let _ = std::fs::remove_file(&empty);
 }
+
+#[test]
+fn an_active_health_check_brings_a_recovered_upstream_back_at_once() {
+    let b = backend();
+    let a_addr = dead_addr();
+    let proxy = proxy(
+        &[a_addr, b.addr],
+        &[
+            "--balance",
+            "round-robin",
+            "--upstream-down-time",
+            "60",
+            "--health-interval",
+            "0.1",
+        ],
+    );
+    proxy
+        .wait_for_log(
+            &format!("upstream {a_addr}: health check failed"),
+            Duration::from_secs(5),
+        )
+        .unwrap_or_else(|| panic!("A never marked down by a check:\n{}", proxy.log()));
+    for i in 0..4u8 {
+        assert_eq!(round_trip(proxy.addr, &[i; 4]), [i; 4], "served by B");
+    }
+    // A comes back: a check finds it long before the 60 s down time ends.
+    let a = ServerProcess::start(&["--listen", &a_addr.to_string()]);
+    proxy
+        .wait_for_log(
+            &format!("upstream {a_addr} is up again (health check)"),
+            Duration::from_secs(5),
+        )
+        .unwrap_or_else(|| panic!("A never seen up:\n{}", proxy.log()));
+    for i in 0..6u8 {
+        assert_eq!(round_trip(proxy.addr, &[i; 4]), [i; 4]);
+    }
+    // Round-robin again: A takes its half (the checks carry no bytes).
+    assert_eq!(lines_with(&a, "(in 4 B", 3), 3, "{}", a.log());
+    assert_eq!(
+        proxy.log_lines_with("marked down for").len(),
+        0,
+        "no client met A down"
+    );
+}

@@ -46,6 +46,7 @@ use crate::reactor::timer::{Timers, Wake};
 use crate::reactor::tokens::{listener_index, LISTENERS, MAX_LISTENERS, SIGNALS, WAKER};
 
 use super::flow::Tools;
+use super::health::{connect_result, Checks};
 use super::pair::{Deadline, How, Pair, PairState, Step, Timeouts};
 use super::pipe::PipePool;
 use super::upstreams::{ConnectFailure, Upstreams};
@@ -53,6 +54,9 @@ use super::Forward;
 
 /// The protocol name a forwarding loop reports (logs, `/metrics`).
 pub const NAME: &str = "forward";
+
+/// The loop timer of the health checks (`Wake::Every`'s number).
+const HEALTH: usize = 0;
 
 /// Size of the loop's copy buffer (one read's worth).
 const SCRATCH: usize = 64 * 1024;
@@ -88,6 +92,8 @@ pub struct Forwarder {
     how: How,
     /// The `--upstream-file` list generation this loop has taken.
     file_generation: u64,
+    /// Active health checks in flight (`--health-interval`).
+    checks: Checks,
     timeouts: Timeouts,
     scratch: Vec<u8>,
     pipes: PipePool,
@@ -170,6 +176,7 @@ impl Forwarder {
             upstreams,
             how,
             file_generation: 0,
+            checks: Checks::default(),
             timeouts,
             scratch: vec![0; SCRATCH],
             pipes: PipePool::default(),
@@ -240,6 +247,10 @@ impl Forwarder {
             None => log::info!("listening on {} ({})", self.local_addr, self.describe()),
             Some(id) => log::debug!("loop {id} started on {}", self.local_addr),
         }
+        if let Some(every) = self.forward.health_interval {
+            self.timers
+                .schedule(Instant::now() + every, Wake::Every(HEALTH));
+        }
         let mut events = Events::with_capacity(1024);
         let outcome = loop {
             let timeout = self.poll_timeout(Instant::now());
@@ -303,9 +314,10 @@ impl Forwarder {
         match event.token() {
             SIGNALS => self.on_signals(now),
             WAKER => self.on_request(now),
-            token => match listener_index(token) {
-                Some(_) => self.accept(now, true),
-                None => self.on_pair_event(token.0 / 2, token.0 % 2 == 1, event, now),
+            token => match (listener_index(token), Checks::upstream_of(token)) {
+                (Some(_), _) => self.accept(now, true),
+                (None, Some(i)) => self.checks.on_event(i, &mut self.upstreams, now),
+                (None, None) => self.on_pair_event(token.0 / 2, token.0 % 2 == 1, event, now),
             },
         }
     }
@@ -336,20 +348,7 @@ impl Forwarder {
         let Some(pair) = self.pairs.get_mut(key) else {
             return;
         };
-        let sock = &pair.upstream.sock;
-        let result = match sock.take_error() {
-            Ok(Some(e)) | Err(e) => Err(e),
-            Ok(None) => match sock.peer_addr() {
-                Ok(_) => Ok(true),
-                Err(e)
-                    if e.kind() == io::ErrorKind::NotConnected
-                        || e.raw_os_error() == Some(libc::EINPROGRESS) =>
-                {
-                    Ok(false)
-                }
-                Err(e) => Err(e),
-            },
-        };
+        let result = connect_result(&pair.upstream.sock);
         match result {
             Ok(false) => log::trace!("{} connect still under way", pair.name),
             Ok(true) => {
@@ -582,6 +581,14 @@ impl Forwarder {
                         listener.resume_if_due(now);
                     }
                     self.accept_pending = true;
+                }
+                Wake::Every(HEALTH) => {
+                    if let Some(every) = self.forward.health_interval {
+                        self.take_new_upstreams();
+                        self.checks
+                            .round(self.poll.registry(), &mut self.upstreams, now);
+                        self.timers.schedule(now + every, Wake::Every(HEALTH));
+                    }
                 }
                 Wake::Every(_) => {}
             }

@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | [`upstreams`] | the upstream list, the balancer, the passive health check (sans-IO) | touch a socket |
 //! | [`upstream_file`] | `--upstream-file`: the list in a file, re-read on SIGHUP | know a loop |
+//! | `health` | `--health-interval`: a connect to every upstream each interval | know a pair |
 //! | `pipe` | splice(2) through a pipe, and the loop's pool of pipes | know a pair |
 //! | `flow` | one direction: copy or splice, backpressure, the FIN that follows | know the other direction |
 //! | `pair` | one proxied connection: its state, both sockets, both flows | touch the poller |
@@ -16,6 +17,7 @@
 
 pub(crate) mod flow;
 pub mod forwarder;
+pub(crate) mod health;
 pub(crate) mod pair;
 pub(crate) mod pipe;
 pub mod upstream_file;
@@ -53,6 +55,8 @@ pub struct Forward {
     /// Where `upstreams` came from, re-read on SIGHUP (`None`: the list
     /// is fixed).
     pub file: Option<Arc<UpstreamFile>>,
+    /// Connect to every upstream this often (`None`: passive checks only).
+    pub health_interval: Option<Duration>,
 }
 
 impl Forward {
@@ -74,6 +78,7 @@ impl Forward {
             splice: Splice::default(),
             send_proxy: None,
             file: None,
+            health_interval: None,
         }
     }
 
