@@ -882,3 +882,102 @@ fn an_active_health_check_brings_a_recovered_upstream_back_at_once() {
         "no client met A down"
     );
 }
+
+/// `GET /metrics` at `addr`, the body.
+fn scrape(addr: SocketAddr) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split("\r\n\r\n").nth(1).unwrap_or("").to_owned()
+}
+
+#[test]
+fn metrics_count_each_upstream() {
+    let a = backend();
+    let b = backend();
+    let dead = dead_addr();
+    let metrics = dead_addr();
+    let proxy = proxy(
+        &[a.addr, b.addr, dead],
+        &[
+            "--balance",
+            "round-robin",
+            "--metrics",
+            &metrics.to_string(),
+            "--threads",
+            "2",
+        ],
+    );
+    // Round-robin per loop: whichever loop takes a client, each upstream
+    // gets some; the dead one fails once per loop that tries it.
+    for i in 0..12u8 {
+        let msg = vec![i; 100];
+        assert_eq!(round_trip(proxy.addr, &msg), msg);
+    }
+    let body = scrape(metrics);
+    let sample = |family: &str, upstream: SocketAddr| -> u64 {
+        let key = format!("{family}{{upstream=\"{upstream}\"}} ");
+        body.lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in\n{body}"))
+    };
+    let forwarded: u64 = [a.addr, b.addr]
+        .iter()
+        .map(|&u| sample("tcp_reactor_upstream_forwarded_total", u))
+        .sum();
+    assert_eq!(forwarded, 12, "{body}");
+    assert!(sample("tcp_reactor_upstream_forwarded_total", a.addr) > 0);
+    assert!(sample("tcp_reactor_upstream_forwarded_total", b.addr) > 0);
+    assert_eq!(sample("tcp_reactor_upstream_forwarded_total", dead), 0);
+    assert!(sample("tcp_reactor_upstream_failed_connects_total", dead) >= 1);
+    assert_eq!(
+        sample("tcp_reactor_upstream_up", a.addr),
+        2,
+        "up on both loops"
+    );
+    assert!(
+        sample("tcp_reactor_upstream_up", dead) < 2,
+        "down on the loop(s) that tried it"
+    );
+    let sent: u64 = [a.addr, b.addr]
+        .iter()
+        .map(|&u| sample("tcp_reactor_upstream_sent_bytes_total", u))
+        .sum();
+    assert_eq!(sent, 1200);
+    assert_eq!(sample("tcp_reactor_upstream_active", a.addr), 0);
+    if require("promtool") {
+        let (ok, said) = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .output_with(&body);
+        assert!(ok, "promtool: {said}");
+    }
+}
+
+trait OutputWith {
+    fn output_with(&mut self, input: &str) -> (bool, String);
+}
+
+impl OutputWith for Command {
+    /// Run with `input` on stdin; success and stderr+stdout.
+    fn output_with(&mut self, input: &str) -> (bool, String) {
+        let mut child = self
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        (out.status.success(), text)
+    }
+}

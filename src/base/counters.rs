@@ -132,6 +132,8 @@ macro_rules! counters {
             /// Counters a library user registered on a loop (see
             /// `LoopContext::counter`), after the built-in ones.
             pub user: Vec<UserCount>,
+            /// Forwarding (`--upstream`): one entry per upstream.
+            pub upstreams: Vec<UpstreamCount>,
         }
 
         impl Stats {
@@ -142,6 +144,12 @@ macro_rules! counters {
                     match self.user.iter_mut().find(|u| u.name == theirs.name) {
                         Some(ours) => ours.value += theirs.value,
                         None => self.user.push(theirs.clone()),
+                    }
+                }
+                for theirs in &other.upstreams {
+                    match self.upstreams.iter_mut().find(|u| u.addr == theirs.addr) {
+                        Some(ours) => ours.add(theirs),
+                        None => self.upstreams.push(theirs.clone()),
                     }
                 }
             }
@@ -260,6 +268,56 @@ impl Stats {
         *counter += 1;
     }
 }
+
+/// One upstream's counts (forwarding), summed over loops like the rest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamCount {
+    /// The upstream.
+    pub addr: std::net::SocketAddr,
+    /// Loops that consider it up now (0: down everywhere).
+    pub up: u64,
+    /// Pairs forwarded to it now.
+    pub active: u64,
+    /// Connects that succeeded: pairs it has taken.
+    pub connects: u64,
+    /// Connects that were refused, timed out or failed otherwise.
+    pub failed: u64,
+    /// Bytes from clients to it, open pairs included.
+    pub bytes_up: u64,
+    /// Bytes from it to clients, open pairs included.
+    pub bytes_down: u64,
+    /// Time its successful connects took, in total (µs).
+    pub connect_us: u64,
+}
+
+impl UpstreamCount {
+    /// Another loop's counts for the same upstream.
+    pub fn add(&mut self, other: &UpstreamCount) {
+        self.up += other.up;
+        self.active += other.active;
+        self.connects += other.connects;
+        self.failed += other.failed;
+        self.bytes_up += other.bytes_up;
+        self.bytes_down += other.bytes_down;
+        self.connect_us += other.connect_us;
+    }
+}
+
+/// A row of [`UPSTREAM_COUNTERS`]: family, kind, help, how to read it.
+pub type UpstreamRow = (&'static str, Kind, &'static str, fn(&UpstreamCount) -> f64);
+
+/// The per-upstream families `/metrics` shows (label `upstream`), one row
+/// each: family, kind, help, and how to read it.
+/// (Values are `f64` for the one in seconds; the counts print as integers.)
+pub const UPSTREAM_COUNTERS: &[UpstreamRow] = &[
+    ("tcp_reactor_upstream_up", Kind::Gauge, "Event loops that consider the upstream up (0: down everywhere).", |u| u.up as f64),
+    ("tcp_reactor_upstream_active", Kind::Gauge, "Connections forwarded to the upstream now.", |u| u.active as f64),
+    ("tcp_reactor_upstream_forwarded_total", Kind::Counter, "Connects to the upstream that succeeded.", |u| u.connects as f64),
+    ("tcp_reactor_upstream_failed_connects_total", Kind::Counter, "Connects to the upstream that were refused, timed out or failed (by kind, over all upstreams: tcp_reactor_upstream_connect_failures_total).", |u| u.failed as f64),
+    ("tcp_reactor_upstream_sent_bytes_total", Kind::Counter, "Bytes from clients to the upstream, open connections included.", |u| u.bytes_up as f64),
+    ("tcp_reactor_upstream_received_bytes_total", Kind::Counter, "Bytes from the upstream to clients, open connections included.", |u| u.bytes_down as f64),
+    ("tcp_reactor_upstream_connect_seconds_total", Kind::Counter, "Time the successful connects to the upstream took, in total (divide by forwarded_total for the mean).", |u| u.connect_us as f64 / 1e6),
+];
 
 /// One counter a library user registered, with its value.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -360,8 +360,10 @@ impl Forwarder {
                     Dur(now.saturating_duration_since(pair.opened))
                 );
                 let _ = pair.upstream.sock.set_nodelay(true);
+                let took = now.saturating_duration_since(pair.connect_started());
                 pair.connected(now);
                 self.stats.upstream_connects += 1;
+                self.upstreams.record_connect(target, took);
                 if self.upstreams.connected(target) {
                     log::info!(
                         "upstream {} is up again",
@@ -720,6 +722,10 @@ impl Forwarder {
         if pair.holds_upstream {
             self.upstreams.closed(pair.target);
         }
+        if pair.state() == PairState::Forwarding {
+            let (up, down) = pair.bytes();
+            self.upstreams.record_bytes(pair.target, up, down);
+        }
         let (bytes_in, bytes_out) = pair.bytes();
         let lifetime = now.saturating_duration_since(pair.opened);
         log::trace!("{} {} => closed", pair.name, pair.state());
@@ -816,10 +822,15 @@ impl Forwarder {
         let mut stats = self.stats.clone();
         stats.at_limit = u64::from(self.at_limit);
         stats.access_log_dropped = self.access_log.as_ref().map_or(0, LoopLog::dropped);
+        stats.upstreams = self.upstreams.counts(Instant::now());
         for (_, pair) in self.pairs.iter() {
             let (bytes_in, bytes_out) = pair.bytes();
             stats.bytes_in += bytes_in;
             stats.bytes_out += bytes_out;
+            if let Some(u) = stats.upstreams.get_mut(pair.target) {
+                u.bytes_up += bytes_in;
+                u.bytes_down += bytes_out;
+            }
         }
         stats
     }

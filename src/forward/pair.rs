@@ -176,6 +176,11 @@ impl Pair {
         self.state
     }
 
+    /// When the current connect began.
+    pub(crate) fn connect_started(&self) -> Instant {
+        self.connect_started
+    }
+
     /// The one place the state changes.
     fn set_state(&mut self, to: PairState) {
         log::trace!("{} {} => {to}", self.name, self.state);

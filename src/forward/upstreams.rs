@@ -19,6 +19,8 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use crate::base::counters::UpstreamCount;
+
 /// How a new connection's upstream is chosen.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Balance {
@@ -103,6 +105,29 @@ pub struct Upstream {
     /// No longer in the list (`--upstream-file` re-read): takes no new
     /// connection, keeps its live ones.
     pub retired: bool,
+    /// What `/metrics` shows of it (`up` and `active` filled in when asked).
+    pub counts: UpstreamCount,
+}
+
+impl Upstream {
+    fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            active: 0,
+            down_until: None,
+            retired: false,
+            counts: UpstreamCount {
+                addr,
+                up: 0,
+                active: 0,
+                connects: 0,
+                failed: 0,
+                bytes_up: 0,
+                bytes_down: 0,
+                connect_us: 0,
+            },
+        }
+    }
 }
 
 /// The upstream list of one loop and its balancer.
@@ -120,15 +145,7 @@ impl Upstreams {
     /// connect keeps its upstream out of the choice for `down_time`.
     pub fn new(addrs: &[SocketAddr], balance: Balance, down_time: Duration) -> Self {
         Self {
-            list: addrs
-                .iter()
-                .map(|&addr| Upstream {
-                    addr,
-                    active: 0,
-                    down_until: None,
-                    retired: false,
-                })
-                .collect(),
+            list: addrs.iter().map(|&addr| Upstream::new(addr)).collect(),
             balance,
             down_time,
             next: 0,
@@ -192,12 +209,7 @@ impl Upstreams {
         let mut added = 0;
         for &addr in addrs {
             if !self.list.iter().any(|u| u.addr == addr) {
-                self.list.push(Upstream {
-                    addr,
-                    active: 0,
-                    down_until: None,
-                    retired: false,
-                });
+                self.list.push(Upstream::new(addr));
                 added += 1;
             }
         }
@@ -218,6 +230,34 @@ impl Upstreams {
         }
     }
 
+    /// A pair's connect to upstream `i` succeeded after `took`.
+    pub fn record_connect(&mut self, i: usize, took: Duration) {
+        if let Some(u) = self.list.get_mut(i) {
+            u.counts.connects += 1;
+            u.counts.connect_us += took.as_micros() as u64;
+        }
+    }
+
+    /// A pair forwarded to upstream `i` ended, having moved these bytes.
+    pub fn record_bytes(&mut self, i: usize, up: u64, down: u64) {
+        if let Some(u) = self.list.get_mut(i) {
+            u.counts.bytes_up += up;
+            u.counts.bytes_down += down;
+        }
+    }
+
+    /// Every upstream's counts for `/metrics`, at `now`.
+    pub fn counts(&self, now: Instant) -> Vec<UpstreamCount> {
+        self.list
+            .iter()
+            .map(|u| UpstreamCount {
+                up: u64::from(u.down_until.is_none_or(|t| t <= now)),
+                active: u.active as u64,
+                ..u.counts.clone()
+            })
+            .collect()
+    }
+
     /// A connect to upstream `i` succeeded: it is up.
     pub fn connected(&mut self, i: usize) -> bool {
         let was_down = self
@@ -234,6 +274,7 @@ impl Upstreams {
         let until = now + self.down_time;
         match self.list.get_mut(i) {
             Some(u) => {
+                u.counts.failed += 1;
                 let was_up = u.down_until.is_none_or(|t| t <= now);
                 u.down_until = Some(until);
                 was_up

@@ -8,7 +8,7 @@
 
 use std::fmt::Write;
 
-use crate::base::counters::{Stats, COUNTERS, FAMILY_TITLES};
+use crate::base::counters::{Stats, COUNTERS, FAMILY_TITLES, UPSTREAM_COUNTERS};
 use crate::obs::metrics::process::ProcessInfo;
 
 /// The media type of what [`render`] writes.
@@ -128,6 +128,15 @@ impl Writer<'_> {
                 self.head(family, &help, counter.kind.name());
             }
             let _ = writeln!(self.0, "{} {}", counter.sample_name(), (counter.get)(stats));
+        }
+        // Forwarding: one sample per upstream in each family.
+        if !stats.upstreams.is_empty() {
+            for (family, kind, help, get) in UPSTREAM_COUNTERS {
+                self.head(family, help, kind.name());
+                for u in &stats.upstreams {
+                    let _ = writeln!(self.0, "{family}{{upstream=\"{}\"}} {}", u.addr, get(u));
+                }
+            }
         }
         // A library user's own, registered on the loops (summed over them).
         for user in &stats.user {
