@@ -981,3 +981,69 @@ impl OutputWith for Command {
         (out.status.success(), text)
     }
 }
+
+#[test]
+fn the_trace_shows_the_connect_both_directions_and_both_fins() {
+    let echo = backend();
+    let proxy = ServerProcess::start_with(&["--upstream", &echo.addr.to_string()], |cmd| {
+        cmd.env("RUST_LOG", "trace");
+    });
+    let big = vec![7u8; 200_000];
+    assert_eq!(round_trip(proxy.addr, &big), big);
+    proxy
+        .wait_for_log("=> closed", Duration::from_secs(5))
+        .expect("the pair closes");
+    for line in [
+        "connecting to upstream",
+        "Connecting => Forwarding",
+        "client → upstream: a full 65536 B read: splicing from now",
+        "client → upstream: FIN read",
+        "client → upstream: FIN passed on (shutdown write) after 200000 B",
+        "upstream → client: FIN read",
+        "upstream → client: FIN passed on (shutdown write) after 200000 B",
+        "Forwarding => closed",
+    ] {
+        assert_eq!(
+            lines_with(&proxy, line, 1),
+            1,
+            "no {line:?} in the trace:\n{}",
+            proxy.log()
+        );
+    }
+}
+
+#[test]
+fn clients_that_never_read_cannot_grow_proxy_memory_and_then_get_every_byte() {
+    let echo = backend();
+    let proxy = proxy(&[echo.addr], &["--splice", "never"]);
+    let pid = proxy.pid();
+    // Warm up: the loop's own buffers exist before the baseline.
+    assert_eq!(round_trip(proxy.addr, &[1; 100_000]), vec![1; 100_000]);
+    let before = util::procfs::rss_kib(pid);
+    // 50 clients send until every buffer on the way is full: theirs, the
+    // proxy's, the echo server's, and back.
+    let chunk = vec![b'z'; 16 * 1024];
+    let socks = util::flood_without_reading(proxy.addr, 50, &chunk);
+    let grown = util::procfs::rss_kib(pid).saturating_sub(before);
+    // Per pair at most 64 KiB owed plus one 64 KiB read, each way.
+    let bound = 50 * 256 + 4 * 1024;
+    eprintln!("50 clients that never read: proxy RSS grew {grown} KiB (bound {bound} KiB)");
+    assert!(grown < bound, "RSS grew {grown} KiB, bound {bound} KiB");
+    // Then they read: every byte comes back.
+    let mut total = 0u64;
+    for mut s in socks {
+        s.set_nonblocking(false).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        assert!(got.iter().all(|&b| b == b'z'));
+        total += got.len() as u64;
+    }
+    assert!(total > 50 * 64 * 1024, "{total}");
+    assert!(
+        lines_with(&proxy, "closed: peer closed", 51) >= 51,
+        "{}",
+        proxy.log()
+    );
+}
