@@ -1047,3 +1047,97 @@ fn clients_that_never_read_cannot_grow_proxy_memory_and_then_get_every_byte() {
         proxy.log()
     );
 }
+
+#[test]
+fn a_connect_that_times_out_marks_the_upstream_down_and_the_client_goes_elsewhere() {
+    // An upstream whose accept queue is full: the kernel drops further
+    // SYNs, so a connect neither succeeds nor fails — it hangs.
+    let black_hole =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    black_hole
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    black_hole.listen(0).unwrap();
+    let hole = black_hole.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        // Fill the queue (never accepted); later ones may hang: don't wait.
+        if let Ok(s) = TcpStream::connect_timeout(&hole, Duration::from_millis(100)) {
+            fillers.push(s);
+        }
+    }
+    let b = backend();
+    let proxy = proxy(
+        &[hole, b.addr],
+        &["--balance", "round-robin", "--connect-timeout", "0.3"],
+    );
+    let start = Instant::now();
+    for i in 0..3u8 {
+        assert_eq!(round_trip(proxy.addr, &[i; 16]), [i; 16]);
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    let down = proxy.log_lines_with("marked down");
+    assert_eq!(down.len(), 1, "{}", proxy.log());
+    assert!(
+        down[0].contains("timed out") && down[0].contains(&hole.to_string()),
+        "{}",
+        down[0]
+    );
+    drop(fillers);
+}
+
+#[test]
+fn an_idle_pair_is_closed_at_the_idle_timeout_and_a_chatty_one_is_not() {
+    let echo = backend();
+    let proxy = proxy(&[echo.addr], &["--idle-timeout", "0.4"]);
+    let mut idle = TcpStream::connect(proxy.addr).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut chatty = TcpStream::connect(proxy.addr).unwrap();
+    chatty
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    for _ in 0..8 {
+        chatty.write_all(b"hi").unwrap();
+        chatty.read_exact(&mut [0u8; 2]).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The idle one was closed by now; the chatty one still works.
+    assert_eq!(idle.read(&mut [0u8; 1]).unwrap_or(0), 0);
+    chatty.write_all(b"ok").unwrap();
+    chatty.read_exact(&mut [0u8; 2]).unwrap();
+    assert_eq!(
+        lines_with(&proxy, "closed: idle timeout", 1),
+        1,
+        "{}",
+        proxy.log()
+    );
+}
+
+#[test]
+fn ipv6_clients_and_upstreams() {
+    if TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("SKIP ipv6_clients_and_upstreams: no IPv6 loopback here");
+        return;
+    }
+    let echo = ServerProcess::start(&["--listen", "[::1]:0"]);
+    let proxy = ServerProcess::start(&[
+        "--listen",
+        "[::1]:0",
+        "--upstream",
+        &echo.addr.to_string(),
+        "--upstream-send-proxy",
+        "v1",
+    ]);
+    assert!(proxy.addr.is_ipv6());
+    // The upstream speaks echo, so it echoes our PROXY v1 header back first.
+    let got = round_trip(proxy.addr, b"six");
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with("PROXY TCP6 ::1 ::1 ") && text.ends_with("\r\nsix"),
+        "{text:?}"
+    );
+}
