@@ -35,6 +35,21 @@ fn dead_addr() -> SocketAddr {
     l.local_addr().unwrap()
 }
 
+/// SIGTERM, and the process must drain and exit 0.
+fn stop_cleanly(server: &mut ServerProcess) {
+    server.signal(libc::SIGTERM);
+    let status = server.wait_exit(Duration::from_secs(10)).map(|s| s.code());
+    assert_eq!(status, Some(Some(0)), "{}", server.log());
+}
+
+/// Wait (at most 5 s) until something accepts connections at `addr`.
+fn wait_listening(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(addr).is_err() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// How many of `server`'s log lines contain `needle`, once that is `n`
 /// (its log is read on another thread: a line may lag its effect).
 fn lines_with(server: &ServerProcess, needle: &str, n: usize) -> usize {
@@ -76,9 +91,7 @@ fn clients_get_their_bytes_back_exactly_through_the_proxy_and_half_close_travels
         );
         assert_eq!(o.received, 256 * 1024, "client {id}");
     }
-    proxy.signal(libc::SIGTERM);
-    let status = proxy.wait_exit(Duration::from_secs(10)).expect("exits");
-    assert_eq!(status.code(), Some(0), "{}", proxy.log());
+    stop_cleanly(&mut proxy);
     let log = proxy.log();
     assert!(log.contains("forward to "), "{log}");
     assert!(log.contains("accepted 200"), "{log}");
@@ -100,13 +113,7 @@ fn bulk_data_is_spliced_and_small_messages_copied_byte_exact_in_every_mode() {
             got.len(),
             big.len()
         );
-        proxy.signal(libc::SIGTERM);
-        assert_eq!(
-            proxy
-                .wait_exit(Duration::from_secs(10))
-                .and_then(|s| s.code()),
-            Some(0)
-        );
+        stop_cleanly(&mut proxy);
     }
 }
 
@@ -129,13 +136,7 @@ fn round_robin_spreads_connections_over_every_upstream_and_logs_each_pair() {
         lines_with(&b, " accepted from ", 5),
     );
     assert_eq!((na, nb), (5, 5), "{}", proxy.log());
-    proxy.signal(libc::SIGTERM);
-    assert_eq!(
-        proxy
-            .wait_exit(Duration::from_secs(10))
-            .and_then(|s| s.code()),
-        Some(0)
-    );
+    stop_cleanly(&mut proxy);
     // One JSON line per pair: client, upstream, bytes each way, why it closed.
     let text = std::fs::read_to_string(&log).unwrap();
     let _ = std::fs::remove_file(&log);
@@ -193,13 +194,7 @@ fn with_every_upstream_down_the_client_is_closed_at_once_and_counted() {
         .expect("a stats line");
     let log = proxy.log();
     assert!(log.contains("no upstream left after 2 attempts"), "{log}");
-    proxy.signal(libc::SIGTERM);
-    assert_eq!(
-        proxy
-            .wait_exit(Duration::from_secs(10))
-            .and_then(|s| s.code()),
-        Some(0)
-    );
+    stop_cleanly(&mut proxy);
 }
 
 #[test]
@@ -283,10 +278,7 @@ fn redis_cli_talks_to_redis_server_through_the_proxy() {
         .spawn()
         .unwrap();
     let upstream: SocketAddr = ([127, 0, 0, 1], port).into();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while TcpStream::connect(upstream).is_err() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_listening(upstream);
     let proxy = proxy(&[upstream], &[]);
     let cli = |args: &[&str]| {
         let out = Command::new("redis-cli")
@@ -347,10 +339,7 @@ fn iperf3_through_the_proxy_both_ways_loses_nothing() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while TcpStream::connect(addr).is_err() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_listening(addr);
     let proxy = proxy(&[addr], &[]);
     for reverse in [false, true] {
         let mut cmd = Command::new("iperf3");
@@ -376,13 +365,7 @@ fn iperf3_through_the_proxy_both_ways_loses_nothing() {
     let _ = server.kill();
     let _ = server.wait();
     let mut proxy = proxy;
-    proxy.signal(libc::SIGTERM);
-    assert_eq!(
-        proxy
-            .wait_exit(Duration::from_secs(10))
-            .and_then(|s| s.code()),
-        Some(0)
-    );
+    stop_cleanly(&mut proxy);
     let closed = proxy.log_lines_with(" closed: ");
     assert_eq!(
         closed.len(),
@@ -487,10 +470,7 @@ fn haproxy_then_this_proxy_then_a_backend_all_name_the_real_client() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while TcpStream::connect(front).is_err() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_listening(front);
     let mut s = TcpStream::connect(front).unwrap();
     let me = s.local_addr().unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -578,17 +558,9 @@ fn tls_is_terminated_in_front_of_a_plain_upstream() {
     drop(client);
     // openssl s_client, as stunnel and hitch are used.
     if require("openssl") {
-        let mut s_client = Command::new("openssl")
-            .args(["s_client", "-connect", &proxy.addr.to_string()])
-            .args(["-servername", "localhost", "-verify_return_error", "-quiet"])
-            .arg("-no_ign_eof") // -quiet ignores stdin's EOF unless told
-            .arg("-CAfile")
-            .arg(&certs.cert)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        // -quiet ignores stdin's EOF unless told -no_ign_eof.
+        let flags = ["-verify_return_error", "-quiet", "-no_ign_eof"];
+        let mut s_client = util::tls::s_client(proxy.addr, &certs, &flags);
         let mut stdin = s_client.stdin.take().unwrap();
         stdin.write_all(b"hello s_client\n").unwrap();
         let mut stdout = s_client.stdout.take().unwrap();
@@ -618,13 +590,7 @@ fn tls_is_terminated_in_front_of_a_plain_upstream() {
         .wait_for_log("stats:", Duration::from_secs(5))
         .expect("stats");
     assert!(stats.contains("protocol 1"), "{stats}");
-    proxy.signal(libc::SIGTERM);
-    assert_eq!(
-        proxy
-            .wait_exit(Duration::from_secs(10))
-            .and_then(|s| s.code()),
-        Some(0)
-    );
+    stop_cleanly(&mut proxy);
     // The echo server saw plaintext: every byte, and nothing else.
     let echoed: u64 = echo
         .log_lines_with(" closed: ")
@@ -742,10 +708,7 @@ fn curl_and_wrk_reach_nginx_through_the_proxy() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while TcpStream::connect(upstream).is_err() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_listening(upstream);
     let proxy = proxy(&[upstream], &[]);
     let url = format!("http://{}/", proxy.addr);
     let out = Command::new("curl")

@@ -334,16 +334,8 @@ fn openssl_s_client_echoes_and_exits_0_at_the_drain() {
     }
     let certs = Certs::new();
     let server = tls_server(&certs, &[]);
-    let mut s_client = Command::new("openssl")
-        .args(["s_client", "-connect", &server.addr.to_string()])
-        .args(["-servername", "localhost", "-verify_return_error", "-quiet"])
-        .arg("-CAfile")
-        .arg(&certs.cert)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut s_client =
+        util::tls::s_client(server.addr, &certs, &["-verify_return_error", "-quiet"]);
     let mut stdin = s_client.stdin.take().unwrap();
     stdin.write_all(b"hello s_client\n").unwrap();
     let mut stdout = s_client.stdout.take().unwrap();
@@ -615,16 +607,7 @@ fn a_renegotiation_attempt_is_refused_and_the_loop_serves_on() {
     }
     let certs = Certs::new();
     let server = tls_server(&certs, &[]);
-    let mut s_client = Command::new("openssl")
-        .args(["s_client", "-tls1_2", "-connect", &server.addr.to_string()])
-        .args(["-servername", "localhost"])
-        .arg("-CAfile")
-        .arg(&certs.cert)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut s_client = util::tls::s_client(server.addr, &certs, &["-tls1_2"]);
     let mut stdin = s_client.stdin.take().unwrap();
     wait_log(&server, "TLS handshake done: Some(TLSv1_2)");
     stdin.write_all(b"R\n").unwrap();

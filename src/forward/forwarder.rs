@@ -39,11 +39,11 @@ use crate::reactor::control::{
     self, Control, Request, ShutdownHandle, REQUEST_ACCEPT, REQUEST_FORCE, REQUEST_RELOAD,
     REQUEST_SHUTDOWN, REQUEST_STATS,
 };
-use crate::reactor::listener::{Accepted, Listener};
+use crate::reactor::listener::{self, Accepted, Listener};
 use crate::reactor::server::Outcome;
 use crate::reactor::signals::SignalSource;
 use crate::reactor::timer::{Timers, Wake};
-use crate::reactor::tokens::{listener_index, LISTENERS, MAX_LISTENERS, SIGNALS, WAKER};
+use crate::reactor::tokens::{listener_index, SIGNALS, WAKER};
 
 use super::flow::Tools;
 use super::health::{connect_result, Checks};
@@ -116,33 +116,13 @@ impl Forwarder {
     ) -> Result<Self, Error> {
         let setup = |what| move |source| Error::Setup { what, source };
         let poll = Poll::new().map_err(setup("the poller"))?;
-        let mut listeners = Vec::with_capacity(sockets.len());
-        for (i, socket) in sockets.into_iter().take(MAX_LISTENERS).enumerate() {
-            socket.set_nonblocking(true).map_err(setup("a listener"))?;
-            let mut listener = Listener::new(mio::net::TcpListener::from_std(socket))
-                .map_err(setup("a listener"))?;
-            poll.registry()
-                .register(
-                    listener.socket_mut(),
-                    Token(LISTENERS - i),
-                    Interest::READABLE,
-                )
-                .map_err(setup("the listener registration"))?;
-            listeners.push(listener);
-        }
+        let listeners = listener::register_all(poll.registry(), sockets)?;
         let local_addr = listeners
             .first()
             .map_or(config.listen, Listener::local_addr);
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(setup("the waker"))?);
-        let signals = if config.handle_signals {
-            let mut signals = SignalSource::install().map_err(setup("signal handlers"))?;
-            signals
-                .register(poll.registry(), SIGNALS)
-                .map_err(setup("signal handlers"))?;
-            Some(signals)
-        } else {
-            None
-        };
+        let signals = SignalSource::for_loop(config.handle_signals, poll.registry())
+            .map_err(setup("signal handlers"))?;
         let mut config = config;
         // A pair holds two descriptors (and, splicing, a pipe's two more).
         let held = crate::base::rlimit::fds_per_loop(listeners.len());
@@ -612,25 +592,15 @@ impl Forwarder {
                 self.accept_pending = true;
                 return;
             }
-            let limit = Arc::clone(self.slots.limit());
-            let slot = match limit.try_take() {
-                Some(slot) => slot,
-                None => {
-                    limit.park(self.shutdown_handle());
-                    match limit.try_take() {
-                        Some(slot) => slot,
-                        None => {
-                            self.at_limit = true;
-                            if accepted == 0 && arrived && limit.start_warning() {
-                                log::warn!(
-                                    "connection limit {} reached: new connections wait in the backlog",
-                                    self.config.max_conns
-                                );
-                            }
-                            return;
-                        }
-                    }
+            let Some(slot) = self.slots.limit().take_or_park(self.shutdown_handle()) else {
+                self.at_limit = true;
+                if accepted == 0 && arrived && self.slots.limit().start_warning() {
+                    log::warn!(
+                        "connection limit {} reached: new connections wait in the backlog",
+                        self.config.max_conns
+                    );
                 }
+                return;
             };
             match self.listeners[i].accept(now, &mut self.stats) {
                 Accepted::Conn(stream, peer) => {

@@ -85,6 +85,17 @@ impl ConnLimit {
         })
     }
 
+    /// Take a slot; if there is none, park the loop `handle` wakes, to be
+    /// woken when one frees, and look once more (a slot freed between the
+    /// first look and the parking would otherwise be missed).
+    pub(crate) fn take_or_park(self: &Arc<Self>, handle: ShutdownHandle) -> Option<Slot> {
+        if let Some(slot) = self.try_take() {
+            return Some(slot);
+        }
+        self.park(handle);
+        self.try_take()
+    }
+
     /// Give a slot back and wake every parked loop. Only for a slot taken
     /// with `try_reserve`; a [`Slot`] gives itself back.
     pub fn release(&self) {

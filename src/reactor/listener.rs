@@ -22,6 +22,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::base::counters::Stats;
 use crate::base::error::Error;
+use crate::reactor::tokens::{LISTENERS, MAX_LISTENERS};
 
 /// Shortest accept back-off.
 pub(crate) const BACKOFF_MIN: Duration = Duration::from_millis(5);
@@ -96,6 +97,31 @@ pub struct Listener {
     paused_until: Option<Instant>,
     last_warn: Option<Instant>,
     suppressed: u64,
+}
+
+/// Make listening sockets non-blocking and register socket `i` (at most
+/// [`MAX_LISTENERS`]) with `registry` as `Token(LISTENERS - i)`: what every
+/// loop does with the sockets it is given.
+pub(crate) fn register_all(
+    registry: &mio::Registry,
+    sockets: Vec<std::net::TcpListener>,
+) -> Result<Vec<Listener>, Error> {
+    let setup = |what| move |source| Error::Setup { what, source };
+    let mut listeners = Vec::with_capacity(sockets.len());
+    for (i, socket) in sockets.into_iter().take(MAX_LISTENERS).enumerate() {
+        socket.set_nonblocking(true).map_err(setup("a listener"))?;
+        let mut listener =
+            Listener::new(TcpListener::from_std(socket)).map_err(setup("a listener"))?;
+        registry
+            .register(
+                listener.socket_mut(),
+                mio::Token(LISTENERS - i),
+                mio::Interest::READABLE,
+            )
+            .map_err(setup("the listener registration"))?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
 }
 
 impl Listener {

@@ -44,7 +44,7 @@ use crate::reactor::listener::{self, Accepted, Listener};
 use crate::reactor::loop_context::MakeProtocol;
 use crate::reactor::signals::SignalSource;
 use crate::reactor::timer::{Timers, Wake};
-use crate::reactor::tokens::{listener_index, LISTENERS, MAX_LISTENERS, SIGNALS, WAKER};
+use crate::reactor::tokens::{listener_index, SIGNALS, WAKER};
 
 /// The context a connection is lent for one call (see [`Ctx`]): built
 /// from the server's fields in place, so that it borrows them apart from
@@ -294,33 +294,13 @@ impl<P: Protocol, S: Accept, M: MakeProtocol<P>> Server<P, S, M> {
     ) -> Result<Self, Error> {
         let setup = |what| move |source| Error::Setup { what, source };
         let poll = Poll::new().map_err(setup("the poller"))?;
-        let mut listeners = Vec::with_capacity(sockets.len());
-        for (i, socket) in sockets.into_iter().take(MAX_LISTENERS).enumerate() {
-            socket.set_nonblocking(true).map_err(setup("a listener"))?;
-            let mut listener = Listener::new(mio::net::TcpListener::from_std(socket))
-                .map_err(setup("a listener"))?;
-            poll.registry()
-                .register(
-                    listener.socket_mut(),
-                    Token(LISTENERS - i),
-                    Interest::READABLE,
-                )
-                .map_err(setup("the listener registration"))?;
-            listeners.push(listener);
-        }
+        let listeners = listener::register_all(poll.registry(), sockets)?;
         let local_addr = listeners
             .first()
             .map_or(config.listen, Listener::local_addr);
         let waker = Waker::new(poll.registry(), WAKER).map_err(setup("the waker"))?;
-        let signals = if config.handle_signals {
-            let mut signals = SignalSource::install().map_err(setup("signal handlers"))?;
-            signals
-                .register(poll.registry(), SIGNALS)
-                .map_err(setup("signal handlers"))?;
-            Some(signals)
-        } else {
-            None
-        };
+        let signals = SignalSource::for_loop(config.handle_signals, poll.registry())
+            .map_err(setup("signal handlers"))?;
         let mut config = config;
         let held = crate::base::rlimit::fds_per_loop(listeners.len());
         config.max_conns = admission::effective_max_conns(config.max_conns, held);
@@ -928,12 +908,7 @@ impl<P: Protocol, S: Accept, M: MakeProtocol<P>> Server<P, S, M> {
     /// loop to be woken when one frees, and look once more (see
     /// [`crate::reactor::admission`] for why the second look is needed).
     fn reserve_slot(&mut self) -> Option<Slot> {
-        let limit = Arc::clone(self.slots.limit());
-        if let Some(slot) = limit.try_take() {
-            return Some(slot);
-        }
-        limit.park(self.shutdown_handle());
-        limit.try_take()
+        self.slots.limit().take_or_park(self.shutdown_handle())
     }
 
     /// A slot may be free again (ours closed one, or another loop woke us):

@@ -56,6 +56,17 @@ impl SignalSource {
         registry.register(&mut self.signals, token, Interest::READABLE)
     }
 
+    /// A lone loop's signals (`handle`: the config says it owns them):
+    /// installed and registered as [`SIGNALS`](crate::reactor::tokens::SIGNALS); `None` under a supervisor.
+    pub(crate) fn for_loop(handle: bool, registry: &Registry) -> io::Result<Option<Self>> {
+        if !handle {
+            return Ok(None);
+        }
+        let mut signals = Self::install()?;
+        signals.register(registry, crate::reactor::tokens::SIGNALS)?;
+        Ok(Some(signals))
+    }
+
     /// Every signal delivered since the last call, oldest first, as the
     /// request it makes.
     ///

@@ -130,3 +130,20 @@ pub fn echo(stream: &mut Client, msg: &[u8]) {
     stream.read_exact(&mut got).expect("read echo");
     assert!(got == msg, "echo differs");
 }
+
+/// `openssl s_client` to `addr`, trusting only `certs`, with its stdin,
+/// stdout and stderr piped; `extra`: more flags (`-quiet`, `-tls1_2`…).
+pub fn s_client(addr: SocketAddr, certs: &Certs, extra: &[&str]) -> std::process::Child {
+    use std::process::{Command, Stdio};
+    Command::new("openssl")
+        .args(["s_client", "-connect", &addr.to_string()])
+        .args(["-servername", "localhost"])
+        .args(extra)
+        .arg("-CAfile")
+        .arg(&certs.cert)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run openssl s_client")
+}

@@ -7,7 +7,6 @@
 //! instructions-per-message figure.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::OnceLock;
 
 /// The source, next to this file.
@@ -34,27 +33,6 @@ pub fn build() -> Result<&'static PathBuf, String> {
     if let Some(b) = BINARY.get() {
         return Ok(b);
     }
-    let dir = dir();
-    let out = dir.join("go-echo");
-    let built = Command::new("go")
-        .arg("build")
-        .arg("-o")
-        .arg(&out)
-        .arg(SOURCE)
-        .env("GOCACHE", dir.join("cache"))
-        .env("GOPATH", dir.join("path"))
-        .env("GOFLAGS", "-mod=mod")
-        .env("GOPROXY", "off")
-        .env("GOTOOLCHAIN", "local")
-        .env("CGO_ENABLED", "0")
-        .output()
-        .map_err(|_| "go not installed".to_string())?;
-    if !built.status.success() {
-        return Err(format!(
-            "go build {SOURCE} failed ({}): {}",
-            built.status,
-            String::from_utf8_lossy(&built.stderr).trim()
-        ));
-    }
+    let out = crate::build::go_build(SOURCE, &dir(), "go-echo")?;
     Ok(BINARY.get_or_init(|| out))
 }

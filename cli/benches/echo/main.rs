@@ -23,6 +23,9 @@ mod scaling;
 mod scenario;
 mod server;
 mod syscalls;
+// What the benches build at bench time (the load generator, Go).
+#[path = "../common/build.rs"]
+mod build;
 // The benches' shared helpers (tools, ports, /proc, wrk's durations).
 #[allow(dead_code)]
 #[path = "../common/sys.rs"]

@@ -297,25 +297,5 @@ fn read_log(
 /// not build it for this bench by itself; built here once, in release, into
 /// the same target directory as this bench binary.
 pub fn load_generator() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let cargo = option_env!("CARGO").unwrap_or("cargo");
-            let status = Command::new(cargo)
-                .args(["build", "--release", "--quiet", "-p", "tcp-reactor-load"])
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status();
-            assert!(
-                status.as_ref().is_ok_and(|s| s.success()),
-                "building the load generator (cargo build --release -p tcp-reactor-load): {status:?}"
-            );
-            // This bench runs from target/release/deps/.
-            let exe = std::env::current_exe().expect("the bench's own path");
-            let release = exe
-                .parent()
-                .and_then(|deps| deps.parent())
-                .expect("target/release");
-            release.join("tcp-reactor-load")
-        })
-        .clone()
+    crate::build::load_generator()
 }

@@ -27,6 +27,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+#[path = "../common/build.rs"]
+mod build;
+
 /// The proxies, in the order the table shows them.
 const PROXIES: [&str; 4] = ["tcp-reactor", "haproxy", "nginx", "go"];
 
@@ -215,44 +218,8 @@ fn which(program: &str) -> Result<(), String> {
 
 fn build_go(dir: &Path) -> Result<PathBuf, String> {
     which("go")?;
-    let out = dir.join("go-proxy");
     let source = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/proxy/go/proxy.go");
-    let built = Command::new("go")
-        .arg("build")
-        .arg("-o")
-        .arg(&out)
-        .arg(source)
-        .env("GOCACHE", dir.join("go-cache"))
-        .env("GOPATH", dir.join("go-path"))
-        .env("GOPROXY", "off")
-        .env("GOTOOLCHAIN", "local")
-        .env("CGO_ENABLED", "0")
-        .output()
-        .map_err(|e| format!("go build: {e}"))?;
-    if !built.status.success() {
-        return Err(format!(
-            "go build failed: {}",
-            String::from_utf8_lossy(&built.stderr).trim()
-        ));
-    }
-    Ok(out)
-}
-
-fn load_generator() -> PathBuf {
-    let cargo = option_env!("CARGO").unwrap_or("cargo");
-    let status = Command::new(cargo)
-        .args(["build", "--release", "--quiet", "-p", "tcp-reactor-load"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status();
-    assert!(
-        status.as_ref().is_ok_and(|s| s.success()),
-        "building the load generator: {status:?}"
-    );
-    let exe = std::env::current_exe().expect("the bench's own path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/release")
-        .join("tcp-reactor-load")
+    build::go_build(source, &dir.join("go"), "go-proxy")
 }
 
 /// One load cell's figures.
@@ -369,7 +336,7 @@ fn idle_rss_per_pair(proxy: &Proc, n: usize) -> Result<f64, String> {
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let secs = if quick { 2.0 } else { 5.0 };
-    let generator = load_generator();
+    let generator = build::load_generator();
     let echo = match backend() {
         Ok(b) => b,
         Err(e) => panic!("the echo backend: {e}"),
