@@ -58,7 +58,23 @@ fn two_loops_echo_a_thousand_clients_and_drain_together_on_sigterm() {
     );
     assert!(all_done);
     for (id, o) in outcomes.iter().enumerate() {
-        assert!(o.error.is_none(), "stream {id}: {:?}", o.error);
+        // On failure, the server's side of it: every close that was not orderly.
+        let unorderly = || {
+            let lines = server.log_lines_with(" closed: ");
+            let odd: Vec<&String> = lines
+                .iter()
+                .filter(|l| !l.contains("closed: drained") && !l.contains("closed: peer closed"))
+                .collect();
+            let cut = server.log_lines_with("linger ended");
+            let silent = server.log_lines_with("silent through the drain grace");
+            format!("unorderly closes {odd:#?}; lingers cut {cut:#?}; silent {silent:#?}")
+        };
+        assert!(
+            o.error.is_none(),
+            "stream {id}: {:?}; {}",
+            o.error,
+            unorderly()
+        );
         assert!(
             o.mismatch.is_none() && o.eof && o.received <= o.sent,
             "stream {id}: {o:?}"

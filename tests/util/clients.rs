@@ -132,7 +132,17 @@ pub struct Clients {
     min_chunk: usize,
     max_chunk: usize,
     buf: Vec<u8>,
+    /// Clients that stopped writing at their turn's budget, not at
+    /// `WouldBlock`: no edge will come for them, so they are stepped again.
+    again: Vec<usize>,
 }
+
+/// Bytes one client may write per turn. Without a cap, a client whose
+/// peer drains as fast as it writes (a server discarding input in its
+/// lingering close) never meets `WouldBlock`, and the others — one thread
+/// serves them all — wait for seconds: long enough for a server's linger
+/// timeout to cut them off.
+const WRITE_BUDGET: u64 = 256 * 1024;
 
 impl Clients {
     /// Connect `n` clients to `addr` (non-blocking; they complete in the loop).
@@ -182,6 +192,7 @@ impl Clients {
             min_chunk: 1,
             max_chunk: 8192,
             buf: vec![0; 64 * 1024],
+            again: Vec::new(),
         }
     }
 
@@ -225,15 +236,19 @@ impl Clients {
             if now >= deadline {
                 return (outcomes, false);
             }
-            match self.poll.poll(
-                &mut self.events,
-                Some((deadline - now).min(Duration::from_millis(20))),
-            ) {
+            let wait = match self.again.is_empty() {
+                true => (deadline - now).min(Duration::from_millis(20)),
+                false => Duration::ZERO,
+            };
+            match self.poll.poll(&mut self.events, Some(wait)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => panic!("client poll: {e}"),
             }
-            let ids: Vec<usize> = self.events.iter().map(|e| e.token().0).collect();
+            let mut ids: Vec<usize> = std::mem::take(&mut self.again);
+            ids.extend(self.events.iter().map(|e| e.token().0));
+            ids.sort_unstable();
+            ids.dedup();
             for id in ids {
                 self.step(id);
             }
@@ -248,7 +263,7 @@ impl Clients {
             return;
         };
         let chunks = (self.min_chunk, self.max_chunk);
-        Self::exchange(
+        let more = Self::exchange(
             &mut stream,
             c,
             id,
@@ -259,6 +274,9 @@ impl Clients {
         );
         if !c.out.finished() {
             c.stream = Some(stream);
+            if more {
+                self.again.push(id);
+            }
         } // else dropped here: our FIN ends the server's lingering close
     }
 
@@ -270,35 +288,40 @@ impl Clients {
         plan: Plan,
         (min_chunk, max_chunk): (usize, usize),
         buf: &mut [u8],
-    ) {
+    ) -> bool {
         // Read everything available and check it.
         loop {
             match stream.read(buf) {
                 Ok(0) => {
                     c.out.eof = true;
-                    return;
+                    return false;
                 }
                 Ok(n) => {
                     if let Err(at) = pattern.check(id, c.out.received, &buf[..n]) {
                         c.out.mismatch = Some(at);
-                        return;
+                        return false;
                     }
                     c.out.received += n as u64;
                     if c.out.received > c.out.sent {
                         c.out.mismatch = Some(c.out.sent);
-                        return;
+                        return false;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     c.out.error = Some(e.kind());
-                    return;
+                    return false;
                 }
             }
         }
-        // Write random-sized chunks until the socket is full or we are done.
+        // Write random-sized chunks until the socket is full, we are done,
+        // or this turn's budget is spent (then: more to do, without an edge).
+        let mut written = 0u64;
         while !c.write_closed {
+            if written >= WRITE_BUDGET {
+                return true;
+            }
             let remaining = match plan {
                 Plan::SendThenHalfClose(total) => total - c.out.sent,
                 Plan::StreamUntilEof => u64::MAX,
@@ -311,16 +334,20 @@ impl Clients {
             let len = c.rng.range(min_chunk, max_chunk).min(remaining as usize);
             let chunk = pattern.slice(id, c.out.sent, len);
             match stream.write(chunk) {
-                Ok(n) => c.out.sent += n as u64,
+                Ok(n) => {
+                    c.out.sent += n as u64;
+                    written += n as u64;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => break, // still connecting
                 Err(e) => {
                     c.out.error = Some(e.kind());
-                    return;
+                    return false;
                 }
             }
         }
+        false
     }
 }
 

@@ -673,12 +673,13 @@ impl<P: Protocol, S: Transport> Conn<P, S> {
             }
         }
         if due(self.silent_deadline(limits)) {
-            log::trace!("{} stayed silent through the drain grace", self.name);
+            log::debug!("{} stayed silent through the drain grace", self.name);
             self.finish(cx, CloseReason::Drained, PeerFin::Pending);
         }
         if let State::Lingering { reason, .. } = self.state {
             if due(self.linger_deadline(limits)) {
-                log::trace!("{} linger ended without the peer's FIN", self.name);
+                // Worth a line: if the peer still sends, our close resets it.
+                log::debug!("{} linger ended without the peer's FIN", self.name);
                 return Progress::Closed(reason);
             }
         }
