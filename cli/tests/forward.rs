@@ -881,7 +881,10 @@ fn metrics_count_each_upstream() {
     }
     let body = scrape(metrics);
     let sample = |family: &str, upstream: SocketAddr| -> u64 {
-        let key = format!("{family}{{upstream=\"{upstream}\"}} ");
+        let key = match family.split_once('|') {
+            Some((family, kind)) => format!("{family}{{upstream=\"{upstream}\",kind=\"{kind}\"}} "),
+            None => format!("{family}{{upstream=\"{upstream}\"}} "),
+        };
         body.lines()
             .find_map(|l| l.strip_prefix(&key))
             .and_then(|v| v.trim().parse().ok())
@@ -895,7 +898,15 @@ fn metrics_count_each_upstream() {
     assert!(sample("tcp_reactor_upstream_forwarded_total", a.addr) > 0);
     assert!(sample("tcp_reactor_upstream_forwarded_total", b.addr) > 0);
     assert_eq!(sample("tcp_reactor_upstream_forwarded_total", dead), 0);
-    assert!(sample("tcp_reactor_upstream_failed_connects_total", dead) >= 1);
+    assert!(sample("tcp_reactor_upstream_failed_connects_total|refused", dead) >= 1);
+    assert_eq!(
+        sample("tcp_reactor_upstream_failed_connects_total|timeout", dead),
+        0
+    );
+    assert_eq!(
+        sample("tcp_reactor_upstream_failed_connects_total|refused", a.addr),
+        0
+    );
     assert_eq!(
         sample("tcp_reactor_upstream_up", a.addr),
         2,

@@ -280,8 +280,12 @@ pub struct UpstreamCount {
     pub active: u64,
     /// Connects that succeeded: pairs it has taken.
     pub connects: u64,
-    /// Connects that were refused, timed out or failed otherwise.
-    pub failed: u64,
+    /// Connects for a client that were refused.
+    pub refused: u64,
+    /// Connects for a client that timed out (`--connect-timeout`).
+    pub timed_out: u64,
+    /// Connects for a client that failed otherwise.
+    pub failed_other: u64,
     /// Bytes from clients to it, open pairs included.
     pub bytes_up: u64,
     /// Bytes from it to clients, open pairs included.
@@ -296,27 +300,42 @@ impl UpstreamCount {
         self.up += other.up;
         self.active += other.active;
         self.connects += other.connects;
-        self.failed += other.failed;
+        self.refused += other.refused;
+        self.timed_out += other.timed_out;
+        self.failed_other += other.failed_other;
         self.bytes_up += other.bytes_up;
         self.bytes_down += other.bytes_down;
         self.connect_us += other.connect_us;
     }
 }
 
-/// A row of [`UPSTREAM_COUNTERS`]: family, kind, help, how to read it.
-pub type UpstreamRow = (&'static str, Kind, &'static str, fn(&UpstreamCount) -> f64);
+/// A row of [`UPSTREAM_COUNTERS`]: one sample per upstream, labelled
+/// `upstream="IP:PORT"` (and `label`, in a family of several rows).
+#[derive(Clone, Copy, Debug)]
+pub struct UpstreamRow {
+    /// The Prometheus family; a family's rows are next to each other.
+    pub family: &'static str,
+    /// A second label, for a family of several rows.
+    pub label: Option<(&'static str, &'static str)>,
+    /// Counter or gauge.
+    pub kind: Kind,
+    /// `# HELP` (the family's first row's).
+    pub help: &'static str,
+    /// Read it (`f64` for the one in seconds; counts print as integers).
+    pub get: fn(&UpstreamCount) -> f64,
+}
 
-/// The per-upstream families `/metrics` shows (label `upstream`), one row
-/// each: family, kind, help, and how to read it.
-/// (Values are `f64` for the one in seconds; the counts print as integers.)
+/// The per-upstream families `/metrics` shows, one row each.
 pub const UPSTREAM_COUNTERS: &[UpstreamRow] = &[
-    ("tcp_reactor_upstream_up", Kind::Gauge, "Event loops that consider the upstream up (0: down everywhere).", |u| u.up as f64),
-    ("tcp_reactor_upstream_active", Kind::Gauge, "Connections forwarded to the upstream now.", |u| u.active as f64),
-    ("tcp_reactor_upstream_forwarded_total", Kind::Counter, "Connects to the upstream that succeeded.", |u| u.connects as f64),
-    ("tcp_reactor_upstream_failed_connects_total", Kind::Counter, "Connects to the upstream that were refused, timed out or failed (by kind, over all upstreams: tcp_reactor_upstream_connect_failures_total).", |u| u.failed as f64),
-    ("tcp_reactor_upstream_sent_bytes_total", Kind::Counter, "Bytes from clients to the upstream, open connections included.", |u| u.bytes_up as f64),
-    ("tcp_reactor_upstream_received_bytes_total", Kind::Counter, "Bytes from the upstream to clients, open connections included.", |u| u.bytes_down as f64),
-    ("tcp_reactor_upstream_connect_seconds_total", Kind::Counter, "Time the successful connects to the upstream took, in total (divide by forwarded_total for the mean).", |u| u.connect_us as f64 / 1e6),
+    UpstreamRow { family: "tcp_reactor_upstream_up", label: None, kind: Kind::Gauge, help: "Event loops that consider the upstream up (0: down everywhere).", get: |u| u.up as f64 },
+    UpstreamRow { family: "tcp_reactor_upstream_active", label: None, kind: Kind::Gauge, help: "Connections forwarded to the upstream now.", get: |u| u.active as f64 },
+    UpstreamRow { family: "tcp_reactor_upstream_forwarded_total", label: None, kind: Kind::Counter, help: "Connects to the upstream that succeeded.", get: |u| u.connects as f64 },
+    UpstreamRow { family: "tcp_reactor_upstream_failed_connects_total", label: Some(("kind", "refused")), kind: Kind::Counter, help: "Connects to the upstream for a client that failed, by kind: refused, timeout (--connect-timeout), other. Health checks are not counted.", get: |u| u.refused as f64 },
+    UpstreamRow { family: "tcp_reactor_upstream_failed_connects_total", label: Some(("kind", "timeout")), kind: Kind::Counter, help: "", get: |u| u.timed_out as f64 },
+    UpstreamRow { family: "tcp_reactor_upstream_failed_connects_total", label: Some(("kind", "other")), kind: Kind::Counter, help: "", get: |u| u.failed_other as f64 },
+    UpstreamRow { family: "tcp_reactor_upstream_sent_bytes_total", label: None, kind: Kind::Counter, help: "Bytes from clients to the upstream, open connections included.", get: |u| u.bytes_up as f64 },
+    UpstreamRow { family: "tcp_reactor_upstream_received_bytes_total", label: None, kind: Kind::Counter, help: "Bytes from the upstream to clients, open connections included.", get: |u| u.bytes_down as f64 },
+    UpstreamRow { family: "tcp_reactor_upstream_connect_seconds_total", label: None, kind: Kind::Counter, help: "Time the successful connects to the upstream took, in total (divide by forwarded_total for the mean).", get: |u| u.connect_us as f64 / 1e6 },
 ];
 
 /// One counter a library user registered, with its value.

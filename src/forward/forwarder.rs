@@ -370,6 +370,7 @@ impl Forwarder {
             _ => self.stats.upstream_failed += 1,
         }
         self.upstreams.closed(target);
+        self.upstreams.record_failure(target, why);
         pair.holds_upstream = false;
         if self.upstreams.failed(target, now) {
             log::warn!(
@@ -447,11 +448,13 @@ impl Forwarder {
                     // Our shortage (descriptors, ports, memory), not the
                     // upstream's: marking it down would blame it.
                     self.stats.upstream_failed += 1;
+                    self.upstreams.record_failure(next, ConnectFailure::Other);
                     log::warn!("cannot connect to upstream {addr}: {e}: closing the client");
                     return None;
                 }
                 Err(e) => {
                     self.stats.upstream_failed += 1;
+                    self.upstreams.record_failure(next, ConnectFailure::of(&e));
                     if self.upstreams.failed(next, now) {
                         log::warn!(
                             "upstream {addr}: connect failed to start ({e}): marked down for {}",

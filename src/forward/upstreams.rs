@@ -121,7 +121,9 @@ impl Upstream {
                 up: 0,
                 active: 0,
                 connects: 0,
-                failed: 0,
+                refused: 0,
+                timed_out: 0,
+                failed_other: 0,
                 bytes_up: 0,
                 bytes_down: 0,
                 connect_us: 0,
@@ -238,6 +240,17 @@ impl Upstreams {
         }
     }
 
+    /// A connect for a client to upstream `i` failed, as `why` says.
+    pub fn record_failure(&mut self, i: usize, why: ConnectFailure) {
+        if let Some(u) = self.list.get_mut(i) {
+            match why {
+                ConnectFailure::Refused => u.counts.refused += 1,
+                ConnectFailure::TimedOut => u.counts.timed_out += 1,
+                ConnectFailure::Other => u.counts.failed_other += 1,
+            }
+        }
+    }
+
     /// A pair forwarded to upstream `i` ended, having moved these bytes.
     pub fn record_bytes(&mut self, i: usize, up: u64, down: u64) {
         if let Some(u) = self.list.get_mut(i) {
@@ -274,7 +287,6 @@ impl Upstreams {
         let until = now + self.down_time;
         match self.list.get_mut(i) {
             Some(u) => {
-                u.counts.failed += 1;
                 let was_up = u.down_until.is_none_or(|t| t <= now);
                 u.down_until = Some(until);
                 was_up

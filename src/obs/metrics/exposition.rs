@@ -131,10 +131,19 @@ impl Writer<'_> {
         }
         // Forwarding: one sample per upstream in each family.
         if !stats.upstreams.is_empty() {
-            for (family, kind, help, get) in UPSTREAM_COUNTERS {
-                self.head(family, help, kind.name());
+            let mut family = "";
+            for row in UPSTREAM_COUNTERS {
+                if row.family != family {
+                    family = row.family;
+                    self.head(family, row.help, row.kind.name());
+                }
+                let extra = row
+                    .label
+                    .map(|(k, v)| format!(",{k}=\"{v}\""))
+                    .unwrap_or_default();
                 for u in &stats.upstreams {
-                    let _ = writeln!(self.0, "{family}{{upstream=\"{}\"}} {}", u.addr, get(u));
+                    let value = (row.get)(u);
+                    let _ = writeln!(self.0, "{family}{{upstream=\"{}\"{extra}}} {value}", u.addr);
                 }
             }
         }
