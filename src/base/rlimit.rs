@@ -85,10 +85,11 @@ pub fn raise_nofile() -> Option<u64> {
 }
 
 /// The most connections the current soft limit allows, after the reserve
-/// and `held` descriptors the event loops hold themselves.
-pub(crate) fn max_conns_allowed(held: u64) -> Option<usize> {
+/// and `held` descriptors the event loops hold themselves, when each
+/// connection holds `per_conn` (a proxied pair: 2).
+pub(crate) fn max_conns_allowed(held: u64, per_conn: u64) -> Option<usize> {
     let (soft, _) = nofile()?;
-    Some(soft.saturating_sub(RESERVE + held).max(1) as usize)
+    Some((soft.saturating_sub(RESERVE + held) / per_conn.max(1)).max(1) as usize)
 }
 
 #[cfg(test)]

@@ -124,9 +124,10 @@ impl Forwarder {
         let signals = SignalSource::for_loop(config.handle_signals, poll.registry())
             .map_err(setup("signal handlers"))?;
         let mut config = config;
-        // A pair holds two descriptors (and, splicing, a pipe's two more).
+        // A pair holds two descriptors (splicing, a pipe's two more for a
+        // while: a pipe that cannot be made falls back to copying).
         let held = crate::base::rlimit::fds_per_loop(listeners.len());
-        config.max_conns = admission::effective_max_conns(config.max_conns, held) / 2;
+        config.max_conns = admission::effective_max_conns(config.max_conns, held, 2);
         let upstreams = Upstreams::new(&forward.upstreams, forward.balance, forward.down_time);
         let how = How {
             splice: forward.splice,

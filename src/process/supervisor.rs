@@ -164,6 +164,9 @@ pub struct Supervisor {
     trace_events: Option<TraceEvents>,
     /// Run on SIGHUP after the built-in reloads (the forwarder's upstream file).
     on_reload: Option<ReloadHook>,
+    /// Descriptors one connection holds (a proxied pair: 2), for the
+    /// `--max-conns` the descriptor limit allows.
+    fds_per_conn: u64,
     asks: (Sender<Ask>, Receiver<Ask>),
     waker: Arc<OnceLock<Arc<Waker>>>,
 }
@@ -236,6 +239,7 @@ impl Supervisor {
             access_log: None,
             trace_events: None,
             on_reload: None,
+            fds_per_conn: 1,
             asks: mpsc::channel(),
             waker: Arc::default(),
         }
@@ -364,6 +368,7 @@ impl Supervisor {
         if let Some(file) = forward.file.clone() {
             self.on_reload = Some(Box::new(move |cause| file.reload(cause)));
         }
+        self.fds_per_conn = 2;
         self.run_loops(move |given: Given| run_forward_loop(given, forward.clone()))
     }
 
@@ -410,7 +415,8 @@ impl Supervisor {
         // One limit for the process, computed (and printed) once; every
         // loop counts against it (see crate::reactor::admission).
         let loop_fds = n as u64 * rlimit::fds_per_loop(self.listeners.len());
-        self.config.max_conns = admission::effective_max_conns(self.config.max_conns, loop_fds);
+        self.config.max_conns =
+            admission::effective_max_conns(self.config.max_conns, loop_fds, self.fds_per_conn);
         let limit = Arc::new(ConnLimit::new(self.config.max_conns));
         let mut per_loop_config = self.config.clone();
         per_loop_config.handle_signals = false;

@@ -209,9 +209,9 @@ impl Drop for Held {
 /// (logged at warn when it is) and to the most tokens a loop can give out.
 /// Computed once per process, before any loop starts, and printed in the
 /// start-up line.
-pub(crate) fn effective_max_conns(requested: usize, held: u64) -> usize {
+pub(crate) fn effective_max_conns(requested: usize, held: u64, per_conn: u64) -> usize {
     let mut max = requested.max(1);
-    if let Some(allowed) = crate::base::rlimit::max_conns_allowed(held) {
+    if let Some(allowed) = crate::base::rlimit::max_conns_allowed(held, per_conn) {
         if max > allowed {
             log::warn!("max-conns {max} is above what RLIMIT_NOFILE allows; using {allowed}");
             max = allowed;

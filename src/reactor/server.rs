@@ -303,7 +303,7 @@ impl<P: Protocol, S: Accept, M: MakeProtocol<P>> Server<P, S, M> {
             .map_err(setup("signal handlers"))?;
         let mut config = config;
         let held = crate::base::rlimit::fds_per_loop(listeners.len());
-        config.max_conns = admission::effective_max_conns(config.max_conns, held);
+        config.max_conns = admission::effective_max_conns(config.max_conns, held, 1);
         let waker = Arc::new(waker);
         let hub = Hub::new(1);
         let inbox = hub.open_door(0, Arc::clone(&waker));
