@@ -77,22 +77,9 @@ fn upgrade_timeout_0_is_refused_with_a_one_line_reason_and_exit_2() {
 /// is started — not thousands of threads started, then `EMFILE`.
 #[test]
 fn more_threads_than_the_descriptor_limit_allows_is_refused_up_front_with_exit_2() {
-    use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(binary());
     cmd.args(["--listen", "127.0.0.1:0", "--threads", "10000"]);
-    // SAFETY: setrlimit is async-signal-safe and only reads `lim`.
-    unsafe {
-        cmd.pre_exec(|| {
-            let lim = libc::rlimit {
-                rlim_cur: 1024,
-                rlim_max: 1024,
-            };
-            match libc::setrlimit(libc::RLIMIT_NOFILE, &lim) {
-                0 => Ok(()),
-                _ => Err(std::io::Error::last_os_error()),
-            }
-        });
-    }
+    util::with_nofile(&mut cmd, 1024);
     let out = cmd.output().expect("run tcp-reactor");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
@@ -168,23 +155,10 @@ fn port_0_logs_the_real_port_and_ipv6_works() {
 /// the 3 each loop holds (epoll, waker, its copy of the listener).
 #[test]
 fn the_startup_line_shows_the_connection_limit_in_force() {
-    use std::os::unix::process::CommandExt;
     for (threads, max_conns) in [("1", 965), ("2", 962)] {
         let mut cmd = Command::new(binary());
         cmd.args(["--max-conns", "99999999", "--threads", threads]);
-        // SAFETY: setrlimit is async-signal-safe and only reads `lim`.
-        unsafe {
-            cmd.pre_exec(|| {
-                let lim = libc::rlimit {
-                    rlim_cur: 1000,
-                    rlim_max: 1000,
-                };
-                match libc::setrlimit(libc::RLIMIT_NOFILE, &lim) {
-                    0 => Ok(()),
-                    _ => Err(std::io::Error::last_os_error()),
-                }
-            });
-        }
+        util::with_nofile(&mut cmd, 1000);
         cmd.args(["--listen", "127.0.0.1:0"]);
         let server = ServerProcess::launch(cmd);
         let line = server.log_lines_with("listening on").remove(0);

@@ -1118,22 +1118,9 @@ fn ipv6_clients_and_upstreams() {
 
 #[test]
 fn the_connection_limit_counts_two_descriptors_a_pair() {
-    use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(util::binary());
     cmd.args(["--max-conns", "99999999", "--upstream", "127.0.0.1:9"]);
-    // SAFETY: setrlimit is async-signal-safe and only reads `lim`.
-    unsafe {
-        cmd.pre_exec(|| {
-            let lim = libc::rlimit {
-                rlim_cur: 1000,
-                rlim_max: 1000,
-            };
-            match libc::setrlimit(libc::RLIMIT_NOFILE, &lim) {
-                0 => Ok(()),
-                _ => Err(std::io::Error::last_os_error()),
-            }
-        });
-    }
+    util::with_nofile(&mut cmd, 1000);
     cmd.args(["--listen", "127.0.0.1:0"]);
     let server = ServerProcess::launch(cmd);
     let line = server.log_lines_with("listening on").remove(0);

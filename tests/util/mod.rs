@@ -26,6 +26,24 @@ pub fn binary() -> &'static str {
     }
 }
 
+/// Start `cmd` with `RLIMIT_NOFILE` at `limit` (soft and hard).
+pub fn with_nofile(cmd: &mut Command, limit: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe and only reads `lim`.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            match libc::setrlimit(libc::RLIMIT_NOFILE, &lim) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+    }
+}
+
 /// Raise this process's descriptor limit so tests can open many sockets.
 pub fn raise_fd_limit() {
     let _ = tcp_reactor::base::rlimit::raise_nofile();
