@@ -1102,6 +1102,34 @@ struct Given {
     trace: Option<TraceEvents>,
 }
 
+/// How a loop's thread tells the supervisor what happens: the channel,
+/// and the waker of the supervisor's poller so the news is seen at once.
+#[derive(Clone)]
+struct Reporter {
+    id: usize,
+    tx: Sender<LoopEvent>,
+    waker: Arc<Waker>,
+}
+
+impl Reporter {
+    fn send(&self, event: LoopEvent) {
+        let _ = self.tx.send(event);
+        let _ = self.waker.wake();
+    }
+
+    /// The loop's `on_stats` hook: its counters, when asked.
+    fn stats(&self) -> impl FnMut(&Stats) + Send + 'static {
+        let report = self.clone();
+        move |stats| report.send(LoopEvent::Stats(report.id, Box::new(stats.clone())))
+    }
+
+    /// The loop's `on_stopped_accepting` hook.
+    fn stopped_accepting(&self) -> impl FnMut() + Send + 'static {
+        let report = self.clone();
+        move || report.send(LoopEvent::StoppedAccepting)
+    }
+}
+
 /// One loop thread: build its protocol factory and server on its own
 /// thread, report its handle, run, report the result.
 fn run_loop<P, F, G, S>(given: Given, per_loop: F)
@@ -1122,10 +1150,7 @@ where
         access_log,
         trace,
     } = given;
-    let send = move |event| {
-        let _ = tx.send(event);
-        let _ = waker.wake();
-    };
+    let report = Reporter { id, tx, waker };
     let ctx = LoopContext::new(id, hub.loops());
     let make = per_loop(&ctx);
     let make = OnLoop {
@@ -1134,9 +1159,8 @@ where
     };
     let server = match Server::<P, S, OnLoop<G>>::with_factory(config, sockets, make) {
         Ok(server) => server,
-        Err(e) => return send(LoopEvent::Finished(id, Err(e))),
+        Err(e) => return report.send(LoopEvent::Finished(id, Err(e))),
     };
-    let (stats_send, stop_send) = (send.clone(), send.clone());
     let server = match &access_log {
         Some(log) => server.access_log(log),
         None => server,
@@ -1150,15 +1174,15 @@ where
         .worker(id)
         .hub(hub, id)
         .shared_limit(limit)
-        .on_stats(move |stats| stats_send(LoopEvent::Stats(id, Box::new(stats.clone()))))
-        .on_stopped_accepting(move || stop_send(LoopEvent::StoppedAccepting));
-    send(LoopEvent::Started(
+        .on_stats(report.stats())
+        .on_stopped_accepting(report.stopped_accepting());
+    report.send(LoopEvent::Started(
         id,
         server.shutdown_handle(),
         server.protocol_name(),
     ));
     let result = server.run();
-    send(LoopEvent::Finished(id, result));
+    report.send(LoopEvent::Finished(id, result));
 }
 
 #[cfg(feature = "forward")]
@@ -1175,15 +1199,11 @@ fn run_forward_loop(given: Given, forward: Forward) {
         access_log,
         trace: _,
     } = given;
-    let send = move |event| {
-        let _ = tx.send(event);
-        let _ = waker.wake();
-    };
+    let report = Reporter { id, tx, waker };
     let forwarder = match Forwarder::new(config, forward, sockets) {
         Ok(forwarder) => forwarder,
-        Err(e) => return send(LoopEvent::Finished(id, Err(e))),
+        Err(e) => return report.send(LoopEvent::Finished(id, Err(e))),
     };
-    let (stats_send, stop_send) = (send.clone(), send.clone());
     let forwarder = match &access_log {
         Some(log) => forwarder.access_log(log),
         None => forwarder,
@@ -1192,15 +1212,15 @@ fn run_forward_loop(given: Given, forward: Forward) {
     let forwarder = forwarder
         .worker(id, hub.loops())
         .shared_limit(limit)
-        .on_stats(move |stats| stats_send(LoopEvent::Stats(id, Box::new(stats.clone()))))
-        .on_stopped_accepting(move || stop_send(LoopEvent::StoppedAccepting));
-    send(LoopEvent::Started(
+        .on_stats(report.stats())
+        .on_stopped_accepting(report.stopped_accepting());
+    report.send(LoopEvent::Started(
         id,
         forwarder.shutdown_handle(),
         forward::forwarder::NAME,
     ));
     let result = forwarder.run();
-    send(LoopEvent::Finished(id, result));
+    report.send(LoopEvent::Finished(id, result));
 }
 
 /// The worst of the loops' outcomes: an error, else a forced drain (with
