@@ -474,16 +474,9 @@ impl Protocol for Resp {
                     }
                 }
                 State::Name { argc } => {
-                    let Some(&first) = rest.first() else {
-                        return continue_at(pos);
-                    };
-                    if first != b'$' {
-                        return self.expected_dollar(rest, input, out);
-                    }
-                    let (len, header) = match self.bulk_len(rest) {
-                        Ok(Some(v)) => v,
-                        Ok(None) => return continue_at(pos),
-                        Err(msg) => return self.protocol_error(msg, input, out),
+                    let (len, header) = match self.bulk_header(rest, pos, input, out) {
+                        Ok(v) => v,
+                        Err(step) => return step,
                     };
                     let preview = len.min(NAME_PREVIEW as u64) as usize;
                     if rest.len() < header + preview {
@@ -541,16 +534,9 @@ impl Protocol for Resp {
                     };
                 }
                 State::Arg { left, echo } => {
-                    let Some(&first) = rest.first() else {
-                        return continue_at(pos);
-                    };
-                    if first != b'$' {
-                        return self.expected_dollar(rest, input, out);
-                    }
-                    let (len, header) = match self.bulk_len(rest) {
-                        Ok(Some(v)) => v,
-                        Ok(None) => return continue_at(pos),
-                        Err(msg) => return self.protocol_error(msg, input, out),
+                    let (len, header) = match self.bulk_header(rest, pos, input, out) {
+                        Ok(v) => v,
+                        Err(step) => return step,
                     };
                     pos += header;
                     if echo {
@@ -638,6 +624,30 @@ impl Protocol for Resp {
 
 impl Resp {
     /// A `$N\r\n` header at the front of `rest`: `(N, header length)`.
+    /// The `$<len>\r\n` a bulk string (a command's name or argument)
+    /// starts with: its length and the header's size. `Err` is the step
+    /// to return: wait for more bytes (at `pos`), or a protocol error.
+    #[inline]
+    fn bulk_header(
+        &mut self,
+        rest: &[u8],
+        pos: usize,
+        input: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(u64, usize), Step> {
+        let Some(&first) = rest.first() else {
+            return Err(continue_at(pos));
+        };
+        if first != b'$' {
+            return Err(self.expected_dollar(rest, input, out));
+        }
+        match self.bulk_len(rest) {
+            Ok(Some(v)) => Ok(v),
+            Ok(None) => Err(continue_at(pos)),
+            Err(msg) => Err(self.protocol_error(msg, input, out)),
+        }
+    }
+
     fn bulk_len(&self, rest: &[u8]) -> Result<Option<(u64, usize)>, &'static str> {
         match count_line(rest) {
             Count::Partial => Ok(None),
