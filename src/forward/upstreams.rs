@@ -98,14 +98,14 @@ impl fmt::Display for ConnectFailure {
 pub struct Upstream {
     /// Where it listens.
     pub addr: SocketAddr,
-    /// Connections of this loop forwarded to it now (connecting included).
-    pub active: usize,
     /// Down until then (a failed connect); `None`: up.
     pub down_until: Option<Instant>,
     /// No longer in the list (`--upstream-file` re-read): takes no new
     /// connection, keeps its live ones.
     pub retired: bool,
-    /// What `/metrics` shows of it (`up` and `active` filled in when asked).
+    /// What `/metrics` shows of it (`up` filled in when asked), and the
+    /// balancer reads: `active` is this loop's connections forwarded to it
+    /// now, connecting included.
     pub counts: UpstreamCount,
 }
 
@@ -113,7 +113,6 @@ impl Upstream {
     fn new(addr: SocketAddr) -> Self {
         Self {
             addr,
-            active: 0,
             down_until: None,
             retired: false,
             counts: UpstreamCount {
@@ -184,7 +183,7 @@ impl Upstreams {
             Balance::LeastConn => order
                 .clone()
                 .filter(|&i| untried(i) && up(&self.list[i]))
-                .min_by_key(|&i| self.list[i].active),
+                .min_by_key(|&i| self.list[i].counts.active),
         };
         let choice = choice.or_else(|| {
             order
@@ -221,14 +220,14 @@ impl Upstreams {
     /// A connection to upstream `i` begins (its connect is under way).
     pub fn opened(&mut self, i: usize) {
         if let Some(u) = self.list.get_mut(i) {
-            u.active += 1;
+            u.counts.active += 1;
         }
     }
 
     /// A connection to upstream `i` ended (or its connect failed).
     pub fn closed(&mut self, i: usize) {
         if let Some(u) = self.list.get_mut(i) {
-            u.active = u.active.saturating_sub(1);
+            u.counts.active = u.counts.active.saturating_sub(1);
         }
     }
 
@@ -265,7 +264,6 @@ impl Upstreams {
             .iter()
             .map(|u| UpstreamCount {
                 up: u64::from(u.down_until.is_none_or(|t| t <= now)),
-                active: u.active as u64,
                 ..u.counts.clone()
             })
             .collect()
@@ -387,7 +385,7 @@ mod tests {
         assert_eq!(u.replace(&[a[1], a[2]]), (1, 1));
         assert_eq!(u.list()[0].addr, a[0], "index 0 is still upstream 0");
         assert_eq!(
-            u.list()[0].active,
+            u.list()[0].counts.active,
             1,
             "its live connection is still counted"
         );
