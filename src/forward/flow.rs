@@ -268,8 +268,14 @@ impl Flow {
             // 1. What is owed goes first.
             if self.pending() > 0 && dst.writable && dst.sock.owed() == 0 {
                 match self.write(dst, tools) {
-                    Ok(n) => moved |= n > 0,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => dst.writable = false,
+                    Ok(n) => {
+                        log::trace!("{name}: wrote {n} B, {} B still owed", self.pending());
+                        moved |= n > 0
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        log::trace!("{name}: write would block, {} B owed", self.pending());
+                        dst.writable = false
+                    }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => moved = true,
                     Err(e) => return Pumped::Failed(End::Destination, e),
                 }
@@ -376,6 +382,14 @@ impl Flow {
         if n < room && !src.read_closed {
             src.readable = false; // a short read: the socket is empty
         }
+        log::trace!(
+            "{name}: read {n} B{}",
+            if src.readable {
+                ""
+            } else {
+                " (short read: drained)"
+            }
+        );
         if mode == Splice::Auto && n == full {
             log::trace!("{name}: a full {n} B read: splicing from now");
             self.splicing = true;
